@@ -1,0 +1,124 @@
+"""The contract between rule-based ASD (styles, build) and the model-driven generation engine.
+
+A `Need` is one request for model-written content about one record: distractors for the yes/no or MCQ
+style, or explanations / region descriptions for the brief and detailed styles. Multi-turn records ask for
+all their questions in one Need (the question-list form). The engine answers with a `NeedResult` per Need
+key, or records a failure; the build then renders the styles from the results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal, Protocol
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+NeedKind = Literal["mcq", "yn", "brief", "detail"]
+DistractorSource = Literal["model", "pool"]
+
+
+class QAItem(BaseModel):
+    """One question of a record, without its `<image>` token and without its instruction line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    question: str
+    answer: str  # the correct answer text; for Grounding the box string `[x1, y1, x2, y2]` (normalised)
+    context: str | None = None  # ScienceQA `Context:` text, when present
+    options: list[str] | None = None  # ScienceQA options text (without letters), when present
+
+
+class Need(BaseModel):
+    """A request for model-written content for one record in one target style."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: str  # task name from the registry, e.g. "GQA"
+    record_id: str
+    kind: NeedKind
+    image: str | None = None  # path relative to the data root; None for text-only records
+    items: list[QAItem] = Field(min_length=1)
+
+    @property
+    def key(self) -> str:
+        """Stable identity of what is asked (not of how: prompts/model/sampling are added by the engine)."""
+        payload = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(payload).hexdigest()[:32]
+
+
+class NeedResult(BaseModel):
+    """Validated model output for a Need: one entry per item, in item order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    distractors: list[list[str]] | None = None  # kind mcq: 3 per item; kind yn: 1 per item
+    explanations: list[str] | None = None  # kind brief/detail: one text per item (Grounding: a description)
+
+
+class NeedFailure(BaseModel):
+    """A Need the engine gave up on after its retries (quarantined with what the model said)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    task: str
+    record_id: str
+    kind: NeedKind
+    error: str
+    raw_output: str | None = None
+    attempts: int = 0
+
+
+class GenerationOptions(BaseModel):
+    """Everything `sefe asd build` passes to the engine. Secrets are never stored here (keys come from env)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["local", "openai", "vllm", "batch"] = "local"
+    model: str | None = None  # None: the backend's default (local: embedded SmolLM2-135M-Instruct)
+    base_url: str | None = None
+    concurrency: int = 16
+    prompts_dir: str | None = None  # override templates, or a folder of official SEFE prompt files
+    max_retries: int = 4
+    request_timeout_s: float = 120.0
+    temperature: float = 0.0
+    max_tokens: int = 512
+    max_requests: int | None = None  # spend cap: stop sending new requests after this many
+    strict: bool = False  # fail the build when any Need is quarantined
+    price_in_per_mtok: float | None = None
+    price_out_per_mtok: float | None = None
+    batch_input_dir: str | None = None  # batch backend: where the provider's output files are read from
+    vllm_args: dict[str, object] = Field(default_factory=dict)  # tensor_parallel_size, data_parallel_size, ...
+    chunk_size: int = 256  # vllm/local: requests per flushed chunk
+
+
+class GenerationReport(BaseModel):
+    """What the engine did, for the manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str
+    model: str
+    prompt_hashes: dict[str, str] = Field(default_factory=dict)  # template name -> sha256
+    requests_sent: int = 0
+    cached: int = 0
+    failed: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float | None = None
+    pending_batch_files: list[str] = Field(default_factory=list)  # batch backend: written, not yet ingested
+
+
+class GenerationOutcome(BaseModel):
+    results: dict[str, NeedResult] = Field(default_factory=dict)  # Need.key -> result
+    failures: list[NeedFailure] = Field(default_factory=list)
+    report: GenerationReport
+
+
+class Generator(Protocol):
+    """What the build calls; implemented by `asd_gen.engine.Engine`."""
+
+    def fulfil(self, needs: list[Need], out_dir: str) -> GenerationOutcome:
+        """Answer every Need (cache first, then the backend); never raises for a single bad request."""
+        ...

@@ -1,0 +1,1 @@
+"""asd_gen/styles."""

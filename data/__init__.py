@@ -1,0 +1,1 @@
+"""Bundled sample data (`coin-mini/`) and the script that regenerates it."""

@@ -1,0 +1,1 @@
+"""Jinja prompt templates for ASD generation, shipped as package data (one folder per task)."""

@@ -1,0 +1,1 @@
+"""CoIN inference, scorers, continual-learning metrics and run reports."""

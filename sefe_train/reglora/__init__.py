@@ -1,0 +1,1 @@
+"""RegLoRA: key elements of earlier LoRA updates and the penalty that protects them."""

@@ -116,8 +116,21 @@ class GenerationOutcome(BaseModel):
     report: GenerationReport
 
 
+class Estimate(BaseModel):
+    """What answering a list of Needs would take, without calling a model (for `sefe asd plan`)."""
+
+    requests: int
+    cached: int
+    tokens_in: int
+    tokens_out: int
+
+
 class Generator(Protocol):
-    """What the build calls; implemented by `asd_gen.engine.Engine`."""
+    """What the build calls; implemented by `sefe.asd_gen.engine.Engine(options, data_root)`."""
+
+    def estimate(self, needs: list[Need], out_dir: str) -> Estimate:
+        """Count requests (minus those already cached under out_dir) and estimated tokens; no model call."""
+        ...
 
     def fulfil(self, needs: list[Need], out_dir: str) -> GenerationOutcome:
         """Answer every Need (cache first, then the backend); never raises for a single bad request."""

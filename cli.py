@@ -6,11 +6,13 @@ Each section below is owned by one area; keep commands thin.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(
     name="sefe",
-    help="SEFE toolkit: Answer Style Diversification (ASD) and RegLoRA for multimodal continual instruction tuning.",
+    help="SEFE: Answer Style Diversification (ASD) and RegLoRA for multimodal continual instruction tuning.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
@@ -23,22 +25,343 @@ app.add_typer(bench_app, name="bench")
 
 
 # ---- asd (owner: ASD core) -------------------------------------------------------------------------------
+def _split_list(values: list[str] | None) -> list[str]:
+    """`--x 10 --x 20` and `--x 10,20` both work (same for --tasks)."""
+    return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+
+
+def asd_build_cmd(
+    data_root: Path | None = typer.Option(None, help="CoIN data root (default: bundled coin-mini)."),
+    out: Path = typer.Option(Path("out/coin-asd"), help="Output root (<out>/annotations/<Task>/)."),
+    tasks: list[str] | None = typer.Option(None, "--tasks", help="Tasks (repeat or comma list)."),
+    task_file: list[Path] | None = typer.Option(None, "--task-file", help="YAML task declaration (repeat)."),
+    seed: int = typer.Option(0, help="Seed of selection, styles, option order and yes/no balance."),
+    x: list[str] | None = typer.Option(None, "--x", help="Percent converted (repeat or comma list)."),
+    distractors: str = typer.Option("model", help="model: the model writes distractors; pool: task answers."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only print the plan (same as `sefe asd plan`)."),
+    backend: str = typer.Option("local", help="Generation backend: local | openai | vllm | batch."),
+    model: str | None = typer.Option(None, help="Model name or folder (default: the backend's default)."),
+    base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (key from OPENAI_API_KEY)."),
+    concurrency: int = typer.Option(16, help="Requests in flight (openai backend)."),
+    prompts: Path | None = typer.Option(None, "--prompts", help="Template or official SEFE prompt folder."),
+    strict: bool = typer.Option(False, "--strict", help="Fail when any request is quarantined."),
+    max_requests: int | None = typer.Option(None, help="Spend cap: send at most this many new requests."),
+    price_in: float | None = typer.Option(None, help="USD per million input tokens (cost)."),
+    price_out: float | None = typer.Option(None, help="USD per million output tokens."),
+    batch_input: Path | None = typer.Option(None, help="Batch backend: provider output folder."),
+    max_retries: int = typer.Option(4, help="Tries per request before it is quarantined."),
+) -> None:
+    """Convert X percent of each task into the other four answer styles; write train_x{X}.json + manifest."""
+    from pydantic import ValidationError
+    from rich.console import Console
+    from sefe.asd_gen.build import BuildError, BuildOptions, build, default_data_root, plan
+    from sefe.asd_gen.needs import GenerationOptions
+    from sefe.asd_gen.records import RecordsError
+    from sefe.asd_gen.summary import build_table, plan_table
+    from sefe.asd_gen.tasks import TaskError, load_task_file
+
+    console = Console()
+    try:
+        for f in task_file or []:
+            load_task_file(f)
+        xs = [float(v) for v in _split_list(x)] or [20.0]
+        gen = GenerationOptions(
+            backend=backend, model=model, base_url=base_url, concurrency=concurrency,  # type: ignore[arg-type]
+            prompts_dir=str(prompts) if prompts else None, strict=strict, max_requests=max_requests,
+            price_in_per_mtok=price_in, price_out_per_mtok=price_out, max_retries=max_retries,
+            batch_input_dir=str(batch_input) if batch_input else None,
+        )
+        opts = BuildOptions(
+            data_root=data_root or default_data_root(), out=out, tasks=_split_list(tasks) or None, xs=xs,
+            seed=seed, distractors=distractors, generation=gen,  # type: ignore[arg-type]
+        )
+        if dry_run:
+            console.print(plan_table(plan(opts)))
+            return
+        result = build(opts)
+    except (BuildError, RecordsError, TaskError, ValidationError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from None
+    if result.status == "pending":
+        console.print("[yellow]batch files written; rerun this command once the provider is done:[/yellow]")
+        for p in result.pending_batch_files:
+            console.print(f"  {p}", highlight=False)
+        raise typer.Exit(3)
+    console.print(build_table(result))
+    for m in result.manifests:
+        console.print(f"manifest: {m}", highlight=False)
+
+
+def asd_plan_cmd(**kwargs: object) -> None:
+    """Print per task and X: records, selected, per-style counts, model requests and estimated tokens."""
+    asd_build_cmd(**{**kwargs, "dry_run": True})  # type: ignore[arg-type]
+
+
+def _plan_signature() -> None:
+    import inspect
+
+    sig = inspect.signature(asd_build_cmd)
+    asd_plan_cmd.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[p for name, p in sig.parameters.items() if name != "dry_run"]
+    )
+
+
+_plan_signature()
+asd_app.command("build")(asd_build_cmd)
+asd_app.command("plan")(asd_plan_cmd)
 # ---- end asd ---------------------------------------------------------------------------------------------
 
 
 # ---- train (owner: trainer) ------------------------------------------------------------------------------
+@app.command("train")
+def train_cmd(
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Run config YAML (default: tiny model, coin-mini, 3 tasks)."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override any config key, repeatable: --set train.lr=1e-4 --set reglora.lam=100."
+    ),
+    method: str | None = typer.Option(None, "--method", help="lora | reglora"),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (output_dir)."),
+    tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated task names, in training order."),
+    data_root: Path | None = typer.Option(None, "--data-root", help="CoIN data root."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Cap the steps of every stage."),
+    reg_delta: str | None = typer.Option(None, "--reg-delta", help="RegLoRA ΔW: ba | scaled."),
+    accumulate: str | None = typer.Option(None, "--accumulate", help="Key accumulation: union | concat."),
+    no_eval: bool = typer.Option(False, "--no-eval", help="Skip evaluating tasks 1..k after each stage."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+) -> None:
+    """Continual training task after task (LoRA or RegLoRA). Rerun the same command to resume."""
+    from sefe.sefe_train.config import ConfigError, cli_overrides, dump_config, load_config, select_tasks
+
+    overrides = cli_overrides(
+        method=method, out=out, data_root=data_root, max_steps=max_steps, reg_delta=reg_delta,
+        accumulate=accumulate, no_eval=no_eval,
+    )
+    try:
+        cfg = load_config(config, overrides + list(set_))
+        if tasks:
+            cfg = select_tasks(cfg, [t.strip() for t in tasks.split(",") if t.strip()])
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if print_config:
+        typer.echo(dump_config(cfg))
+        return
+    from sefe.sefe_train.runner import ContinualRunner
+
+    try:
+        state = ContinualRunner(cfg).run()
+    except (ConfigError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"run folder: {cfg.output_dir} ({len(state.done)}/{len(cfg.tasks)} stages done)")
+
+
 # ---- end train -------------------------------------------------------------------------------------------
 
 
 # ---- eval run (owner: inference) -------------------------------------------------------------------------
+@eval_app.command("run")
+def eval_run_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="Merged LLaVA folder (HF save_pretrained)."),
+    data_root: Path = typer.Option(..., "--data-root", help="CoIN data root (annotations/<Task>/test.json)."),
+    tasks: str | None = typer.Option(
+        None, "--tasks", help="Comma-separated tasks (default: every task with a test.json, CoIN order)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for <Task>.jsonl prediction files."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Prompts per generate call (left padded)."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Generation cap per answer."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N test records per task."),
+    model_id: str | None = typer.Option(None, "--model-id", help="model_id field (default: folder name)."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, else fp32) | float32 | bfloat16."),
+    device: str | None = typer.Option(None, "--device", help="torch device (default: cuda if available)."),
+    engine: str = typer.Option("hf", "--engine", help="hf (transformers) | vllm (pip install 'sefe[vllm]')."),
+) -> None:
+    """CoIN predictions, greedy, one JSONL per task. Rerun the same command to resume."""
+    from sefe.sefe_train.evaluation.inference import default_tasks, run_inference
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else default_tasks(data_root)
+    if not names:
+        typer.echo(f"error: no annotations/<Task>/test.json under {data_root}", err=True)
+        raise typer.Exit(2)
+    if engine not in ("hf", "vllm"):
+        typer.echo(f"error: --engine must be hf or vllm, got {engine!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        paths = run_inference(
+            model, data_root, names, out, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit,
+            model_id=model_id, dtype=dtype, device=device, engine=engine,  # type: ignore[arg-type]
+        )
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for task, path in paths.items():
+        typer.echo(f"{task}: {path}")
+
+
 # ---- end eval run ----------------------------------------------------------------------------------------
 
 
 # ---- eval score + report (owner: scoring/report) ---------------------------------------------------------
+@eval_app.command("score")
+def eval_score_cmd(
+    task: str = typer.Option(..., "--task", "-t", help="CoIN task, e.g. ScienceQA, TextVQA, Grounding."),
+    predictions: Path = typer.Option(..., "--predictions", "-p", help="Prediction JSONL (`sefe eval run`)."),
+    annotations: Path = typer.Option(..., "--annotations", "-a", help="The task's test.json."),
+    gt: Path | None = typer.Option(
+        None,
+        "--gt",
+        help="Official ground truth: ScienceQA folder with problems.json + pid_splits.json, "
+        "TextVQA_0.5.1_val.json, or GQA testdev_balanced_questions.json.",
+    ),
+    mode: str = typer.Option("compat", "--mode", help="compat (published scorers, quirks kept) | fixed."),
+    variant: str | None = typer.Option(
+        None, "--variant", help="ScienceQA only: coin-legacy (CoIN's older scorer)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Score one prediction file with the CoIN rules; the output always names the scoring mode."""
+    import orjson
+    from sefe.sefe_train.evaluation.loading import ScoringError
+    from sefe.sefe_train.evaluation.scorers import score_predictions
+
+    if mode not in ("compat", "fixed"):
+        typer.echo(f"error: --mode must be compat or fixed, not {mode!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        mode_ = "fixed" if mode == "fixed" else "compat"
+        res = score_predictions(task, predictions, annotations, gt=gt, mode=mode_, variant=variant)
+    except ScoringError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(orjson.dumps(res.model_dump(mode="json")).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{res.task} ({res.mode}{', ' + res.variant if res.variant else ''})")
+    for col in ("accuracy", "correct", "total", "missing", "unknown ids", "ground truth"):
+        table.add_column(col)
+    table.add_row(
+        f"{res.accuracy:.2f}", f"{res.correct:g}", str(res.total), str(res.missing),
+        str(len(res.unknown_ids)), res.gt_source,
+    )
+    console = Console()
+    console.print(table)
+    for note in res.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+@app.command("report")
+def report_cmd(
+    runs: list[Path] = typer.Argument(..., help="Run folders (or accuracy.json files), shown side by side."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: the run folder, or "
+                                    "./sefe-report for several runs)."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+) -> None:
+    """Write report.md, report.json and PNG plots (heatmap, accuracy over stages, runs side by side)."""
+    from sefe.sefe_train.evaluation.report import ReportError, build_report
+
+    target = out or (runs[0] if len(runs) == 1 and runs[0].is_dir() else Path("sefe-report"))
+    try:
+        report = build_report(runs, target, plots=not no_plots)
+    except ReportError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for r in report.runs:
+        m = r.metrics
+        typer.echo(
+            f"{r.label} ({r.mode}): MFT {m.MFT if m.MFT is None else round(m.MFT, 2)}, "
+            f"MFN {m.MFN if m.MFN is None else round(m.MFN, 2)}, stages {m.stages}/{len(r.matrix.tasks)}"
+        )
+    typer.echo(f"report: {target / 'report.md'}")
+
+
+@eval_app.command("judge")
+def eval_judge_cmd(
+    task: str = typer.Option(..., "--task", "-t", help="CoIN task of the predictions."),
+    predictions: Path = typer.Option(..., "--predictions", "-p", help="Prediction JSONL (`sefe eval run`)."),
+    annotations: Path = typer.Option(..., "--annotations", "-a", help="The task's test.json."),
+    backend: str = typer.Option("openai", "--backend", help="openai | vllm | local (the ASD backends)."),
+    model: str | None = typer.Option(None, "--model", help="Judge model (default: the backend's)."),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint URL."),
+    concurrency: int = typer.Option(16, "--concurrency", help="Requests in flight (openai backend)."),
+    cache: Path | None = typer.Option(None, "--cache", help="Ratings cache (default: <P>.judge.jsonl)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Knowledge capability: an LLM judge rates each answer 0-10; score = sum / (10 N) x 100. Resumable."""
+    import orjson
+    from sefe.asd_gen.backends.factory import BackendUnavailable, make_backend
+    from sefe.asd_gen.needs import GenerationOptions
+    from sefe.sefe_train.evaluation.judge import run_judge
+    from sefe.sefe_train.evaluation.loading import ScoringError
+
+    try:
+        opts = GenerationOptions.model_validate(
+            {"backend": backend, "model": model, "base_url": base_url, "concurrency": concurrency}
+        )
+        engine = make_backend(opts)
+        res = run_judge(task, predictions, annotations, engine, cache or Path(f"{predictions}.judge.jsonl"))
+    except (ScoringError, BackendUnavailable, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(orjson.dumps(res.model_dump(mode="json")).decode())
+        return
+    score = "–" if res.score is None else f"{res.score:.2f}"
+    typer.echo(f"{res.task} judge ({res.judge_model}): {score} over {res.judged} answers "
+               f"(failed {res.failed}, missing {res.missing})")
+    for note in res.notes:
+        typer.echo(f"note: {note}")
+
+
 # ---- end eval score + report -----------------------------------------------------------------------------
 
 
 # ---- bench (owner: RegLoRA core) -------------------------------------------------------------------------
+@bench_app.command("reglora")
+def bench_reglora(
+    reps: int = typer.Option(5, min=1, help="Timed forward+backward steps per measurement (median)."),
+    densities: str = typer.Option("2,6,14", help="Key densities in percent, comma-separated."),
+    device: str = typer.Option("cpu", help="cpu or cuda (cuda:N)."),
+    dtype: str = typer.Option("float32", help="float32 or bfloat16 LoRA parameters."),
+    shapes: str = typer.Option("4096x4096,11008x4096,4096x11008", help="OUTxIN weight shapes, comma list."),
+    rank: int = typer.Option(128, min=1, help="LoRA rank."),
+    impl: str = typer.Option("auto", help="Our implementation: auto, dense or sampled."),
+    storage: bool = typer.Option(True, help="Also measure key storage after seven tasks."),
+    out: Path | None = typer.Option(None, help="Also write rows + storage + machine as JSON here."),
+    markdown_out: Path | None = typer.Option(None, "--markdown", help="Also write the markdown table here."),
+) -> None:
+    """Time the RegLoRA penalty against the reference dense computation (B@A, then gather) at 7B shapes.
+
+    Prints a JSON list, one object per (shape, density): shape, density, ours_s, reference_s (median
+    forward+backward seconds), ours_peak_mb, reference_peak_mb, and the implementation `auto` chose.
+    """
+    import orjson
+    from sefe.sefe_train.reglora.bench import markdown, parse_shapes, run_bench
+
+    if dtype not in ("float32", "bfloat16"):
+        raise typer.BadParameter("--dtype must be float32 or bfloat16")
+    if impl not in ("auto", "dense", "sampled"):
+        raise typer.BadParameter("--impl must be auto, dense or sampled")
+    try:
+        shape_list = parse_shapes(shapes)
+        density_list = [float(d) for d in densities.split(",")]
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    result = run_bench(
+        shape_list, density_list, reps=reps, device=device, dtype=dtype, rank=rank, impl=impl,  # type: ignore[arg-type]
+        with_storage=storage,
+    )
+    if out is not None:
+        out.write_bytes(orjson.dumps(result.model_dump(), option=orjson.OPT_INDENT_2))
+    if markdown_out is not None:
+        markdown_out.write_text(markdown(result))
+    typer.echo(orjson.dumps([r.model_dump() for r in result.rows], option=orjson.OPT_INDENT_2).decode())
+
+
 # ---- end bench -------------------------------------------------------------------------------------------
 
 

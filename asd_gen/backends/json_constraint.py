@@ -1,0 +1,143 @@
+"""Grammar-constrained decoding for in-process transformers models, with llguidance.
+
+Why: a 135M model cannot be trusted to write valid JSON on its own. llguidance compiles the request's JSON
+schema into a grammar and, at each decoding step, gives the set of tokens that keep the output a valid prefix;
+every other logit is set to -inf. The output therefore always parses and validates against the schema unless
+it is cut by `max_tokens` (then the finish reason is "length").
+
+The JSON grammar allows no free whitespace (separators ", " and ": " are fixed): with flexible whitespace
+small models tend to emit endless spaces or newlines that still "match".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    import llguidance
+    import torch
+
+# Fixed separators, no free whitespace: see the module docstring.
+JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+class GrammarError(ValueError):
+    """The request's JSON schema could not be compiled into a grammar."""
+
+
+def build_llg_tokenizer(
+    hf_tokenizer: Any, n_vocab: int, eos_ids: Sequence[int] | None
+) -> llguidance.LLTokenizer:
+    """Wrap a fast HF tokenizer for llguidance once per backend (costs about a second)."""
+    import llguidance.hf
+
+    eos: int | list[int] | None = list(eos_ids) if eos_ids else None
+    return llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=n_vocab, eos_token=eos)
+
+
+def compile_schema(schema: dict[str, Any]) -> str:
+    """The llguidance grammar text for a JSON schema (compiled once per distinct schema by the caller)."""
+    from llguidance import LLMatcher
+
+    try:
+        return LLMatcher.grammar_from_json_schema(orjson.dumps(schema).decode(), overrides=JSON_OPTIONS)
+    except ValueError as e:
+        raise GrammarError(f"cannot compile JSON schema: {e}") from e
+
+
+def new_matcher(llg_tokenizer: llguidance.LLTokenizer, grammar: str) -> llguidance.LLMatcher:
+    """A fresh matcher for one sequence; raises GrammarError if the grammar is invalid for this tokenizer."""
+    from llguidance import LLMatcher
+
+    matcher = LLMatcher(llg_tokenizer, grammar, log_level=0)
+    if matcher.is_error():
+        raise GrammarError(matcher.get_error())
+    return matcher
+
+
+def apply_bitmask(scores: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """Set disallowed logits to -inf in place (bit i of word j allows token 32*j + i).
+
+    Written here rather than using `llguidance.torch.apply_token_bitmask_inplace`, which is wrapped in
+    `torch.compile` and would need a C compiler and a long first-call compile on CPU.
+    """
+    import torch
+
+    shifts = torch.arange(32, dtype=torch.int32, device=bitmask.device)
+    allowed = ((bitmask.unsqueeze(-1) >> shifts) & 1).bool().reshape(bitmask.shape[0], -1)
+    vocab = scores.shape[-1]
+    allowed = allowed[:, :vocab].to(scores.device)
+    if allowed.shape[1] < vocab:  # tokens beyond the grammar's vocabulary are never allowed
+        pad = torch.zeros(allowed.shape[0], vocab - allowed.shape[1], dtype=torch.bool, device=scores.device)
+        allowed = torch.cat([allowed, pad], dim=1)
+    scores.masked_fill_(~allowed, float("-inf"))
+
+
+class JsonLogitsProcessor:
+    """A transformers logits processor that keeps every row of a batch inside its own JSON grammar.
+
+    One matcher per row. On each call it feeds the token chosen at the previous step to the row's matcher,
+    then masks the next-token logits. Rows whose matcher has stopped (grammar complete, EOS consumed) are left
+    alone: `generate` pads them.
+    """
+
+    def __init__(self, matchers: list[llguidance.LLMatcher], vocab_size: int, eos_ids: Sequence[int]) -> None:
+        import llguidance
+        import llguidance.torch
+        import torch
+
+        self.matchers = matchers
+        self._executor = llguidance.LLExecutor()
+        self._bitmask = llguidance.torch.allocate_token_bitmask(len(matchers), vocab_size)
+        # A stopped matcher (grammar complete) must end its row: only EOS stays allowed there.
+        words = [0] * self._bitmask.shape[1]
+        for t in eos_ids:
+            words[int(t) // 32] |= 1 << (int(t) % 32)
+        signed = [w - (1 << 32) if w >= 1 << 31 else w for w in words]  # as int32 two's complement
+        self._eos_only = torch.tensor(signed, dtype=torch.int32)
+        self._started = False
+        self.errors: list[str | None] = [None] * len(matchers)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import llguidance.torch
+
+        if self._started:
+            last = input_ids[:, -1].tolist()
+            for row, m in enumerate(self.matchers):
+                if m.is_stopped() or self.errors[row] is not None:
+                    continue
+                if not m.consume_token(int(last[row])):
+                    self.errors[row] = m.get_error() or "token rejected by the grammar"
+        self._started = True
+        active = [
+            (m, row)
+            for row, m in enumerate(self.matchers)
+            if not m.is_stopped() and self.errors[row] is None
+        ]
+        self._bitmask.fill_(-1)  # rows in error: left unconstrained, reported as errors afterwards
+        for row, m in enumerate(self.matchers):
+            if m.is_stopped():
+                self._bitmask[row] = self._eos_only
+        if active:
+            llguidance.torch.fill_next_token_bitmask_par(self._executor, active, self._bitmask)
+        apply_bitmask(scores, self._bitmask)
+        return scores
+
+    def consume_final(self, last_tokens: Sequence[int | None]) -> None:
+        """Feed the token chosen at the last step, which `generate` never passes back to the processor."""
+        if not self._started:
+            return
+        for row, tok in enumerate(last_tokens):
+            m = self.matchers[row]
+            if tok is None or m.is_stopped() or self.errors[row] is not None:
+                continue
+            if not m.consume_token(int(tok)):
+                self.errors[row] = m.get_error() or "token rejected by the grammar"
+
+    def finished(self, row: int) -> bool:
+        """Whether row's output is a complete document of the grammar."""
+        m = self.matchers[row]
+        return self.errors[row] is None and (m.is_stopped() or m.is_accepting())

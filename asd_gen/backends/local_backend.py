@@ -1,0 +1,333 @@
+"""`local`: an in-process transformers model with grammar-constrained JSON (the embedded default backend).
+
+Why it exists: ASD must run on a laptop with no server and no API key. The default model is the embedded
+SmolLM2-135M-Instruct (see `embedded.py`); `--model` names any local transformers model folder (or a `.gguf`
+file), including image-text models, which get the record's image. Text-only models get the question without
+the image. Every output is constrained by llguidance to the request's JSON schema, so it always parses unless
+cut by `max_tokens` (finish reason "length").
+
+Decoding is greedy (sampling when a request asks for temperature > 0), batched with left padding: on 2 CPU
+cores a batch of 4 gives about 2.5x the tokens/s of one-at-a-time for the embedded model (see
+docs/BENCHMARKS.md). `on_result` is called for every request of a batch as soon as that batch is done.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sefe.asd_gen.backends import embedded
+from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult, ResultCallback
+from sefe.asd_gen.backends.json_constraint import (
+    GrammarError,
+    JsonLogitsProcessor,
+    build_llg_tokenizer,
+    compile_schema,
+    new_matcher,
+)
+from sefe.asd_gen.needs import GenerationOptions
+
+# Rows per generate() call. Larger batches pad more and, on CPU, stop paying off beyond a few rows.
+DEFAULT_BATCH_SIZE = 4
+
+
+class LocalModelError(RuntimeError):
+    """The model named with --model cannot be used by the local backend."""
+
+
+@dataclass
+class _Loaded:
+    """Everything loaded once per backend."""
+
+    model: Any
+    tokenizer: Any  # the text tokenizer (the processor's, for image-text models)
+    processor: Any | None  # AutoProcessor for image-text models, else None
+    llg_tokenizer: Any
+    vocab_size: int
+    eos_ids: list[int]
+    pad_id: int
+    grammars: dict[str, str] = field(default_factory=dict)  # schema JSON -> compiled grammar
+
+
+@dataclass
+class _Prepared:
+    """One request turned into model input text (and its image), ready to batch."""
+
+    request: ChatRequest
+    text: str
+    image: Any | None  # PIL image for image-text models
+
+
+def _eos_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, list | tuple) else [int(value)]
+
+
+def _text_parts(content: Any) -> str:
+    """The text of an OpenAI message content (string or list of parts), image parts dropped."""
+    if isinstance(content, str):
+        return content
+    texts = [p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text"]
+    return "\n".join(t for t in texts if t)
+
+
+def _has_image(messages: Sequence[dict[str, Any]]) -> bool:
+    return any(
+        isinstance(m.get("content"), list)
+        and any(isinstance(p, dict) and p.get("type") == "image_url" for p in m["content"])
+        for m in messages
+    )
+
+
+def _load_image(request: ChatRequest) -> Any:
+    """The request's image: from `image_path`, else decoded from its data-URL part."""
+    from PIL import Image
+
+    if request.image_path:
+        with Image.open(request.image_path) as im:
+            return im.convert("RGB")
+    for m in request.messages:
+        for p in m.get("content") if isinstance(m.get("content"), list) else []:
+            if isinstance(p, dict) and p.get("type") == "image_url":
+                url = str(p.get("image_url", {}).get("url", ""))
+                if url.startswith("data:") and "," in url:
+                    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as im:
+                        return im.convert("RGB")
+                raise ValueError(f"request {request.key}: image_url is not a data URL and no image_path")
+    raise ValueError(f"request {request.key}: no image found")
+
+
+def _vlm_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI parts -> processor chat-template parts (`{"type": "image"}` placeholders)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            parts: list[dict[str, Any]] = [{"type": "text", "text": content}]
+        else:
+            parts = []
+            for p in content or []:
+                if p.get("type") == "image_url":
+                    parts.append({"type": "image"})
+                elif p.get("type") == "text":
+                    parts.append({"type": "text", "text": p.get("text", "")})
+        out.append({"role": m["role"], "content": parts})
+    return out
+
+
+class LocalBackend(Backend):
+    """transformers + llguidance in this process. The model is loaded on first use and kept."""
+
+    name = "local"
+
+    def __init__(self, options: GenerationOptions, *, batch_size: int | None = None) -> None:
+        self.options = options
+        self.batch_size = max(1, batch_size or min(options.concurrency, DEFAULT_BATCH_SIZE))
+        self._source = self._resolve(options.model)
+        self._loaded: _Loaded | None = None
+
+    # ---- model identity and loading ----------------------------------------------------------------
+    @staticmethod
+    def _resolve(model: str | None) -> Path | None:
+        """None for the embedded model, else an existing folder or .gguf file (no downloads here)."""
+        if model is None:
+            embedded.embedded_gguf()  # fail early, with the install hint, if the package is missing
+            return None
+        path = Path(model).expanduser()
+        if path.is_dir() and (path / "config.json").is_file():
+            return path.resolve()
+        if path.is_file() and path.suffix == ".gguf":
+            return path.resolve()
+        raise LocalModelError(
+            f"--model {model!r}: the local backend needs a transformers model folder (with config.json) "
+            "or a .gguf file on this machine; for a hosted model use --backend openai or vllm."
+        )
+
+    @property
+    def model_name(self) -> str:
+        """Stable across machines: the embedded name, or the folder name plus a hash of its config."""
+        if self._source is None:
+            return embedded.EMBEDDED_MODEL_NAME
+        if self._source.is_file():
+            return f"{self._source.stem}-{self._source.stat().st_size}"
+        digest = hashlib.sha256((self._source / "config.json").read_bytes()).hexdigest()[:8]
+        return f"{self._source.name}-{digest}"
+
+    def _load(self) -> _Loaded:
+        if self._loaded is not None:
+            return self._loaded
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            AutoTokenizer,
+        )
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+        processor = None
+        if self._source is not None and self._source.is_file():  # a GGUF file named with --model
+            folder, kw = str(self._source.parent), {"gguf_file": self._source.name}
+            tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
+            model = AutoModelForCausalLM.from_pretrained(folder, **kw)
+        else:
+            folder = str(self._source or embedded.dequantised_folder())
+            config = AutoConfig.from_pretrained(folder)
+            if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+                processor = AutoProcessor.from_pretrained(folder)
+                tokenizer = processor.tokenizer
+                model = AutoModelForImageTextToText.from_pretrained(folder)
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(folder)
+                model = AutoModelForCausalLM.from_pretrained(folder)
+        model.eval()
+        tokenizer.padding_side = "left"
+        if getattr(tokenizer, "chat_template", None) is None and not (
+            processor is not None and getattr(processor, "chat_template", None)
+        ):
+            raise LocalModelError(f"model {folder}: its tokenizer has no chat template")
+        eos_ids = _eos_list(getattr(model.generation_config, "eos_token_id", None)) or _eos_list(
+            tokenizer.eos_token_id
+        )
+        if not eos_ids:
+            raise LocalModelError(f"model {folder}: no end-of-sequence token in its generation config")
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+        vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        llg = build_llg_tokenizer(tokenizer, vocab_size, eos_ids)
+        self._loaded = _Loaded(model, tokenizer, processor, llg, vocab_size, eos_ids, pad_id)
+        return self._loaded
+
+    # ---- requests -> inputs ------------------------------------------------------------------------
+    def _prepare(self, lm: _Loaded, request: ChatRequest) -> _Prepared:
+        if lm.processor is not None:
+            image = _load_image(request) if (request.image_path or _has_image(request.messages)) else None
+            msgs = _vlm_messages(request.messages)
+            if image is None:  # a text-only request to an image-text model: no image placeholder
+                msgs = [
+                    {"role": m["role"], "content": [p for p in m["content"] if p["type"] == "text"]}
+                    for m in msgs
+                ]
+            elif not any(p["type"] == "image" for m in msgs for p in m["content"]):
+                msgs[-1]["content"].insert(0, {"type": "image"})  # image given only as image_path
+            text = lm.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            return _Prepared(request, text, image)
+        msgs = [{"role": m["role"], "content": _text_parts(m.get("content"))} for m in request.messages]
+        text = lm.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        return _Prepared(request, text, None)
+
+    def _grammar(self, lm: _Loaded, schema: dict[str, Any]) -> str:
+        import orjson
+
+        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
+        if key not in lm.grammars:
+            lm.grammars[key] = compile_schema(schema)
+        return lm.grammars[key]
+
+    # ---- running -----------------------------------------------------------------------------------
+    def run(self, requests: Sequence[ChatRequest], on_result: ResultCallback) -> None:
+        """Prepare each request (errors are per request), then generate in batches of similar shape."""
+        if not requests:
+            return
+        lm = self._load()
+        ready: list[tuple[_Prepared, Any]] = []
+        for req in requests:
+            try:
+                prepared = self._prepare(lm, req)
+                matcher = new_matcher(lm.llg_tokenizer, self._grammar(lm, req.json_schema))
+            except (GrammarError, OSError, ValueError, KeyError, TypeError) as e:
+                on_result(ChatResult(key=req.key, error=f"{type(e).__name__}: {e}"))
+                continue
+            ready.append((prepared, matcher))
+        # Same max_tokens / temperature / image-ness per batch; similar lengths together to pad less.
+        ready.sort(
+            key=lambda pm: (
+                pm[0].request.max_tokens,
+                pm[0].request.temperature,
+                pm[0].image is not None,
+                len(pm[0].text),
+            )
+        )
+        batch: list[tuple[_Prepared, Any]] = []
+        for item in ready:
+            if batch and (len(batch) >= self.batch_size or self._shape(batch[0]) != self._shape(item)):
+                self._run_batch(lm, batch, on_result)
+                batch = []
+            batch.append(item)
+        if batch:
+            self._run_batch(lm, batch, on_result)
+
+    @staticmethod
+    def _shape(item: tuple[_Prepared, Any]) -> tuple[int, float, bool]:
+        r = item[0].request
+        return (r.max_tokens, r.temperature, item[0].image is not None)
+
+    def _run_batch(self, lm: _Loaded, batch: list[tuple[_Prepared, Any]], on_result: ResultCallback) -> None:
+        try:
+            results = self._generate(lm, batch)
+        except (RuntimeError, ValueError, OSError) as e:  # one bad batch must not stop the build
+            if len(batch) > 1:  # retry one by one so a single bad request fails alone
+                for prepared, _ in batch:
+                    grammar = self._grammar(lm, prepared.request.json_schema)
+                    self._run_batch(lm, [(prepared, new_matcher(lm.llg_tokenizer, grammar))], on_result)
+                return
+            results = [ChatResult(key=batch[0][0].request.key, error=f"{type(e).__name__}: {e}")]
+        for r in results:
+            on_result(r)
+
+    def _generate(self, lm: _Loaded, batch: list[tuple[_Prepared, Any]]) -> list[ChatResult]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        texts = [p.text for p, _ in batch]
+        images = [p.image for p, _ in batch if p.image is not None]
+        if lm.processor is not None:
+            kw: dict[str, Any] = {"images": images} if images else {}
+            inputs = lm.processor(text=texts, return_tensors="pt", padding=True, **kw)
+        else:
+            inputs = lm.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        proc = JsonLogitsProcessor([m for _, m in batch], lm.vocab_size, lm.eos_ids)
+        first = batch[0][0].request
+        sample = first.temperature > 0
+        gen_config = GenerationConfig(
+            max_new_tokens=first.max_tokens,
+            do_sample=sample,
+            temperature=first.temperature if sample else None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=lm.pad_id,
+            eos_token_id=lm.eos_ids,
+        )
+        with torch.inference_mode():
+            out = lm.model.generate(
+                **inputs, generation_config=gen_config, logits_processor=LogitsProcessorList([proc])
+            )
+        prompt_len = inputs["input_ids"].shape[1]
+        generated = out[:, prompt_len:].tolist()
+        proc.consume_final([row[-1] if row else None for row in generated])
+        eos = set(lm.eos_ids)
+        results: list[ChatResult] = []
+        for row, (prepared, _) in enumerate(batch):
+            tokens = generated[row]
+            end = next((i for i, t in enumerate(tokens) if t in eos), None)
+            body = tokens if end is None else tokens[:end]
+            n_out = len(tokens) if end is None else end + 1
+            n_in = int(inputs["attention_mask"][row].sum())
+            key = prepared.request.key
+            if proc.errors[row] is not None:
+                results.append(ChatResult(key=key, error=f"grammar: {proc.errors[row]}", tokens_in=n_in))
+                continue
+            text = lm.tokenizer.decode(body, skip_special_tokens=True)
+            reason = "stop" if proc.finished(row) else "length"
+            results.append(
+                ChatResult(key=key, text=text, finish_reason=reason, tokens_in=n_in, tokens_out=n_out)
+            )
+        return results
+
+    def close(self) -> None:
+        self._loaded = None

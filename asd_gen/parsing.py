@@ -1,0 +1,208 @@
+"""Model output -> validated `NeedResult`: lenient JSON extraction, then strict pydantic validation.
+
+Models (and the official SEFE prompt examples) fence their JSON, leave trailing commas and drop a comma
+between objects. Structure is repaired outside string literals only, so text inside answers is never changed.
+What is then accepted is strict: `extra="forbid"`, exact counts, distinct distractors, bounded explanations.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from sefe.asd_gen.needs import Need, NeedResult
+from sefe.asd_gen.schemas import (
+    N_DISTRACTORS,
+    WORD_BOUNDS,
+    ExplanationOutput,
+    MCQOutput,
+    OfficialGrounding,
+    OfficialImageNet,
+    OfficialListExplanation,
+    OfficialListMCQ,
+    OfficialListYN,
+    OfficialSingleExplanation,
+    OfficialSingleMCQ,
+    OfficialSingleYN,
+    OutputSpec,
+    YNOutput,
+    check_not_answer,
+)
+
+
+class OutputError(ValueError):
+    """The model's text is not a valid answer for its Need (message says why; the engine may retry)."""
+
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+_VALUE_START = '"{['
+
+
+def _json_span(text: str) -> str:
+    """The JSON part of a reply: inside the first code fence if any, from the first bracket to the last."""
+    m = _FENCE.search(text)
+    if m:
+        text = m.group(1)
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    if not starts:
+        raise OutputError("no JSON object or array in the output")
+    start = min(starts)
+    end = max(text.rfind("}"), text.rfind("]"))
+    if end < start:
+        raise OutputError("unterminated JSON in the output")
+    return text[start : end + 1]
+
+
+def repair_json(text: str) -> str:
+    """Drop trailing commas and insert a missing comma between adjacent values, outside strings only."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    in_str = False
+    while i < n:
+        c = text[i]
+        if in_str:
+            out.append(c)
+            if c == "\\" and i + 1 < n:
+                out.append(text[i + 1])
+                i += 2
+                continue
+            if c == '"':
+                in_str = False
+                _maybe_comma(text, i + 1, out)
+            i += 1
+            continue
+        if c == '"':
+            in_str = True
+            out.append(c)
+        elif c == ",":
+            j = i + 1
+            while j < n and text[j].isspace():
+                j += 1
+            if j < n and text[j] in "}]":
+                i += 1  # trailing comma
+                continue
+            out.append(c)
+        elif c in "}]":
+            out.append(c)
+            _maybe_comma(text, i + 1, out)
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _maybe_comma(text: str, j: int, out: list[str]) -> None:
+    """After a closed value, a following value start (not `:`/`,`/closer) means a comma went missing."""
+    n = len(text)
+    while j < n and text[j].isspace():
+        j += 1
+    if j < n and text[j] in _VALUE_START:
+        out.append(",")
+
+
+def parse_lenient(text: str) -> Any:
+    """Parse model text as JSON, tolerating fences, prose around it, trailing and missing commas."""
+    if not text or not text.strip():
+        raise OutputError("empty output")
+    span = _json_span(text)
+    try:
+        return orjson.loads(span)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return orjson.loads(repair_json(span))
+    except orjson.JSONDecodeError as e:
+        raise OutputError(f"malformed JSON: {e}") from None
+
+
+def _validate(model: type[BaseModel], data: Any, ctx: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(data, context=ctx)
+    except ValidationError as e:
+        errs = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()[:5]
+        )
+        raise OutputError(f"invalid {model.__name__}: {errs}") from None
+
+
+def _items(data: Any, n: int) -> list[Any]:
+    """Array answers may come bare or wrapped in {"items": [...]} (the schema wraps them)."""
+    if isinstance(data, dict) and set(data) == {"items"}:
+        data = data["items"]
+    if isinstance(data, dict) and n == 1:
+        data = [data]
+    if not isinstance(data, list):
+        raise OutputError(f"expected an array of {n} entries, got {type(data).__name__}")
+    if len(data) != n:
+        raise OutputError(f"expected {n} entries, got {len(data)}")
+    return data
+
+
+def _by_index(entries: list[Any], n: int, attr: str) -> list[Any]:
+    """Order entries by their 1-based index field (as rendered), falling back to order when 0-based."""
+    idx = sorted(getattr(e, attr) for e in entries)
+    if idx == list(range(1, n + 1)):
+        return sorted(entries, key=lambda e: getattr(e, attr))
+    if idx == list(range(n)):
+        return sorted(entries, key=lambda e: getattr(e, attr))
+    raise OutputError(f"{attr} values {idx} do not cover 1..{n}")
+
+
+def validate_output(need: Need, spec: OutputSpec, data: Any) -> NeedResult:
+    """Check parsed JSON against the spec's shape and the Need's answers; return one entry per item."""
+    n = len(need.items)
+    ctx: dict[str, Any] = {
+        "n_distractors": N_DISTRACTORS.get(spec.kind),
+        "word_bounds": WORD_BOUNDS.get(spec.kind, (1, 10_000)),
+    }
+    kind = spec.kind
+    distractors: list[list[str]] | None = None
+    explanations: list[str] | None = None
+    if spec.shape == "native":
+        wrapped = {"items": _items(data, n)}
+        if kind == "mcq":
+            distractors = [it.distractors for it in _validate(MCQOutput, wrapped, ctx).items]
+        elif kind == "yn":
+            distractors = [[it.distractor] for it in _validate(YNOutput, wrapped, ctx).items]
+        else:
+            explanations = [it.explanation for it in _validate(ExplanationOutput, wrapped, ctx).items]
+    elif spec.shape == "official_list":
+        model = {"mcq": OfficialListMCQ, "yn": OfficialListYN}.get(kind, OfficialListExplanation)
+        entries = _by_index([_validate(model, e, ctx) for e in _items(data, n)], n, "question_index")
+        if kind == "mcq":
+            distractors = [e.distractor_options for e in entries]
+        elif kind == "yn":
+            distractors = [[e.distractor_option] for e in entries]
+        else:
+            explanations = [e.explanation for e in entries]
+    elif spec.shape == "official_single":
+        if n != 1:
+            raise OutputError(f"single-question prompt used for {n} questions")
+        if kind == "mcq":
+            distractors = [_validate(OfficialSingleMCQ, data, ctx).distractor_options]
+        elif kind == "yn":
+            distractors = [[_validate(OfficialSingleYN, data, ctx).distractor_option]]
+        else:
+            explanations = [_validate(OfficialSingleExplanation, data, ctx).explanation]
+    elif spec.shape == "official_imagenet":
+        if isinstance(data, list) and len(data) == 1:
+            data = data[0]
+        explanations = [_validate(OfficialImageNet, data, ctx).explanation] * n
+    elif spec.shape == "official_grounding":
+        entries = _by_index(
+            [_validate(OfficialGrounding, e, ctx) for e in _items(data, n)], n, "target_index"
+        )
+        explanations = [e.description for e in entries]
+    if distractors is not None:
+        for item, ds in zip(need.items, distractors, strict=True):
+            try:
+                check_not_answer(ds, item.answer)
+            except ValueError as e:
+                raise OutputError(str(e)) from None
+    return NeedResult(distractors=distractors, explanations=explanations)
+
+
+def parse_and_validate(need: Need, spec: OutputSpec, text: str) -> NeedResult:
+    return validate_output(need, spec, parse_lenient(text))

@@ -1,0 +1,239 @@
+"""Prompt rendering: Jinja templates shipped in `sefe/prompts/`, overrides from `--prompts DIR`, and the
+official SEFE prompt-file format, so CoIN-ASD can be regenerated with the authors' own prompts.
+
+Lookup for one (task, kind, image or not), first hit wins:
+1. `DIR/<Task>/<file>.txt` in the official format (`<SYSTEM PROMPT>` / `<USER PROMPT>` sections), where
+   `<file>` is `{brief,detail,mcq,yn}`, or `{brief,detail}_{w,wo}_image` for ScienceQA;
+2. `DIR/<Task>/<kind>_{w,wo}_image.j2`, `DIR/<Task>/<kind>.j2`, `DIR/default/<kind>.j2`;
+3. the same Jinja names in the shipped templates.
+The system prompt of Jinja templates comes from `<Task>/system.j2` or `default/system.j2` likewise.
+Each resolved template has a sha256 over its sources: it is part of every request fingerprint, so editing a
+prompt re-asks exactly the requests that used it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import orjson
+from sefe.asd_gen.needs import Need, NeedKind
+from sefe.asd_gen.schemas import N_DISTRACTORS, Shape
+
+TARGET_WORDS = {"brief": 20, "detail": 50}
+_SYSTEM_MARK = "<SYSTEM PROMPT>"
+_USER_MARK = "<USER PROMPT>"
+_INCLUDE = re.compile(r"""{%-?\s*include\s+["']([^"']+)["']""")
+_PLACEHOLDER = re.compile(r"<(question_list|question|answer|gt_category|target_list)>")
+
+
+class PromptError(ValueError):
+    """A prompt file is malformed or cannot serve a Need (message names the file)."""
+
+
+def _sha(*parts: str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def split_official(text: str, path: str) -> tuple[str, str]:
+    """Split an official prompt file into (system, user) text; both markers are required, in that order."""
+    lines = text.splitlines()
+    marks = [ln.strip() for ln in lines]
+    if _SYSTEM_MARK not in marks or _USER_MARK not in marks:
+        raise PromptError(f"{path}: expected lines {_SYSTEM_MARK} and {_USER_MARK}")
+    s, u = marks.index(_SYSTEM_MARK), marks.index(_USER_MARK)
+    if u < s:
+        raise PromptError(f"{path}: {_USER_MARK} comes before {_SYSTEM_MARK}")
+    return "\n".join(lines[s + 1 : u]).strip(), "\n".join(lines[u + 1 :]).strip()
+
+
+def _official_shape(user: str, path: str) -> Shape:
+    found = set(_PLACEHOLDER.findall(user))
+    if "target_list" in found:
+        return "official_grounding"
+    if "gt_category" in found:
+        return "official_imagenet"
+    if "question_list" in found:
+        return "official_list"
+    if "question" in found:
+        return "official_single"
+    raise PromptError(f"{path}: no placeholder <question_list>, <question>, <gt_category> or <target_list>")
+
+
+def _box(answer: str, need: Need, data_root: Path | None) -> list[float]:
+    """Grounding boxes as fractions of the (square-padded) image; pixel boxes use the image size."""
+    try:
+        box = [float(v) for v in orjson.loads(answer)]
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        raise PromptError(
+            f"record {need.record_id}: answer {answer!r} is not a box [x1, y1, x2, y2]"
+        ) from None
+    if len(box) != 4:
+        raise PromptError(f"record {need.record_id}: box {answer!r} needs 4 numbers")
+    if max(box) > 1.0:
+        if not (need.image and data_root):
+            raise PromptError(f"record {need.record_id}: box {answer!r} is in pixels and there is no image")
+        from PIL import Image
+
+        with Image.open(data_root / need.image) as im:
+            side = float(max(im.size))
+        box = [v / side for v in box]
+    return [round(v, 3) for v in box]
+
+
+def _json_lines(rows: list[dict[str, Any]]) -> str:
+    return "[\n" + ",\n".join("  " + orjson.dumps(r).decode() for r in rows) + "\n]"
+
+
+@dataclass(frozen=True)
+class ResolvedPrompt:
+    """One prompt source for a (task, kind, image) triple."""
+
+    name: str
+    sha256: str
+    shape: Shape
+    system_src: str
+    user_src: str
+    official: bool
+
+    def fill_official(self, need: Need, data_root: Path | None = None) -> str:
+        return self._fill_official(need, data_root)
+
+    def _fill_official(self, need: Need, data_root: Path | None) -> str:
+        items = need.items
+        if self.shape == "official_single" and len(items) != 1:
+            raise PromptError(
+                f"{self.name}: single-question prompt, record {need.record_id} has {len(items)}"
+            )
+        values = {
+            "question": items[0].question,
+            "answer": items[0].answer,
+            "gt_category": items[0].answer,
+            "question_list": _json_lines(
+                [
+                    {"question_index": i, "question": q.question, "answer": q.answer}
+                    for i, q in enumerate(items, 1)
+                ]
+            ),
+        }
+        if self.shape == "official_grounding":
+            values["target_list"] = _json_lines(
+                [
+                    {"target_index": i, "expression": q.question, "bbox": _box(q.answer, need, data_root)}
+                    for i, q in enumerate(items, 1)
+                ]
+            )
+        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), self.user_src)
+
+
+def _context(need: Need) -> dict[str, Any]:
+    return {
+        "task": need.task,
+        "kind": need.kind,
+        "has_image": need.image is not None,
+        "n": len(need.items),
+        "n_distractors": N_DISTRACTORS.get(need.kind, 0),
+        "words": TARGET_WORDS.get(need.kind, 0),
+        "items": [
+            {
+                "index": i,
+                "question": q.question,
+                "answer": q.answer,
+                "context": q.context,
+                "options": q.options,
+            }
+            for i, q in enumerate(need.items, 1)
+        ],
+    }
+
+
+def official_file_name(task: str, kind: NeedKind, has_image: bool) -> str:
+    """Per-task file name of the SEFE release (ScienceQA splits explanations by image presence)."""
+    if task == "ScienceQA" and kind in ("brief", "detail"):
+        return f"ScienceQA/{kind}_{'w' if has_image else 'wo'}_image.txt"
+    return f"{task}/{kind}.txt"
+
+
+def builtin_prompts_dir() -> Path:
+    return Path(str(files("sefe.prompts")))
+
+
+class PromptSet:
+    """Resolves and renders prompts; `--prompts DIR` overrides per file and may hold official `.txt` files."""
+
+    def __init__(self, prompts_dir: str | Path | None = None) -> None:
+        self.user_dir = Path(prompts_dir) if prompts_dir else None
+        if self.user_dir is not None and not self.user_dir.is_dir():
+            raise PromptError(f"--prompts {self.user_dir}: not a folder")
+        self.dirs = [d for d in (self.user_dir, builtin_prompts_dir()) if d is not None]
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(d) for d in self.dirs]),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._cache: dict[tuple[str, str, bool], ResolvedPrompt] = {}
+        self._compiled: dict[str, tuple[jinja2.Template, jinja2.Template]] = {}
+
+    def _find(self, names: list[str]) -> tuple[str, str]:
+        for d in self.dirs:
+            for name in names:
+                p = d / name
+                if p.is_file():
+                    return str(p), p.read_text(encoding="utf-8")
+        raise PromptError(f"no prompt template among {names} in {[str(d) for d in self.dirs]}")
+
+    def resolve(self, task: str, kind: NeedKind, has_image: bool) -> ResolvedPrompt:
+        key = (task, kind, has_image)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._cache[key] = self._resolve(task, kind, has_image)
+        return hit
+
+    def _resolve(self, task: str, kind: NeedKind, has_image: bool) -> ResolvedPrompt:
+        if self.user_dir is not None:
+            off = self.user_dir / official_file_name(task, kind, has_image)
+            if off.is_file():
+                system, user = split_official(off.read_text(encoding="utf-8"), str(off))
+                shape = _official_shape(user, str(off))
+                name = f"official:{official_file_name(task, kind, has_image)}"
+                return ResolvedPrompt(name, _sha(system, user), shape, system, user, official=True)
+        img = "w" if has_image else "wo"
+        user_path, user = self._find(
+            [f"{task}/{kind}_{img}_image.j2", f"{task}/{kind}.j2", f"default/{kind}.j2"]
+        )
+        sys_path, system = self._find([f"{task}/system.j2", "default/system.j2"])
+        name = f"{_short(user_path)}+{_short(sys_path)}"
+        included = [self._find([inc])[1] for inc in sorted(set(_INCLUDE.findall(system + user)))]
+        try:
+            self._compiled[name] = (self.env.from_string(system), self.env.from_string(user))
+        except jinja2.TemplateSyntaxError as e:
+            raise PromptError(f"{user_path} or {sys_path}: line {e.lineno}: {e.message}") from None
+        return ResolvedPrompt(name, _sha(system, user, *included), "native", system, user, official=False)
+
+    def render(self, need: Need, data_root: Path | None = None) -> tuple[ResolvedPrompt, str, str]:
+        """(resolved prompt, system text, user text) for one Need."""
+        rp = self.resolve(need.task, need.kind, need.image is not None)
+        if rp.official:
+            return rp, rp.system_src, rp.fill_official(need, data_root)
+        sys_t, user_t = self._compiled[rp.name]
+        ctx = _context(need)
+        try:
+            return rp, sys_t.render(**ctx).strip(), user_t.render(**ctx).strip()
+        except jinja2.TemplateError as e:
+            raise PromptError(f"{rp.name}: record {need.record_id}: {e}") from None
+
+
+def _short(path: str) -> str:
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}"

@@ -1,0 +1,53 @@
+"""Rich tables for `sefe asd plan` and `sefe asd build` (kept out of cli.py so the CLI stays thin)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from sefe.asd_gen.build import BuildResult, Plan
+from sefe.asd_gen.styles.instructions import STYLES
+
+
+def plan_table(plan: Plan) -> Table:
+    t = Table(title="ASD plan (no model is called)")
+    for col in ("task", "X", "records", "sel", *STYLES, "model req", "skip"):
+        t.add_column(col, justify="left" if col == "task" else "right", no_wrap=True)
+    for row in plan.tasks:
+        cells = []
+        for s in STYLES:
+            prod = row.productions.get(s)
+            cells.append("-" if prod is None else f"{row.styles.get(s, 0)}{prod[0]}")
+        t.add_row(
+            row.task,
+            f"{row.x:g}",
+            str(row.records),
+            str(row.selected),
+            *cells,
+            str(row.model_requests),
+            str(row.unconvertible),
+        )
+    e = plan.estimate
+    how = "engine estimate" if plan.estimate_source == "engine" else "rough estimate: engine not available"
+    t.caption = (
+        f"largest X: {e.requests} model requests ({e.cached} cached), ~{e.tokens_in:,} tokens in, "
+        f"~{e.tokens_out:,} tokens out ({how}).\nStyle counts: r rule, d data candidates, m model; - original style."
+    )
+    return t
+
+
+def build_table(result: BuildResult) -> Table:
+    t = Table(title="ASD build")
+    for col in ("X", "task", "records", "sel", *STYLES, "kept", "output"):
+        t.add_column(col, justify="left" if col in ("task", "output") else "right", no_wrap=col != "output")
+    for x, tasks in result.tasks.items():
+        for name, o in tasks.items():
+            kept = sum(len(v) for v in o.kept_original.values())
+            t.add_row(
+                x,
+                name,
+                str(o.records),
+                str(o.selected),
+                *(str(o.converted.get(s, "-")) for s in STYLES),
+                str(kept),
+                o.output,
+            )
+    return t

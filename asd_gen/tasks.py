@@ -1,0 +1,131 @@
+"""Task registry: how ASD treats each task (original style, where wrong candidates come from, question form).
+
+The eight CoIN tasks are built in, in CoIN training order. Any other LLaVA-format dataset can be declared in a
+YAML file (see `configs/tasks/example.yaml`) and loaded with `load_task_file`, so ASD is not tied to CoIN.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sefe.asd_gen.styles.instructions import STYLES, Style
+from sefe.asd_gen.styles.question import DEFAULT_CONTEXT_PREFIXES
+
+# Where the wrong answers for yes/no and MCQ come from:
+#   model   - written by the assisting model (or drawn from the task's answer pool with `--distractors pool`)
+#   options - the record's own lettered options (ScienceQA)
+#   classes - other answers of the task, i.e. the class names (ImageNet)
+#   boxes   - other boxes of the same image or perturbed boxes with IoU < 0.5 (Grounding)
+CandidateSource = Literal["model", "options", "classes", "boxes"]
+Production = Literal["original", "rule", "data", "model"]
+
+
+class TaskSpec(BaseModel):
+    """Everything ASD needs to know about one task."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    original_style: Literal["short", "mcq"] = "short"
+    answer: Literal["text", "option", "box"] = "text"  # what the original gpt turn holds
+    candidates: CandidateSource = "model"
+    question_form: Literal["single", "list"] = "single"  # list: several QA turns per record, one prompt
+    instruction_lines: tuple[str, ...] = ()  # this task's known instruction lines (besides the heuristic)
+    context_prefixes: tuple[str, ...] = DEFAULT_CONTEXT_PREFIXES
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskSpec:
+        if self.answer == "option" and (self.original_style != "mcq" or self.candidates != "options"):
+            raise ValueError("answer 'option' needs original_style 'mcq' and candidates 'options'")
+        if self.original_style == "mcq" and self.answer != "option":
+            raise ValueError("original_style 'mcq' needs answer 'option' (lettered options in the question)")
+        if self.answer == "box" and self.candidates != "boxes":
+            raise ValueError("answer 'box' needs candidates 'boxes'")
+        return self
+
+    @property
+    def target_styles(self) -> tuple[Style, ...]:
+        """The four styles a selected record can be converted to (all but the original)."""
+        return tuple(s for s in STYLES if s != self.original_style)
+
+    def production(self, style: Style, distractors: Literal["model", "pool"] = "model") -> Production:
+        """How a style is produced for this task: by rule, from data candidates, or by the model."""
+        if style == self.original_style:
+            return "original"
+        if style == "short":
+            return "rule"
+        if style in ("brief", "detail"):
+            return "model"
+        if self.candidates != "model":
+            return "data"
+        return "data" if distractors == "pool" else "model"
+
+
+_SHORT = "Answer the question using a single word or phrase."
+_MCQ = "Answer with the option's letter from the given choices directly."
+
+COIN_TASKS: tuple[TaskSpec, ...] = (
+    TaskSpec(
+        name="ScienceQA",
+        original_style="mcq",
+        answer="option",
+        candidates="options",
+        instruction_lines=(_MCQ,),
+    ),
+    TaskSpec(name="TextVQA", instruction_lines=(_SHORT,)),
+    TaskSpec(name="ImageNet", candidates="classes", instruction_lines=(_SHORT,)),
+    TaskSpec(name="GQA", question_form="list", instruction_lines=(_SHORT,)),
+    TaskSpec(name="VizWiz", instruction_lines=(_SHORT,)),
+    TaskSpec(name="Grounding", answer="box", candidates="boxes", question_form="list"),
+    TaskSpec(name="VQAv2", question_form="list", instruction_lines=(_SHORT,)),
+    TaskSpec(name="OCRVQA", question_form="list", instruction_lines=(_SHORT,)),
+)
+
+_REGISTRY: dict[str, TaskSpec] = {t.name: t for t in COIN_TASKS}
+
+
+class TaskError(ValueError):
+    pass
+
+
+def coin_tasks() -> list[TaskSpec]:
+    """The eight CoIN tasks in training order."""
+    return list(COIN_TASKS)
+
+
+def get_task(name: str) -> TaskSpec:
+    """A registered task by name (CoIN built-ins plus any registered from YAML)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(_REGISTRY)
+        msg = f"unknown task {name!r}; known: {known} (declare others in a YAML task file)"
+        raise TaskError(msg) from None
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add (or replace) a task in the registry."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def load_task_file(path: str | os.PathLike[str]) -> TaskSpec:
+    """Read a YAML task declaration and register it; errors name the file and the field."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise TaskError(f"{p}: cannot read task file: {e}") from e
+    if not isinstance(data, dict):
+        raise TaskError(f"{p}: a task file must be a YAML mapping")
+    try:
+        spec = TaskSpec.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(x) for x in first["loc"]) or "(task)"
+        raise TaskError(f"{p}: field {field!r}: {first['msg']}") from None
+    return register_task(spec)

@@ -1,0 +1,33 @@
+"""RegLoRA options (pydantic, so run configs validate them and the CLI can override them)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RegLoRAConfig(BaseModel):
+    """Options of the RegLoRA penalty and of key-element selection.
+
+    Defaults follow the SEFE reference: λ = 2500, top 2 percent of |B·A| per adapted linear,
+    unscaled B·A, and (our default) a true union of key positions across tasks.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    lam: float = Field(2500.0, ge=0.0, description="λ: weight of the penalty added to the CE loss.")
+    top_percent: float = Field(
+        2.0, gt=0.0, le=100.0, description="M: percent of each matrix's entries kept as key elements."
+    )
+    reg_delta: Literal["ba", "scaled"] = Field(
+        "ba", description="'ba': penalise B·A as the reference does; 'scaled': the (alpha/r)·B·A update."
+    )
+    accumulate: Literal["union", "concat"] = Field(
+        "union",
+        description="'union': one bitmask OR over tasks; 'concat': counts, a position chosen twice "
+        "weighs twice (the reference's concatenated lists).",
+    )
+    impl: Literal["auto", "dense", "sampled"] = Field(
+        "auto", description="Penalty computation: dense B·A then gather, or only the sampled entries."
+    )

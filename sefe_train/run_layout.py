@@ -1,0 +1,148 @@
+"""The run folder: fixed names, `state.json`, and atomic writes (see docs/RUN_LAYOUT.md).
+
+Why atomic everything: a continual run is killed sooner or later. A stage is built in `<k>_<Task>.partial/`;
+each artefact inside it appears under its final name only once complete (temp name + `os.replace`); the
+stage folder is renamed to `<k>_<Task>/` when everything is there, and `state.json` is written last. So a
+folder under a final name is always complete, and rerunning the same command resumes where the kill hit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+STATE_FILE = "state.json"
+CONFIG_FILE = "config.yaml"
+ACCURACY_FILE = "accuracy.json"
+ADAPTER_DIR = "adapter"
+MERGED_DIR = "merged"
+KEYS_FILE = "keys.safetensors"
+CHECKPOINTS_DIR = "checkpoints"
+EVAL_DIR = "eval"
+PARTIAL_SUFFIX = ".partial"
+
+
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_file_mode()
+
+
+class StageRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    index: int  # 1-based stage number k
+    task: str
+    finished_at: str
+    train_metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class RunState(BaseModel):
+    """Which stages are done. Written atomically after a stage folder got its final name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = 1
+    method: str
+    tasks: list[str]
+    done: list[StageRecord] = Field(default_factory=list)
+
+    def is_done(self, index: int) -> bool:
+        return any(s.index == index for s in self.done)
+
+    def mark_done(self, index: int, task: str, metrics: dict[str, float] | None = None) -> None:
+        self.done = [s for s in self.done if s.index != index]
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        self.done.append(StageRecord(index=index, task=task, finished_at=stamp, train_metrics=metrics or {}))
+        self.done.sort(key=lambda s: s.index)
+
+
+def stage_name(index: int, task: str) -> str:
+    return f"{index}_{task}"
+
+
+def stage_dir(run: Path, index: int, task: str) -> Path:
+    return run / stage_name(index, task)
+
+
+def partial_dir(run: Path, index: int, task: str) -> Path:
+    return run / (stage_name(index, task) + PARTIAL_SUFFIX)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then `os.replace` (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; results are meant to be shared
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_dir(final: Path, build: Callable[[Path], None]) -> Path:
+    """Run `build(tmp_folder)`, then rename the folder to `final`. A leftover temp folder is discarded."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    build(tmp)
+    _fsync_dir(tmp)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    return final
+
+
+def atomic_file(final: Path, build: Callable[[Path], None]) -> Path:
+    """Run `build(tmp_path)` for a file written by a library (safetensors, ...), then rename it into place."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    build(tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_state(run: Path) -> RunState | None:
+    path = run / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return RunState.model_validate(orjson.loads(path.read_bytes()))
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable run state ({exc}); fix or delete it to restart") from exc
+
+
+def save_state(run: Path, state: RunState) -> None:
+    atomic_write_bytes(
+        run / STATE_FILE, orjson.dumps(state.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
+    )

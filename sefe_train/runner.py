@@ -1,0 +1,395 @@
+"""The continual loop of `sefe train`: per task k, fresh LoRA -> train -> adapter -> keys -> merge -> eval.
+
+Why this shape: stage k starts from the merged model of stage k-1 (the paper's sequential LoRA), RegLoRA keys
+accumulate across stages, and each stage is resumable at three levels: finished stages are skipped
+(`state.json`), finished artefacts inside the current stage are reused (atomic names in
+`<k>_<Task>.partial/`), and training continues from the last Trainer checkpoint. Layout: docs/RUN_LAYOUT.md.
+
+Multi-process (torchrun / accelerate launch): every rank trains; rank 0 alone writes adapter, keys, merged
+model, evaluations and state, while the other ranks wait for `state.json` to mark the stage done (a file poll,
+not a collective, so a long evaluation cannot hit a collective's timeout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from sefe.sefe_train import run_layout as L
+from sefe.sefe_train.config import ConfigError, RunConfig, TaskConfig, dump_config
+
+console = Console(stderr=True)
+
+#: Parts of the config that define the experiment: changing them under an existing run folder is refused.
+_IDENTITY_KEYS = ("method", "model", "lora", "reglora", "train_file", "data_root")
+
+
+# ---- process topology ----------------------------------------------------------------------------
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def check_deepspeed(cfg: RunConfig) -> None:
+    """ZeRO-3 shards the LoRA weights, so the penalty would read empty shards: refuse it clearly."""
+    stage = None
+    if cfg.train.deepspeed:
+        path = Path(cfg.train.deepspeed)
+        try:
+            ds = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"train.deepspeed: cannot read {path}: {exc}") from exc
+        stage = (ds.get("zero_optimization") or {}).get("stage")
+    env_stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    if env_stage is not None:
+        stage = int(env_stage)
+    if stage is not None and int(stage) >= 3:
+        raise ConfigError(
+            "DeepSpeed ZeRO-3 is not supported: it partitions the LoRA parameters, and the RegLoRA "
+            "penalty and the key elements need every adapted linear whole on each rank. Use ZeRO-2 "
+            "(configs/accelerate/zero2.yaml, configs/deepspeed/zero2.json) or DDP "
+            "(configs/accelerate/ddp.yaml)."
+        )
+
+
+# ---- model plumbing (the model/data engineer's API) ----------------------------------------------
+
+
+def torch_dtype(name: str) -> Any:
+    from sefe.sefe_train.model import torch_dtype as _td
+
+    return _td(name)
+
+
+def model_source(cfg: RunConfig, base: Path | None) -> Any:
+    """Stage 1 loads the configured source; stage k>1 loads the merged folder of stage k-1."""
+    from sefe.sefe_train.model import ModelSource
+
+    m = cfg.model
+    if base is not None:
+        return ModelSource(hf=str(base))
+    if m.path == "tiny":
+        return ModelSource(tiny=True)
+    if m.path is not None:
+        return ModelSource(hf=m.path)
+    return ModelSource(llm=m.llm, vision=m.vision, projector=m.projector)
+
+
+def load_base(cfg: RunConfig, base: Path | None) -> tuple[Any, Any]:
+    from sefe.sefe_train.model import load_llava
+
+    source = model_source(cfg, base)
+    m = cfg.model
+    return load_llava(source, dtype=torch_dtype(m.dtype), attn_implementation=m.attn_implementation)
+
+
+def lora_config(cfg: RunConfig) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_regex,
+        modules_to_save=["multi_modal_projector"] if cfg.lora.train_projector else None,
+        bias="none",
+    )
+
+
+def add_fresh_lora(cfg: RunConfig, model: Any) -> Any:
+    """A new adapter for this task; trainable parameters are kept in fp32 for the optimizer."""
+    import torch
+    from peft import get_peft_model
+
+    peft_model = get_peft_model(model, lora_config(cfg))
+    for p in peft_model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return peft_model
+
+
+# ---- the runner ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ContinualRunner:
+    """Runs (or resumes) every stage of `cfg`. `callbacks`: extra `TrainerCallback`s (tests, monitoring)."""
+
+    cfg: RunConfig
+    callbacks: list[Any] = field(default_factory=list)
+    poll_seconds: float = 2.0
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+    def run(self) -> L.RunState:
+        check_deepspeed(self.cfg)
+        self._preflight()
+        run = self.run_dir
+        state = self._prepare_run_folder()
+        for k, task in enumerate(self.cfg.tasks, start=1):
+            if state.is_done(k):
+                console.print(f"[dim]stage {k} {task.name}: done, skipped[/dim]")
+                continue
+            final = L.stage_dir(run, k, task.name)
+            if final.exists():  # renamed into place but killed before state.json: complete by construction
+                if is_main_process():
+                    state.mark_done(k, task.name)
+                    L.save_state(run, state)
+                continue
+            console.rule(f"stage {k}/{len(self.cfg.tasks)}: {task.name} ({self.cfg.method})")
+            metrics = self.run_stage(k, task)
+            if is_main_process():  # the commit point: rename the complete stage folder, then state.json
+                os.replace(L.partial_dir(run, k, task.name), final)
+                state.mark_done(k, task.name, metrics)
+                L.save_state(run, state)  # written LAST
+            else:
+                state = self._wait_for_stage(k)
+        return state
+
+    def _preflight(self) -> None:
+        """Fail before hours of training: every train file exists, every evaluated task has a scorer."""
+        missing = [str(self.cfg.train_path(t)) for t in self.cfg.tasks if not self.cfg.train_path(t).is_file()]
+        if missing:
+            raise FileNotFoundError(f"train file(s) not found: {', '.join(missing)}")
+        if self.cfg.eval.enabled:
+            from sefe.sefe_train.evaluation.scorers import ScoringError, canonical_task
+
+            for t in self.cfg.tasks:
+                try:
+                    canonical_task(t.name)
+                except ScoringError as exc:
+                    raise ConfigError(f"task {t.name!r}: {exc} (or run with --no-eval)") from None
+
+    # ---- run folder ------------------------------------------------------------------------------
+
+    def _prepare_run_folder(self) -> L.RunState:
+        run = self.run_dir
+        names = [t.name for t in self.cfg.tasks]
+        state = L.load_state(run)
+        stored = run / L.CONFIG_FILE
+        if state is not None:
+            done_names = [s.task for s in state.done]
+            for s in state.done:
+                if s.index > len(names) or names[s.index - 1] != s.task:
+                    raise ConfigError(
+                        f"{run / L.STATE_FILE}: stage {s.index} was {s.task!r}, but the config now lists "
+                        f"{names}; the task order of a run cannot change (use another --out). "
+                        f"Done: {done_names}"
+                    )
+            if state.method != self.cfg.method:
+                raise ConfigError(
+                    f"{run / L.STATE_FILE}: this run folder holds a {state.method!r} run, "
+                    f"not {self.cfg.method!r}"
+                )
+        if stored.exists() and state is not None and state.done:
+            import yaml
+
+            old = yaml.safe_load(stored.read_text(encoding="utf-8")) or {}
+            new = self.cfg.model_dump(mode="json")
+            changed = [k for k in _IDENTITY_KEYS if old.get(k) != new.get(k)]
+            if changed:
+                raise ConfigError(
+                    f"{stored}: the run folder was started with different {', '.join(changed)}; "
+                    "resume with the same settings or choose another --out"
+                )
+        if state is None:
+            state = L.RunState(method=self.cfg.method, tasks=names)
+        state.tasks = names
+        if is_main_process():
+            run.mkdir(parents=True, exist_ok=True)
+            L.atomic_write_bytes(stored, dump_config(self.cfg).encode())
+            L.save_state(run, state)
+        return state
+
+    def _wait_for_stage(self, k: int) -> L.RunState:
+        """Non-main ranks: wait until rank 0 has committed stage k."""
+        while True:
+            state = L.load_state(self.run_dir)
+            if state is not None and state.is_done(k):
+                return state
+            time.sleep(self.poll_seconds)
+
+    # ---- one stage -------------------------------------------------------------------------------
+
+    def _base_for(self, k: int) -> Path | None:
+        if k == 1:
+            return None
+        prev = self.cfg.tasks[k - 2]
+        return L.stage_dir(self.run_dir, k - 1, prev.name) / L.MERGED_DIR
+
+    def _prev_keys(self, k: int) -> Path | None:
+        if k == 1 or self.cfg.method != "reglora":
+            return None
+        prev = self.cfg.tasks[k - 2]
+        path = L.stage_dir(self.run_dir, k - 1, prev.name) / L.KEYS_FILE
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: key elements of stage {k - 1} are missing; cannot continue RegLoRA"
+            )
+        return path
+
+    def run_stage(self, k: int, task: TaskConfig) -> dict[str, float]:
+        """Build `<k>_<Task>.partial/` completely; the caller renames it. Returns the training metrics."""
+        part = L.partial_dir(self.run_dir, k, task.name)
+        if is_main_process():
+            part.mkdir(parents=True, exist_ok=True)
+        metrics: dict[str, float] = {}
+        adapter = part / L.ADAPTER_DIR
+        peft_model = processor = None
+        if not adapter.exists():
+            peft_model, processor, metrics = self.train_stage(k, task, part)
+        if not is_main_process():
+            return metrics
+        if metrics:
+            L.atomic_write_bytes(part / "train_metrics.json", json.dumps(metrics, indent=2).encode())
+        elif (part / "train_metrics.json").exists():
+            metrics = json.loads((part / "train_metrics.json").read_text())
+        need_keys = self.cfg.method == "reglora" and not (part / L.KEYS_FILE).exists()
+        need_merge = not (part / L.MERGED_DIR).exists()
+        merged = None
+        if need_keys or need_merge:
+            if peft_model is None:  # resumed after training finished: rebuild from base + saved adapter
+                peft_model, processor = self._reload_trained(k, adapter)
+            if need_keys:
+                self.update_keys(k, peft_model, part)
+            if need_merge:
+                merged = self.merge(peft_model, processor, part)
+        del peft_model
+        if self.cfg.eval.enabled:
+            self.evaluate(k, part, (merged, processor) if merged is not None else None)
+        shutil.rmtree(part / L.CHECKPOINTS_DIR, ignore_errors=True)  # optimizer states: not needed any more
+        return metrics
+
+    def train_stage(self, k: int, task: TaskConfig, part: Path) -> tuple[Any, Any, dict[str, float]]:
+        """Fresh LoRA on the previous merged model, trained with checkpoints under `part/checkpoints`."""
+        from sefe.sefe_train.data import DataCollator, LlavaDataset
+        from transformers.trainer_utils import get_last_checkpoint
+
+        cfg = self.cfg
+        model, processor = load_base(cfg, self._base_for(k))
+        if cfg.train.gradient_checkpointing:
+            model.config.use_cache = False
+        peft_model = add_fresh_lora(cfg, model)
+        train_path = cfg.train_path(task)
+        if not train_path.exists():
+            raise FileNotFoundError(f"stage {k} ({task.name}): train file not found: {train_path}")
+        dataset = LlavaDataset(train_path, cfg.resolved_data_root(), processor, cfg.train.max_length)
+        penalty = None
+        prev_keys = self._prev_keys(k)
+        if prev_keys is not None and cfg.reglora.lam > 0:
+            from sefe.sefe_train.reglora.keys import KeyStore
+            from sefe.sefe_train.reglora.penalty import RegLoRAPenalty
+
+            penalty = RegLoRAPenalty(KeyStore.load(prev_keys), peft_model, cfg.to_reglora_config())
+        ckpt_dir = part / L.CHECKPOINTS_DIR
+        trainer = build_trainer(
+            cfg, peft_model, processor, dataset, DataCollator(processor), ckpt_dir, penalty, self.callbacks
+        )
+        last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
+        if last:
+            console.print(f"[yellow]resuming stage {k} from {last}[/yellow]")
+        result = trainer.train(resume_from_checkpoint=last)
+        metrics = {k2: float(v) for k2, v in result.metrics.items() if isinstance(v, int | float)}
+        if is_main_process():
+            L.atomic_dir(part / L.ADAPTER_DIR, lambda tmp: peft_model.save_pretrained(str(tmp)))
+        return peft_model, processor, metrics
+
+    def _reload_trained(self, k: int, adapter: Path) -> tuple[Any, Any]:
+        from peft import PeftModel
+
+        model, processor = load_base(self.cfg, self._base_for(k))
+        return PeftModel.from_pretrained(model, str(adapter)), processor
+
+    def update_keys(self, k: int, peft_model: Any, part: Path) -> None:
+        """Accumulated key positions after stage k = keys after k-1 + top-M% of this stage's ΔW."""
+        from sefe.sefe_train.reglora.keys import KeyStore
+
+        prev = self._prev_keys(k)
+        store = KeyStore.load(prev) if prev is not None else KeyStore.empty()
+        store.update_from_peft(peft_model, self.cfg.to_reglora_config())
+        L.atomic_file(part / L.KEYS_FILE, lambda tmp: store.save(tmp))
+
+    def merge(self, peft_model: Any, processor: Any, part: Path) -> Any:
+        """Fold ΔW = (alpha/r)·B·A into the base weights; the merged model is the base of stage k+1."""
+        from sefe.sefe_train.model import save_llava
+
+        merged = peft_model.merge_and_unload()
+        if self.cfg.model.dtype != "fp32":  # store in the training dtype, like the base
+            merged = merged.to(torch_dtype(self.cfg.model.dtype))
+        save_llava(merged, processor, part / L.MERGED_DIR)  # atomic: temp folder + rename
+        return merged
+
+    def evaluate(self, k: int, part: Path, model: tuple[Any, Any] | None) -> None:
+        from sefe.sefe_train.evaluate_stage import evaluate_stage
+
+        acc = evaluate_stage(
+            self.cfg, k, part / L.MERGED_DIR, part / L.EVAL_DIR, self.run_dir / L.ACCURACY_FILE, model=model
+        )
+        console.print("after stage {}: {}".format(k, ", ".join(f"{t} {a:.2f}" for t, a in acc.items())))
+
+
+def build_trainer(
+    cfg: RunConfig,
+    peft_model: Any,
+    processor: Any,
+    dataset: Any,
+    collator: Any,
+    output_dir: Path,
+    penalty: Any,
+    callbacks: list[Any],
+) -> Any:
+    """TrainingArguments from the config (every option passed through) and the RegLoRA trainer."""
+    from sefe.sefe_train.trainer import RegLoRATrainer
+    from transformers import TrainingArguments
+
+    t = cfg.train
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.grad_accum(world_size()),
+        learning_rate=t.lr,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        bf16=cfg.model.dtype == "bf16",
+        fp16=cfg.model.dtype == "fp16",
+        activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_steps=t.logging_steps,
+        seed=t.seed,
+        dataloader_num_workers=t.dataloader_num_workers,
+        remove_unused_columns=False,
+        report_to=t.report_to,
+        deepspeed=t.deepspeed,
+        ddp_find_unused_parameters=True,  # text-only batches leave the projector without gradients
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+    )
+    return RegLoRATrainer(
+        model=peft_model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=processor,
+        callbacks=callbacks,
+        penalty=penalty,
+        lam=cfg.reglora.lam if penalty is not None else 0.0,
+        projector_lr=t.projector_lr if cfg.lora.train_projector else None,
+    )

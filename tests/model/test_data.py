@@ -1,0 +1,79 @@
+"""LlavaDataset + DataCollator on LLaVA train records: shapes, masking, lazy images, a real training step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+import torch
+from sefe.sefe_train.conversation import IGNORE_INDEX, SCIENCEQA_INSTRUCTION
+from sefe.sefe_train.data import DataCollator, LlavaDataset
+
+
+def test_items_and_lengths(tiny, data_root: Path) -> None:
+    _, processor = tiny
+    ds = LlavaDataset(data_root / "annotations" / "GQA" / "train.json", data_root, processor, max_length=512)
+    assert len(ds) == 3
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    first = ds[0]
+    assert first["pixel_values"].shape == (3, 32, 32)
+    assert int((first["input_ids"] == image_id).sum()) == 16
+    answers = processor.tokenizer.decode(first["labels"][first["labels"] != IGNORE_INDEX])
+    assert answers.replace(" ", "") == "Whiteandred</s>Advertisement</s>"
+    text_only = ds[1]
+    assert text_only["pixel_values"] is None
+    assert int((text_only["input_ids"] == image_id).sum()) == 0
+    # LLaVA's cheap length estimate: words + image tokens (no image decoding needed)
+    question = f"Which is a solid?\nA. milk\nB. rock\n{SCIENCEQA_INSTRUCTION}"
+    assert ds.lengths[1] == len(question.split()) + 1
+    assert ds.lengths[0] > 16 and ds.modality_lengths[1] < 0 < ds.modality_lengths[0]
+
+
+def test_collator_pads_right_and_trains(tiny, data_root: Path) -> None:
+    model, processor = tiny
+    ds = LlavaDataset(data_root / "annotations" / "GQA" / "train.json", data_root, processor)
+    items = [ds[i] for i in range(3)]
+    batch = DataCollator(processor)(items)
+    longest = max(len(it["input_ids"]) for it in items)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (3, longest)
+    assert batch["pixel_values"].shape == (2, 3, 32, 32)  # only the two image records
+    pad = processor.tokenizer.pad_token_id
+    for row, it in enumerate(items):
+        k = len(it["input_ids"])
+        assert torch.equal(batch["input_ids"][row, :k], it["input_ids"])
+        assert (batch["input_ids"][row, k:] == pad).all() and (batch["labels"][row, k:] == IGNORE_INDEX).all()
+        assert int(batch["attention_mask"][row].sum()) == k
+    model.train()
+    try:
+        out = model(**batch)
+        assert torch.isfinite(out.loss)
+        out.loss.backward()
+        assert model.model.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+
+def test_missing_image_names_the_record(tiny, tmp_path: Path) -> None:
+    _, processor = tiny
+    path = tmp_path / "train.json"
+    rec = {
+        "id": "r9",
+        "image": "COCO/none.jpg",
+        "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}],
+    }
+    path.write_bytes(orjson.dumps([rec]))
+    ds = LlavaDataset(path, tmp_path, processor)
+    with pytest.raises(FileNotFoundError, match=r"record 0, id 'r9', field 'image'.*none.jpg"):
+        ds[0]
+
+
+def test_bad_record_names_file_index_and_field(tiny, tmp_path: Path) -> None:
+    _, processor = tiny
+    path = tmp_path / "train.json"
+    good = {"id": 1, "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
+    bad = {"id": 2, "conversations": [{"from": "human", "value": "q"}, {"from": "human", "value": "a"}]}
+    path.write_bytes(orjson.dumps([good, bad]))
+    with pytest.raises(ValueError, match=r"train.json.*record 1.*id 2.*conversations"):
+        LlavaDataset(path, tmp_path, processor)

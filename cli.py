@@ -104,6 +104,7 @@ def _plan_signature() -> None:
     asd_plan_cmd.__signature__ = sig.replace(  # type: ignore[attr-defined]
         parameters=[p for name, p in sig.parameters.items() if name != "dry_run"]
     )
+    asd_plan_cmd.__annotations__ = {k: v for k, v in asd_build_cmd.__annotations__.items() if k != "dry_run"}
 
 
 _plan_signature()
@@ -331,6 +332,7 @@ def bench_reglora(
     rank: int = typer.Option(128, min=1, help="LoRA rank."),
     impl: str = typer.Option("auto", help="Our implementation: auto, dense or sampled."),
     storage: bool = typer.Option(True, help="Also measure key storage after seven tasks."),
+    threads: int | None = typer.Option(None, min=1, help="torch intra-op threads (default: torch's)."),
     out: Path | None = typer.Option(None, help="Also write rows + storage + machine as JSON here."),
     markdown_out: Path | None = typer.Option(None, "--markdown", help="Also write the markdown table here."),
 ) -> None:
@@ -353,7 +355,7 @@ def bench_reglora(
         raise typer.BadParameter(str(err)) from None
     result = run_bench(
         shape_list, density_list, reps=reps, device=device, dtype=dtype, rank=rank, impl=impl,  # type: ignore[arg-type]
-        with_storage=storage,
+        with_storage=storage, threads=threads,
     )
     if out is not None:
         out.write_bytes(orjson.dumps(result.model_dump(), option=orjson.OPT_INDENT_2))

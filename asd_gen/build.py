@@ -230,7 +230,7 @@ def rough_estimate(needs: list[Need]) -> Estimate:
     return Estimate(requests=len(needs), cached=0, tokens_in=tin, tokens_out=tout)
 
 
-def plan(opts: BuildOptions, works: list[TaskWork] | None = None) -> Plan:
+def plan(opts: BuildOptions, works: list[TaskWork] | None = None, generator: Generator | None = None) -> Plan:
     """Per task and X: records, selection, style counts, model requests; tokens from the engine if present."""
     works = works if works is not None else prepare(opts)
     rows: list[TaskPlan] = []
@@ -250,10 +250,12 @@ def plan(opts: BuildOptions, works: list[TaskWork] | None = None) -> Plan:
                 )
             )
     needs = all_needs(works)
-    try:
-        engine = load_engine(opts, works) if needs else None
-    except BuildError:
-        engine = None
+    engine = generator
+    if engine is None and needs:
+        try:
+            engine = load_engine(opts, works)
+        except BuildError:
+            engine = None
     if engine is not None:
         return Plan(tasks=rows, estimate=engine.estimate(needs, str(opts.out)), estimate_source="engine")
     return Plan(tasks=rows, estimate=rough_estimate(needs), estimate_source="rough")
@@ -383,8 +385,13 @@ def _manifest(
     }
 
 
-def build(opts: BuildOptions, console: Console | None = None) -> BuildResult:
-    """Write `train_x{X}.json` for every chosen task and X, plus one manifest per X."""
+def build(
+    opts: BuildOptions, console: Console | None = None, generator: Generator | None = None
+) -> BuildResult:
+    """Write `train_x{X}.json` for every chosen task and X, plus one manifest per X.
+
+    `generator` defaults to `sefe.asd_gen.engine.Engine`; any object with the `Generator` protocol works.
+    """
     console = console or Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -392,7 +399,7 @@ def build(opts: BuildOptions, console: Console | None = None) -> BuildResult:
     needs = all_needs(works)
     outcome: GenerationOutcome | None = None
     if needs:
-        engine = load_engine(opts, works)
+        engine = generator or load_engine(opts, works)
         outcome = engine.fulfil(needs, str(opts.out))
         if outcome.report.pending_batch_files:
             return BuildResult(

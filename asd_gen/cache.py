@@ -26,6 +26,7 @@ class ResultCache:
         self.path = Path(out_dir) / CACHE_NAME
         self._entries: dict[str, NeedResult] = {}
         self.skipped_lines = 0
+        self.model_of: dict[str, str] = {}  # fingerprint -> the model that answered (for the manifest)
         self._fh: Any = None
         self._lock = threading.Lock()
         self._load()
@@ -40,6 +41,8 @@ class ResultCache:
                 try:
                     row = orjson.loads(line)
                     self._entries[row["key"]] = NeedResult.model_validate(row["result"])
+                    if row.get("model"):
+                        self.model_of[row["key"]] = row["model"]
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                     self.skipped_lines += 1  # torn write from a killed run: that request is simply redone
 

@@ -31,7 +31,8 @@ POOL_TOP = 64  # draw pool distractors among the most frequent answers of a kind
 def normalize_answer(text: str) -> str:
     """Case, punctuation and article-insensitive form used to tell answers apart."""
     words = text.casefold().translate(_PUNCT).split()
-    return " ".join(w for w in words if w not in _ARTICLES)
+    kept = [w for w in words if w not in _ARTICLES]
+    return " ".join(kept or words)  # an answer that *is* "a" or "the" stays itself
 
 
 def _distinct(cands: Iterable[str], exclude: Iterable[str]) -> list[str]:
@@ -122,7 +123,9 @@ class BoxPool:
 
     def add(self, image: str | None, answer: str) -> None:
         box = parse_box(answer)
-        if image is not None and box is not None and box not in self._by_image[image]:
+        if image is None or box is None or box[2] <= box[0] or box[3] <= box[1]:
+            return  # no image to share, or a degenerate box: never offered as a distractor
+        if box not in self._by_image[image]:
             self._by_image[image].append(box)
 
     def draw(
@@ -130,7 +133,8 @@ class BoxPool:
     ) -> list[str]:
         """k distinct wrong boxes: other boxes of the image first, then perturbed ones; all IoU < 0.5."""
         formatted = (format_box(b, decimals) for b in sorted(self._by_image.get(image or "", [])))
-        picked = [s for s in formatted if iou(parse_box(s) or target, target) < 0.5]
+        own = format_box(target, decimals)
+        picked = [s for s in formatted if s != own and iou(parse_box(s) or target, target) < 0.5]
         picked = sample(rng, list(dict.fromkeys(picked)), k)
         taken = {format_box(target, decimals), *picked}
         tries = 0

@@ -13,9 +13,10 @@ import base64
 import hashlib
 import mimetypes
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import orjson
 from rich.console import Console
@@ -54,6 +55,28 @@ class _Job:
     last_raw: str | None = None
     last_error: str | None = None
     sent: list[str] = field(default_factory=list)
+
+
+class _LazyRequests(Sequence[ChatRequest]):
+    """Requests built on access, so images are read and base64-encoded only while a backend needs them:
+    at dataset scale (hundreds of thousands of image requests) a prebuilt list would not fit in memory."""
+
+    def __init__(self, build: Callable[[_Job, int], ChatRequest], items: list[tuple[_Job, int, str]]) -> None:
+        self._build = build
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, i: int) -> ChatRequest: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[ChatRequest]: ...
+    def __getitem__(self, i: int | slice) -> ChatRequest | list[ChatRequest]:
+        if isinstance(i, slice):
+            return [self._build(job, attempt) for job, attempt, _ in self._items[i]]
+        job, attempt, _ = self._items[i]
+        return self._build(job, attempt)
 
 
 class Engine:
@@ -121,6 +144,15 @@ class Engine:
         mime = mimetypes.guess_type(path.name)[0] or "image/jpeg"
         return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}", str(path.resolve())
 
+    def _precheck(self, job: _Job) -> str | None:
+        """What would make building this request fail, found before sending (cheap: no image is read)."""
+        need = job.need
+        if need.image is not None and not (self.data_root / need.image).is_file():
+            return f"record {need.record_id}: image {need.image} not found under {self.data_root}"
+        if job.prompt.shape == "official_single" and len(need.items) != 1:
+            return f"{job.prompt.name}: single-question prompt, record {need.record_id} has {len(need.items)}"
+        return None
+
     def _request(self, job: _Job, attempt: int) -> ChatRequest:
         _, system, user = self.prompts.render(job.need, self.data_root)
         content: Any = user
@@ -130,7 +162,7 @@ class Engine:
             content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": user}]
         temp = self.options.temperature if attempt == 1 else max(self.options.temperature, RETRY_TEMPERATURE)
         return ChatRequest(
-            key=job.fingerprint if attempt == 1 else f"{job.fingerprint}~{attempt}",
+            key=_request_key(job, attempt),
             messages=[{"role": "system", "content": system}, {"role": "user", "content": content}],
             json_schema=job.spec.json_schema,
             schema_name=job.spec.name,
@@ -175,9 +207,12 @@ class Engine:
                 stats.cached += 1
             else:
                 queue.append(job)
+        answered_by = {
+            cache.model_of[j.fingerprint] for j in jobs.values() if j.fingerprint in cache.model_of
+        }
         report = GenerationReport(
             backend=self.options.backend,
-            model=self.model_id,
+            model=", ".join(sorted(answered_by)) or self.model_id,  # replaced by the backend's name once used
             prompt_hashes={j.prompt.name: j.prompt.sha256 for j in jobs.values()},
             cached=stats.cached,
         )
@@ -221,6 +256,7 @@ class Engine:
                         job.fingerprint,
                         value,
                         need=job.need.key,
+                        model=report.model,
                         record_id=job.need.record_id,
                         kind=job.need.kind,
                         raw=res.text,
@@ -235,29 +271,27 @@ class Engine:
         try:
             with progress:
                 while queue:
-                    requests: list[ChatRequest] = []
+                    items: list[tuple[_Job, int, str]] = []
                     for job in queue:
                         if cap is not None and stats.sent >= cap:
                             stats.pending += 1
-                            failures.append(
-                                _failure(
-                                    job.need, job.need.key, f"not sent: --max-requests {cap} reached", None, 0
-                                )
-                            )
+                            msg = f"not sent: --max-requests {cap} reached"
+                            failures.append(_failure(job.need, job.need.key, msg, None, 0))
                             continue
-                        try:
-                            req = self._request(job, job.attempts + 1)
-                        except PromptError as e:
-                            fail(job, f"prompt: {e}", None, job.attempts)
+                        problem = self._precheck(job)
+                        if problem is not None:
+                            fail(job, f"prompt: {problem}", None, job.attempts)
                             continue
-                        by_req[req.key] = job
-                        requests.append(req)
+                        attempt = job.attempts + 1
+                        key = _request_key(job, attempt)
+                        by_req[key] = job
+                        items.append((job, attempt, key))
                         stats.sent += 1
                     retry.clear()
-                    if requests:
+                    if items:
                         backend = self._backend_for(out_dir)
                         report.model = backend.model_name
-                        backend.run(requests, on_result)
+                        backend.run(_LazyRequests(self._request, items), on_result)
                         for key in list(by_req):  # a backend that skipped a request: report, never hang
                             fail(by_req.pop(key), "backend returned no result", None, 0)
                     queue = list(retry)
@@ -292,6 +326,12 @@ class Engine:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+
+
+def _request_key(job: _Job, attempt: int) -> str:
+    """First try: the fingerprint (the Batch API custom_id). Retries get their own id, so a provider's answer
+    to an earlier try is never taken for a later one."""
+    return job.fingerprint if attempt == 1 else f"{job.fingerprint}~{attempt}"
 
 
 def _failure(need: Need, key: str, error: str, raw: str | None, attempts: int) -> NeedFailure:

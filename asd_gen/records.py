@@ -136,6 +136,9 @@ def _read_array(path: Path) -> list[Any]:
     return data
 
 
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})  # pydantic's union member tags
+
+
 def _error(path: Path, data: list[Any], err: ValidationError, id_key: str) -> RecordsError:
     first = err.errors()[0]
     loc = list(first["loc"])
@@ -144,7 +147,7 @@ def _error(path: Path, data: list[Any], err: ValidationError, id_key: str) -> Re
     record = data[index] if index is not None and index < len(data) else None
     record_id = record.get(id_key) if isinstance(record, dict) else None
     field = ""
-    for part in rest:
+    for part in (p for p in rest if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p))):
         field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
     msg = first["msg"]
     if first["type"] == "missing":

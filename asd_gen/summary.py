@@ -9,7 +9,7 @@ from sefe.asd_gen.styles.instructions import STYLES
 
 def plan_table(plan: Plan) -> Table:
     t = Table(title="ASD plan (no model is called)")
-    for col in ("task", "X", "records", "sel", *STYLES, "model req", "skip"):
+    for col in ("task", "X", "n", "sel", *STYLES, "req", "skip"):
         t.add_column(col, justify="left" if col == "task" else "right", no_wrap=True)
     for row in plan.tasks:
         cells = []
@@ -29,14 +29,16 @@ def plan_table(plan: Plan) -> Table:
     how = "engine estimate" if plan.estimate_source == "engine" else "rough estimate: engine not available"
     t.caption = (
         f"largest X: {e.requests} model requests ({e.cached} cached), ~{e.tokens_in:,} tokens in, "
-        f"~{e.tokens_out:,} tokens out ({how}).\nStyle counts: r rule, d data candidates, m model; - original style."
+        f"~{e.tokens_out:,} tokens out ({how}).\n"
+        "n records, sel selected, req model requests, skip unconvertible;\n"
+        "style counts: r rule, d data candidates, m model, - original style."
     )
     return t
 
 
 def build_table(result: BuildResult) -> Table:
     t = Table(title="ASD build")
-    for col in ("X", "task", "records", "sel", *STYLES, "kept", "output"):
+    for col in ("X", "task", "n", "sel", *STYLES, "kept", "output"):
         t.add_column(col, justify="left" if col in ("task", "output") else "right", no_wrap=col != "output")
     for x, tasks in result.tasks.items():
         for name, o in tasks.items():

@@ -40,12 +40,16 @@ def main() -> int:
                 ra, rb = torch.autograd.grad(ref, (a, b))
                 tol = 1e-5 if dtype == torch.float32 else 2e-2
                 v_err = abs(ours.item() - ref.item()) / ref.item()
-                g_err = max(((ga.double() - ra.double()).norm() / ra.double().norm()).item(),
-                            ((gb.double() - rb.double()).norm() / rb.double().norm()).item())
+                g_err = max(
+                    ((ga.double() - ra.double()).norm() / ra.double().norm()).item(),
+                    ((gb.double() - rb.double()).norm() / rb.double().norm()).item(),
+                )
                 ok = v_err <= tol and g_err <= (1e-4 if dtype == torch.float32 else 5e-2)
                 failures += not ok
-                print(f"{'ok  ' if ok else 'FAIL'} {dtype} {impl} concat={concat} value_rel_err={v_err:.2e} "
-                      f"grad_rel_err={g_err:.2e}")
+                print(
+                    f"{'ok  ' if ok else 'FAIL'} {dtype} {impl} concat={concat} value_rel_err={v_err:.2e} "
+                    f"grad_rel_err={g_err:.2e}"
+                )
     return 1 if failures else 0
 
 

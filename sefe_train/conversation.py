@@ -147,7 +147,8 @@ def tokenize_conversation(
         where_img = [t for t, i in enumerate(ids) if i == image_id]
         if len(where_img) != 1:
             raise ValueError(
-                f"{where}: expected one {IMAGE_TOKEN} token after tokenisation, got {len(where_img)}"
+                f"{where}: expected one {IMAGE_TOKEN} token after tokenisation, got {len(where_img)} "
+                f"(is {IMAGE_TOKEN} a special token of the tokenizer?)"
             )
         pos = where_img[0]
         ids[pos : pos + 1] = [image_id] * image_token_count

@@ -108,17 +108,6 @@ def atomic_dir(final: Path, build: Callable[[Path], None]) -> Path:
     return final
 
 
-def atomic_file(final: Path, build: Callable[[Path], None]) -> Path:
-    """Run `build(tmp_path)` for a file written by a library (safetensors, ...), then rename it into place."""
-    tmp = final.with_name(f".{final.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    build(tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    return final
-
-
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

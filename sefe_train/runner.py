@@ -161,7 +161,8 @@ class ContinualRunner:
 
     def _preflight(self) -> None:
         """Fail before hours of training: every train file exists, every evaluated task has a scorer."""
-        missing = [str(self.cfg.train_path(t)) for t in self.cfg.tasks if not self.cfg.train_path(t).is_file()]
+        paths = [self.cfg.train_path(t) for t in self.cfg.tasks]
+        missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"train file(s) not found: {', '.join(missing)}")
         if self.cfg.eval.enabled:
@@ -282,6 +283,9 @@ class ContinualRunner:
         model, processor = load_base(cfg, self._base_for(k))
         if cfg.train.gradient_checkpointing:
             model.config.use_cache = False
+        from transformers import set_seed
+
+        set_seed(cfg.train.seed + k)  # reproducible LoRA init per stage (a resumed stage loads its checkpoint)
         peft_model = add_fresh_lora(cfg, model)
         train_path = cfg.train_path(task)
         if not train_path.exists():
@@ -320,7 +324,7 @@ class ContinualRunner:
         prev = self._prev_keys(k)
         store = KeyStore.load(prev) if prev is not None else KeyStore.empty()
         store.update_from_peft(peft_model, self.cfg.to_reglora_config())
-        L.atomic_file(part / L.KEYS_FILE, lambda tmp: store.save(tmp))
+        store.save(part / L.KEYS_FILE)  # atomic: temp file + rename
 
     def merge(self, peft_model: Any, processor: Any, part: Path) -> Any:
         """Fold ΔW = (alpha/r)·B·A into the base weights; the merged model is the base of stage k+1."""

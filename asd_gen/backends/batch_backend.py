@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult, ResultCallback
@@ -81,17 +82,16 @@ class BatchBackend(Backend):
     def model_name(self) -> str:
         return str(self.options.model)
 
-    def _outputs(self, wanted: set[str]) -> dict[str, ChatResult]:
+    def _outputs(self) -> dict[str, ChatResult]:
+        """Every answer in the provider's output files, by custom_id (line order is meaningless)."""
         found: dict[str, ChatResult] = {}
         if not self.output_dir.is_dir():
             return found
         for path in sorted(self.output_dir.glob("*.jsonl")):
             with path.open("rb") as f:
                 for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    res = parse_output_line(line, path, lineno)
-                    if res.key in wanted:
+                    if line.strip():
+                        res = parse_output_line(line, path, lineno)
                         found[res.key] = res
         return found
 
@@ -104,62 +104,75 @@ class BatchBackend(Backend):
                 out[k] = name
         return out
 
-    def _write(self, reqs: list[ChatRequest]) -> dict[str, str]:
-        """Write new input files (atomically, each with its key index); return custom_id -> file name."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        n = len(list(self.dir.glob("input_*.jsonl")))
-        placed: dict[str, str] = {}
-        lines: list[bytes] = []
-        keys: list[str] = []
-        size = 0
-
-        def flush() -> None:
-            nonlocal n, lines, keys, size
-            if not lines:
-                return
-            n += 1
-            path = self.dir / f"input_{n:04d}.jsonl"
-            _atomic_write(path, b"".join(lines))
-            _atomic_write(path.with_suffix(".keys"), ("\n".join(keys) + "\n").encode())
-            placed.update(dict.fromkeys(keys, path.name))
-            lines, keys, size = [], [], 0
-
-        model = self.model_name
-        for req in reqs:
-            line = request_line(req, model)
-            if len(line) > self.max_bytes:
-                raise ValueError(
-                    f"request {req.key} alone is {len(line)} bytes, over the {self.max_bytes} limit"
-                )
-            if len(lines) >= self.max_lines or size + len(line) > self.max_bytes:
-                flush()
-            lines.append(line)
-            keys.append(req.key)
-            size += len(line)
-        flush()
-        return placed
-
     def run(self, requests: Sequence[ChatRequest], on_result: ResultCallback) -> None:
-        outputs = self._outputs({r.key for r in requests})
-        missing: list[ChatRequest] = []
-        for req in requests:
-            res = outputs.get(req.key)
-            if res is None:
-                missing.append(req)
-            else:
-                on_result(res)
+        """Answer what the output files hold; stream the rest into new input files; report them pending."""
+        outputs = self._outputs()
         written = self._written()
-        written.update(self._write([r for r in missing if r.key not in written]))
+        writer = _SplitWriter(self.dir, self.max_lines, self.max_bytes)
+        pending: list[tuple[str, str | None]] = []
+        for req in requests:  # one pass: requests (and their images) are built one at a time
+            res = outputs.get(req.key)
+            if res is not None:
+                on_result(res)
+            elif req.key in written:
+                pending.append((req.key, written[req.key]))
+            else:
+                writer.add(req.key, request_line(req, self.model_name))
+                pending.append((req.key, None))
+        placed = writer.close()
         files: set[str] = set()
-        for req in missing:
-            f = written[req.key]
+        for key, name in pending:
+            f = name or placed[key]
             files.add(str(self.dir / f))
             on_result(
-                ChatResult(
-                    key=req.key, error=f"pending: in batch file {f}", extra={"pending": True, "file": f}
-                )
+                ChatResult(key=key, error=f"pending: in batch file {f}", extra={"pending": True, "file": f})
             )
         self.pending_files = sorted(set(self.pending_files) | files)
+
+
+class _SplitWriter:
+    """Appends request lines to `input_NNNN.jsonl` files of at most `max_lines` lines and `max_bytes` bytes;
+    each file appears atomically, with its `.keys` index, once it is complete."""
+
+    def __init__(self, folder: Path, max_lines: int, max_bytes: int) -> None:
+        self.folder = folder
+        self.max_lines = max_lines
+        self.max_bytes = max_bytes
+        self.n = len(list(folder.glob("input_*.jsonl"))) if folder.is_dir() else 0
+        self.placed: dict[str, str] = {}
+        self._fh: Any = None
+        self._keys: list[str] = []
+        self._size = 0
+
+    def add(self, key: str, line: bytes) -> None:
+        if len(line) > self.max_bytes:
+            raise ValueError(f"request {key} alone is {len(line)} bytes, over the {self.max_bytes} limit")
+        if self._fh is not None and (
+            len(self._keys) >= self.max_lines or self._size + len(line) > self.max_bytes
+        ):
+            self._finish()
+        if self._fh is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.n += 1
+            self._path = self.folder / f"input_{self.n:04d}.jsonl"
+            self._fh = self._path.with_name(self._path.name + ".tmp").open("wb")
+        self._fh.write(line)
+        self._keys.append(key)
+        self._size += len(line)
+
+    def _finish(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        os.replace(self._path.with_name(self._path.name + ".tmp"), self._path)
+        _atomic_write(self._path.with_suffix(".keys"), ("\n".join(self._keys) + "\n").encode())
+        self.placed.update(dict.fromkeys(self._keys, self._path.name))
+        self._fh, self._keys, self._size = None, [], 0
+
+    def close(self) -> dict[str, str]:
+        if self._fh is not None:
+            self._finish()
+        return self.placed
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

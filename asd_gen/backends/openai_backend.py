@@ -30,16 +30,16 @@ def _import_openai() -> Any:
     return openai
 
 
-def _import_http_response() -> type:
-    """The raw response class for `post(cast_to=...)`: httpx2 in openai 3, httpx before."""
+def _import_http() -> Any:
+    """The HTTP library under the SDK (raw responses, connection limits): httpx2 in openai 3, httpx before."""
     try:
         import httpx2
 
-        return httpx2.Response
+        return httpx2
     except ImportError:  # pragma: no cover - openai 2.x
         import httpx
 
-        return httpx.Response
+        return httpx
 
 
 def _api_key(base_url: str | None) -> str:
@@ -85,7 +85,7 @@ class OpenAIBackend(Backend):
 
     def __init__(self, options: GenerationOptions) -> None:
         self._openai = _import_openai()
-        self._response_cls = _import_http_response()
+        self._http = _import_http()
         self.options = options
         self._model = options.model
 
@@ -119,11 +119,16 @@ class OpenAIBackend(Backend):
 
     async def _run_all(self, model: str, requests: Sequence[ChatRequest], on_result: ResultCallback) -> None:
         opts = self.options
+        workers = max(1, min(opts.concurrency, len(requests)))
+        # one idle connection kept per worker (the SDK keeps 100): high concurrency never reconnects
+        limits = self._http.Limits(max_connections=max(workers, 100), max_keepalive_connections=workers)
+        http = self._openai.DefaultAsyncHttpxClient(limits=limits)
         client = self._openai.AsyncOpenAI(
             base_url=opts.base_url,
             api_key=_api_key(opts.base_url),
             timeout=opts.request_timeout_s,
             max_retries=opts.max_retries,
+            http_client=http,
         )
         todo: Iterator[ChatRequest] = iter(requests)
 
@@ -133,7 +138,7 @@ class OpenAIBackend(Backend):
 
         try:
             async with asyncio.TaskGroup() as tg:  # a callback error (or Ctrl-C) cancels the other workers
-                for _ in range(max(1, min(opts.concurrency, len(requests)))):
+                for _ in range(workers):
                     tg.create_task(worker())
         finally:
             await client.close()
@@ -152,7 +157,7 @@ class OpenAIBackend(Backend):
         try:
             resp = await client.post(
                 "/chat/completions",
-                cast_to=self._response_cls,
+                cast_to=self._http.Response,
                 content=orjson.dumps(body),
                 options={"headers": {"Content-Type": "application/json"}},
             )

@@ -90,6 +90,7 @@ class Spec(BaseModel):
     reps: int
     mode: Literal["time", "mem_ours", "mem_reference"]
     impl: Literal["auto", "dense", "sampled"] = "auto"
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
     seed: int = 0
 
 
@@ -107,6 +108,8 @@ def measure(spec: Spec) -> dict[str, float | int | str]:
     from sefe.sefe_train.reglora.penalty import build_pattern, module_penalty
     from sefe.sefe_train.reglora.sampled import CsrPattern
 
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
     device = torch.device(spec.device)
     dtype = getattr(torch, spec.dtype)
     out_f, in_f = spec.shape
@@ -211,8 +214,11 @@ def storage_rows(tasks: int = 7, density: float = 2.0, seed: int = 0) -> list[St
     return [row("one 7B decoder layer (7 linears)", 1), row("7B model, 32 layers (random keys)", LAYERS_7B)]
 
 
-def machine_info(device: str) -> dict[str, str]:
+def machine_info(device: str, threads: int | None = None) -> dict[str, str]:
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     info = {
         "platform": platform.platform(),
@@ -236,6 +242,7 @@ def run_bench(
     rank: int = 128,
     impl: Literal["auto", "dense", "sampled"] = "auto",
     with_storage: bool = True,
+    threads: int | None = None,
 ) -> BenchResult:
     """All (shape, density) rows with rich progress on stderr; CPU measurements run in worker processes."""
     from rich.console import Console
@@ -253,7 +260,8 @@ def run_bench(
         task = progress.add_task("reglora penalty", total=len(grid) * 3 + (1 if with_storage else 0))
         for shape, dens in grid:
             common = dict(
-                shape=shape, density=dens, rank=rank, dtype=dtype, device=device, reps=reps, impl=impl
+                shape=shape, density=dens, rank=rank, dtype=dtype, device=device, reps=reps, impl=impl,
+                threads=threads,
             )
             got: dict[str, dict[str, float | int | str]] = {}
             for mode in ("time", "mem_ours", "mem_reference"):
@@ -273,7 +281,7 @@ def run_bench(
             progress.update(task, description="key storage, 7 tasks")
             storage = storage_rows()
             progress.advance(task)
-    return BenchResult(rows=rows, storage=storage, machine=machine_info(device))
+    return BenchResult(rows=rows, storage=storage, machine=machine_info(device, threads))
 
 
 def markdown(result: BenchResult) -> str:

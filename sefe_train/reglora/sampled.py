@@ -20,6 +20,7 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, vals: torch.Tensor, shape: tuple
     """A CSR tensor without the "beta" notice: only the stable sampled_addmm / sparse@dense paths use it."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
         return torch.sparse_csr_tensor(crow, col, vals, shape, check_invariants=False)
 
 

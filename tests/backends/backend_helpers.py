@@ -7,8 +7,9 @@ from typing import Any
 from sefe.asd_gen.backends.base import ChatRequest, ChatResult
 
 
-def string() -> dict[str, Any]:
-    return {"type": "string"}
+def string(max_length: int = 24) -> dict[str, Any]:
+    """Bounded strings keep the test fast: a 135M model can otherwise ramble until max_tokens."""
+    return {"type": "string", "maxLength": max_length}
 
 
 def obj(props: dict[str, Any]) -> dict[str, Any]:
@@ -22,7 +23,7 @@ def arr(item: dict[str, Any], n: int) -> dict[str, Any]:
 # Strict shapes as the engine sends them (object root, exact array lengths, no extra keys).
 MCQ_TWO_QUESTIONS = obj({"items": arr(obj({"distractors": arr(string(), 3)}), 2)})
 YN_ONE = obj({"items": arr(obj({"distractor": string()}), 1)})
-BRIEF_ONE = obj({"items": arr(obj({"explanation": {"type": "string", "maxLength": 160}}), 1)})
+BRIEF_ONE = obj({"items": arr(obj({"explanation": string(100)}), 1)})
 OFFICIAL_SINGLE_MCQ = obj({"distractor_options": arr(string(), 3)})
 
 SYSTEM = "You write quiz material. Reply with JSON only."

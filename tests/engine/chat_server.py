@@ -11,12 +11,14 @@ engine's validation passes) and `GET /v1/models`. Faults are injected per prompt
   truncated  200 with half the JSON and finish_reason "length"
   invalid    200 with valid JSON whose distractors repeat the correct answer / explanation too short
 Every request is logged (prompt hash, time, fault served) so tests can assert exact request counts.
-Run as a script (`python chat_server.py --latency 0.1`) it serves in its own process and prints its port.
+Run as a script (`python chat_server.py --latency 0.1`), an asyncio variant without faults serves in its own
+process and prints its port (the throughput benchmark uses it).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import re
 import socket
@@ -199,25 +201,7 @@ class ChatServer:
             content, finish = content[: len(content) // 2], "length"
         elif fault == "invalid":
             content = orjson.dumps(_invalid(content_obj)).decode()
-        usage = {"prompt_tokens": len(text) // 4 + 10, "completion_tokens": len(content) // 4 + 1}
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        h._send(
-            200,
-            {
-                "id": f"chatcmpl-{prompt}-{n}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model", MODEL),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": finish,
-                    }
-                ],
-                "usage": usage,
-            },
-        )
+        h._send(200, completion(body, text, content, finish, f"{prompt}-{n}"))
 
     def count(self, fault: str | None = "any") -> int:
         with self._lock:
@@ -239,6 +223,64 @@ class ChatServer:
         self.httpd.server_close()
 
 
+def completion(body: dict[str, Any], text: str, content: str, finish: str, rid: str) -> dict[str, Any]:
+    """A chat.completion response body (usage counts are rough: 4 characters a token)."""
+    usage = {"prompt_tokens": len(text) // 4 + 10, "completion_tokens": len(content) // 4 + 1}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    message = {"role": "assistant", "content": content}
+    return {
+        "id": f"chatcmpl-{rid}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", MODEL),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": usage,
+    }
+
+
+async def serve_async(latency_s: float, port: int = 0) -> None:
+    """The benchmark server: asyncio, keep-alive, no faults, no threads. A thread per connection (as in
+    ChatServer) costs the server more CPU than the client under test at 64 connections on 2 cores."""
+    gen = Generator()
+    counter = 0
+    models = orjson.dumps({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal counter
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                method = head[0].split(" ", 1)[0]
+                length = 0
+                for line in head[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                raw = await reader.readexactly(length) if length else b""
+                if method == "GET":
+                    data = models
+                else:
+                    body = orjson.loads(raw)
+                    content = orjson.dumps(
+                        gen.make(body["response_format"]["json_schema"]["schema"])
+                    ).decode()
+                    counter += 1
+                    await asyncio.sleep(latency_s)
+                    data = orjson.dumps(completion(body, _user_text(body), content, "stop", str(counter)))
+                head_out = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+                writer.write(head_out % len(data) + data)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+
+
 def _invalid(obj: Any) -> Any:
     """Break the answer in a way only semantic validation catches: repeated distractors, one-word text."""
     if isinstance(obj, dict):
@@ -256,10 +298,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument(
+        "--threaded", action="store_true", help="the test server (with faults) instead of asyncio"
+    )
     args = ap.parse_args()
-    srv = ChatServer(latency_s=args.latency, port=args.port)
-    print(srv.port, flush=True)
-    srv.httpd.serve_forever()
+    if args.threaded:
+        srv = ChatServer(latency_s=args.latency, port=args.port)
+        print(srv.port, flush=True)
+        srv.httpd.serve_forever()
+    else:
+        asyncio.run(serve_async(args.latency, args.port))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ def test_answers_cache_and_rerun_sends_nothing(tmp_path: Path, server: ChatServe
     )
     again = Engine(opts, tmp_path, show_progress=False).fulfil(needs, str(tmp_path / "o"))
     assert server.count() == 4 and again.report.requests_sent == 0 and again.report.cached == 4
+    assert again.report.model == "fake-chat-model"  # from the cache: no server call just to name it
     assert again.results == out.results
 
 

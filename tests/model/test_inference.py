@@ -121,3 +121,24 @@ def test_cli_eval_run(tiny_dir: Path, data_root: Path, tmp_path: Path) -> None:
     assert len(lines) == 3 and lines[0]["model_id"] == tiny_dir.name
     bad = CliRunner().invoke(app, [*args[:6], "--tasks", "VizWiz", "--out", str(out)])
     assert bad.exit_code == 2 and "VizWiz" in bad.output and "test.json" in bad.output
+
+
+def test_runner_model_mode_is_restored(tiny, data_root: Path, tmp_path: Path) -> None:
+    model, _ = tiny
+    model.train()
+    try:
+        run_inference(tiny, data_root, ["ImageNet"], tmp_path, limit=1, max_new_tokens=2, show_progress=False)
+        assert model.training
+    finally:
+        model.eval()
+    with pytest.raises(ValueError, match="hf engine"):
+        run_inference(tiny, data_root, ["ImageNet"], tmp_path / "v", engine="vllm", show_progress=False)
+
+
+def test_vllm_engine_install_hint(tiny_dir: Path, data_root: Path, tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed: the hint is not shown")
+    with pytest.raises(ImportError, match=r"pip install 'sefe\[vllm\]'"):
+        run_inference(tiny_dir, data_root, ["ImageNet"], tmp_path, engine="vllm", show_progress=False)

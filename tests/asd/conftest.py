@@ -1,0 +1,17 @@
+"""ASD core test setup: make the record factory importable (pytest runs with --import-mode=importlib)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from asd_factory import write_root  # noqa: E402
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    return write_root(tmp_path / "data", {"ScienceQA": 24, "ImageNet": 24, "GQA": 20, "Grounding": 20})

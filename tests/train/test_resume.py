@@ -1,0 +1,122 @@
+"""Resume: a crash in the middle of a stage continues from the last Trainer checkpoint; a crash after training
+reuses the saved adapter; a killed stage is never marked done and never appears under its final name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from safetensors.numpy import load_file
+from sefe.sefe_train.runner import ContinualRunner
+from transformers import TrainerCallback
+
+from tests.train.conftest import Recorder, make_config
+
+pytestmark = pytest.mark.slow
+
+STEPS = 5
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class CrashAfter(TrainerCallback):
+    """Simulates a kill: raises at the end of optimizer step `n` (after checkpoints of earlier steps)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.n:
+            raise Crash(f"simulated crash at step {self.n}")
+
+
+def _config(out: Path):
+    return make_config(
+        out,
+        "lora",
+        [f"train.max_steps={STEPS}", "train.save_steps=2", "train.save_total_limit=2", "eval.enabled=false"],
+        tasks=["ScienceQA"],
+    )
+
+
+def _adapter(run: Path) -> dict[str, np.ndarray]:
+    return load_file(str(run / "1_ScienceQA" / "adapter" / "adapter_model.safetensors"))
+
+
+def test_crash_mid_stage_resumes_from_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(Crash):
+        ContinualRunner(_config(run), callbacks=[CrashAfter(3)]).run()
+    # nothing under a final name, nothing marked done, the checkpoint of step 2 is there
+    assert not (run / "1_ScienceQA").exists()
+    assert orjson.loads((run / "state.json").read_bytes())["done"] == []
+    part = run / "1_ScienceQA.partial"
+    assert (part / "checkpoints" / "checkpoint-2").is_dir()
+    assert not (part / "adapter").exists()
+
+    rec = Recorder()
+    ContinualRunner(_config(run), callbacks=[rec]).run()
+    assert rec.begins[0]["global_step"] == 2  # continued, not restarted
+    assert rec.steps == [3, 4, 5]
+    state = orjson.loads((run / "state.json").read_bytes())
+    assert [s["task"] for s in state["done"]] == ["ScienceQA"]
+    assert not part.exists() and (run / "1_ScienceQA" / "merged" / "config.json").is_file()
+
+    # the resumed stage equals an uninterrupted one (same data order, RNG, optimizer state)
+    ref = tmp_path / "ref"
+    ContinualRunner(_config(ref)).run()
+    got, want = _adapter(run), _adapter(ref)
+    assert set(got) == set(want)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7, err_msg=k)
+
+    # rerunning a finished run does nothing
+    rec2 = Recorder()
+    ContinualRunner(_config(run), callbacks=[rec2]).run()
+    assert rec2.begins == []
+
+
+def test_crash_after_training_reuses_adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+
+    def broken_merge(self, peft_model, processor, part):
+        raise Crash("simulated crash while merging")
+
+    monkeypatch.setattr(ContinualRunner, "merge", broken_merge)
+    with pytest.raises(Crash):
+        ContinualRunner(_config(run)).run()
+    part = run / "1_ScienceQA.partial"
+    assert (part / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (part / "merged").exists() and not (run / "1_ScienceQA").exists()
+    before = load_file(str(part / "adapter" / "adapter_model.safetensors"))
+
+    monkeypatch.undo()
+    rec = Recorder()
+    ContinualRunner(_config(run), callbacks=[rec]).run()
+    assert rec.begins == []  # no retraining: the finished adapter was reused
+    after = _adapter(run)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert (run / "1_ScienceQA" / "merged" / "model.safetensors").is_file()
+
+
+def test_changed_experiment_is_refused(tmp_path: Path) -> None:
+    from sefe.sefe_train import run_layout as L
+    from sefe.sefe_train.config import ConfigError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    state = L.RunState(method="lora", tasks=["ScienceQA"])
+    state.mark_done(1, "ScienceQA")
+    L.save_state(run, state)
+    cfg = _config(run)
+    (run / L.CONFIG_FILE).write_text("method: lora\n")
+    with pytest.raises(ConfigError, match="different"):
+        ContinualRunner(cfg).run()
+    with pytest.raises(ConfigError, match="reglora"):
+        ContinualRunner(make_config(run, "reglora", tasks=["ScienceQA"])).run()
+    with pytest.raises(ConfigError, match="task order"):
+        ContinualRunner(make_config(run, "lora", tasks=["TextVQA", "ScienceQA"])).run()

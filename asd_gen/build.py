@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sefe.asd_gen.candidates import AnswerPool, BoxPool, ClassPool
@@ -67,6 +67,14 @@ class BuildOptions(BaseModel):
     distractors: DistractorMode = "model"
     generation: GenerationOptions = Field(default_factory=GenerationOptions)
 
+    @field_validator("xs")
+    @classmethod
+    def _percentages(cls, xs: list[float]) -> list[float]:
+        for x in xs:
+            if not 0 <= x <= 100:
+                raise ValueError(f"X must be a percentage in [0, 100], got {x:g}")
+        return sorted(set(xs))
+
 
 @dataclass
 class TaskWork:
@@ -74,7 +82,8 @@ class TaskWork:
 
     spec: TaskSpec
     path: Path
-    records: list[TrainRecord]
+    ids: list[str | int]  # record ids in file order (the records themselves are re-read when writing)
+    input_sha256: str
     top: Selection
     parsed: dict[int, ParsedRecord] = field(default_factory=dict)
     skipped: dict[int, str] = field(default_factory=dict)  # index -> why it keeps its original style
@@ -83,7 +92,7 @@ class TaskWork:
     sources: Sources = field(default_factory=Sources)
 
     def selection(self, x: float, seed: int) -> Selection:
-        return select(self.spec.name, [r.id for r in self.records], self.spec.target_styles, x, seed)
+        return select(self.spec.name, self.ids, self.spec.target_styles, x, seed)
 
 
 def _fmt_x(x: float) -> str:
@@ -152,7 +161,9 @@ def prepare(opts: BuildOptions, progress: Progress | None = None) -> list[TaskWo
             progress.update(bar, description=f"preparing {spec.name}")
         records = load_train(path)
         top = select(spec.name, [r.id for r in records], spec.target_styles, top_x, opts.seed)
-        work = TaskWork(spec=spec, path=path, records=records, top=top)
+        work = TaskWork(
+            spec=spec, path=path, ids=[r.id for r in records], input_sha256=_sha256(path), top=top
+        )
         for idx in top.ordered:
             try:
                 work.parsed[idx] = parse_record(spec, idx, records[idx])
@@ -207,13 +218,15 @@ class TaskPlan(BaseModel):
     selected: int
     styles: dict[str, int]
     productions: dict[str, str]  # style -> original / rule / data / model
-    model_requests: int
+    model_requests: int  # new requests (cached answers excluded when the engine can tell)
+    tokens_in: int
+    tokens_out: int
     unconvertible: int
 
 
 class Plan(BaseModel):
     tasks: list[TaskPlan]
-    estimate: Estimate
+    estimate: Estimate  # all tasks at the largest X (one generation run serves every X)
     estimate_source: Literal["engine", "rough"]
 
 
@@ -231,24 +244,12 @@ def rough_estimate(needs: list[Need]) -> Estimate:
 
 
 def plan(opts: BuildOptions, works: list[TaskWork] | None = None, generator: Generator | None = None) -> Plan:
-    """Per task and X: records, selection, style counts, model requests; tokens from the engine if present."""
+    """Per task and X: records, selection, style counts, model requests and tokens; no model call.
+
+    Tokens come from `Engine.estimate` (real prompts, cache-aware) when the engine is available, else from
+    `rough_estimate`; `Plan.estimate_source` says which.
+    """
     works = works if works is not None else prepare(opts)
-    rows: list[TaskPlan] = []
-    for w in works:
-        for x in sorted(opts.xs):
-            sel = w.selection(x, opts.seed)
-            rows.append(
-                TaskPlan(
-                    task=w.spec.name,
-                    records=len(w.records),
-                    x=x,
-                    selected=len(sel.styles),
-                    styles=sel.counts(),
-                    productions={s: w.spec.production(s, opts.distractors) for s in w.spec.target_styles},
-                    model_requests=sum(1 for i in sel.styles if i in w.needs),
-                    unconvertible=sum(1 for i in sel.styles if i in w.skipped),
-                )
-            )
     needs = all_needs(works)
     engine = generator
     if engine is None and needs:
@@ -256,9 +257,32 @@ def plan(opts: BuildOptions, works: list[TaskWork] | None = None, generator: Gen
             engine = load_engine(opts, works)
         except BuildError:
             engine = None
-    if engine is not None:
-        return Plan(tasks=rows, estimate=engine.estimate(needs, str(opts.out)), estimate_source="engine")
-    return Plan(tasks=rows, estimate=rough_estimate(needs), estimate_source="rough")
+
+    def estimate(subset: list[Need]) -> Estimate:
+        if not subset:
+            return Estimate(requests=0, cached=0, tokens_in=0, tokens_out=0)
+        return engine.estimate(subset, str(opts.out)) if engine is not None else rough_estimate(subset)
+
+    rows: list[TaskPlan] = []
+    for w in works:
+        for x in opts.xs:
+            sel = w.selection(x, opts.seed)
+            est = estimate([w.needs[i] for i in sel.ordered if i in w.needs])
+            rows.append(
+                TaskPlan(
+                    task=w.spec.name,
+                    records=len(w.ids),
+                    x=x,
+                    selected=len(sel.styles),
+                    styles=sel.counts(),
+                    productions={s: w.spec.production(s, opts.distractors) for s in w.spec.target_styles},
+                    model_requests=est.requests - est.cached,
+                    tokens_in=est.tokens_in,
+                    tokens_out=est.tokens_out,
+                    unconvertible=sum(1 for i in sel.styles if i in w.skipped),
+                )
+            )
+    return Plan(tasks=rows, estimate=estimate(needs), estimate_source="engine" if engine else "rough")
 
 
 # ---------------------------------------------------------------------------------------------- build
@@ -325,8 +349,10 @@ def _convert_all(w: TaskWork, opts: BuildOptions, outcome: GenerationOutcome | N
             result = outcome.results.get(need.key) if outcome else None
             if result is None:
                 f = failed.get(need.key)
-                reason = f.error if f else "no result from the engine"
-                out[idx] = _Converted(None, why="quarantined", reason=reason)
+                if f is not None:
+                    out[idx] = _Converted(None, why="quarantined", reason=f.error)
+                else:  # e.g. the --max-requests cap stopped before it: a rerun fills it in
+                    out[idx] = _Converted(None, why="not_generated", reason="no result from the engine")
                 continue
         try:
             rec, src = convert_record(
@@ -362,7 +388,7 @@ def _manifest(
     g = opts.generation
     report = outcome.report if outcome else None
     return {
-        "x": x,
+        "x": int(x) if float(x).is_integer() else x,
         "seed": opts.seed,
         "selection_rule": SELECTION_RULE,
         "distractors": opts.distractors,
@@ -423,10 +449,12 @@ def build(
         for w in works:
             progress.update(bar, description=f"converting {w.spec.name}")
             conv = _convert_all(w, opts, outcome)
-            digest_in = _sha256(w.path)
-            for x in sorted(set(opts.xs)):
+            records = load_train(w.path)  # re-read: only one task's records are in memory at a time
+            if _sha256(w.path) != w.input_sha256:
+                raise BuildError(f"{w.path}: changed while the build was running; rerun the build")
+            for x in opts.xs:
                 sel = w.selection(x, opts.seed)
-                rows = [conv[i].record or r if i in sel.styles else r for i, r in enumerate(w.records)]
+                rows = [conv[i].record or r if i in sel.styles else r for i, r in enumerate(records)]
                 path = output_path(opts.out, w.spec.name, x)
                 save_train(path, rows)
                 outputs.append(str(path))
@@ -435,7 +463,7 @@ def build(
                 converted: Counter[str] = Counter()
                 for idx in sel.ordered:
                     c = conv[idx]
-                    rid = w.records[idx].id
+                    rid = w.ids[idx]
                     if c.record is None:
                         kept.setdefault(c.why or "kept", []).append(
                             {"index": idx, "id": rid, "style": sel.styles[idx], "reason": c.reason}
@@ -445,17 +473,17 @@ def build(
                     if c.source:
                         sources.setdefault(c.source, []).append(rid)
                 per_x.setdefault(_fmt_x(x), {})[w.spec.name] = TaskOutput(
-                    records=len(w.records),
+                    records=len(w.ids),
                     selected=len(sel.styles),
                     converted=dict(sorted(converted.items())),
                     kept_original=kept,
                     distractor_sources=sources,
                     yes_no=_yes_no_counts(w, sel, conv),
                     output=os.path.relpath(path, opts.out),
-                    input_sha256=digest_in,
+                    input_sha256=w.input_sha256,
                 )
                 progress.advance(bar)
-    for x in sorted(set(opts.xs)):
+    for x in opts.xs:
         mpath = manifest_path(opts.out, x)
         atomic_write_bytes(mpath, dump_json(_manifest(opts, x, per_x[_fmt_x(x)], outcome)))
         manifests.append(str(mpath))

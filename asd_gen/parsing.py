@@ -40,19 +40,29 @@ _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 _VALUE_START = '"{['
 
 
-def _json_span(text: str) -> str:
-    """The JSON part of a reply: inside the first code fence if any, from the first bracket to the last."""
-    m = _FENCE.search(text)
-    if m:
-        text = m.group(1)
+def _bracket_span(text: str) -> str | None:
     starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
     if not starts:
-        raise OutputError("no JSON object or array in the output")
+        return None
     start = min(starts)
     end = max(text.rfind("}"), text.rfind("]"))
-    if end < start:
-        raise OutputError("unterminated JSON in the output")
-    return text[start : end + 1]
+    return text[start : end + 1] if end > start else None
+
+
+def _json_spans(text: str) -> list[str]:
+    """Candidate JSON parts of a reply: inside the first code fence, then the whole reply's outer brackets
+    (a fence-like run of backticks inside a string value must not hide the real JSON)."""
+    spans: list[str] = []
+    m = _FENCE.search(text)
+    if m:
+        spans.append(_bracket_span(m.group(1)) or "")
+    whole = _bracket_span(text)
+    if whole is not None and whole not in spans:
+        spans.append(whole)
+    spans = [sp for sp in spans if sp]
+    if not spans:
+        raise OutputError("no JSON object or array in the output")
+    return spans
 
 
 def repair_json(text: str) -> str:
@@ -106,15 +116,18 @@ def parse_lenient(text: str) -> Any:
     """Parse model text as JSON, tolerating fences, prose around it, trailing and missing commas."""
     if not text or not text.strip():
         raise OutputError("empty output")
-    span = _json_span(text)
     try:
-        return orjson.loads(span)
+        return orjson.loads(text)  # the common case with structured outputs: nothing to repair
     except orjson.JSONDecodeError:
         pass
-    try:
-        return orjson.loads(repair_json(span))
-    except orjson.JSONDecodeError as e:
-        raise OutputError(f"malformed JSON: {e}") from None
+    error: orjson.JSONDecodeError | None = None
+    for span in _json_spans(text):
+        for candidate in (span, repair_json(span)):
+            try:
+                return orjson.loads(candidate)
+            except orjson.JSONDecodeError as e:
+                error = error or e
+    raise OutputError(f"malformed JSON: {error}")
 
 
 def _validate(model: type[BaseModel], data: Any, ctx: dict[str, Any]) -> Any:

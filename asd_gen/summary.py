@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+from rich import box
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 from sefe.asd_gen.build import BuildResult, Plan
 from sefe.asd_gen.styles.instructions import STYLES
 
 
-def plan_table(plan: Plan) -> Table:
-    t = Table(title="ASD plan (no model is called)")
-    for col in ("task", "X", "n", "sel", *STYLES, "req", "skip"):
-        t.add_column(col, justify="left" if col == "task" else "right", no_wrap=True)
+def _k(n: int) -> str:
+    return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
+
+
+def plan_table(plan: Plan) -> Group:
+    t = Table(
+        title="ASD plan (no model is called)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
+    for col in ("task", "X", "n", "sel", *STYLES, "req", "tokens", "skip"):
+        t.add_column(
+            col,
+            justify="left" if col == "task" else "right",
+            no_wrap=True,
+            min_width=9 if col == "task" else None,
+        )
     for row in plan.tasks:
         cells = []
         for s in STYLES:
@@ -23,21 +41,23 @@ def plan_table(plan: Plan) -> Table:
             str(row.selected),
             *cells,
             str(row.model_requests),
+            f"{_k(row.tokens_in)}/{_k(row.tokens_out)}",
             str(row.unconvertible),
         )
     e = plan.estimate
     how = "engine estimate" if plan.estimate_source == "engine" else "rough estimate: engine not available"
-    t.caption = (
-        f"largest X: {e.requests} model requests ({e.cached} cached), ~{e.tokens_in:,} tokens in, "
-        f"~{e.tokens_out:,} tokens out ({how}).\n"
-        "n records, sel selected, req model requests, skip unconvertible;\n"
+    note = Text(
+        f"All tasks at the largest X: {e.requests} model requests ({e.cached} cached), "
+        f"~{e.tokens_in:,} tokens in, "
+        f"~{e.tokens_out:,} tokens out ({how}). One generation run serves every X.\n"
+        "n records, sel selected, req model requests, tokens in/out, skip unconvertible; "
         "style counts: r rule, d data candidates, m model, - original style."
     )
-    return t
+    return Group(t, note)
 
 
 def build_table(result: BuildResult) -> Table:
-    t = Table(title="ASD build")
+    t = Table(title="ASD build", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
     for col in ("X", "task", "n", "sel", *STYLES, "kept", "output"):
         t.add_column(col, justify="left" if col in ("task", "output") else "right", no_wrap=col != "output")
     for x, tasks in result.tasks.items():

@@ -23,9 +23,10 @@ def main() -> int:
     args, rest = parser.parse_known_args()
     args.results.mkdir(parents=True, exist_ok=True)
     stem = args.results / f"reglora-{args.device.replace(':', '')}-{args.dtype}"
-    sefe = shutil.which("sefe") or str(Path(sys.executable).with_name("sefe"))
+    exe = shutil.which("sefe") or str(Path(sys.executable).with_name("sefe"))
+    sefe = [exe] if Path(exe).exists() else [sys.executable, "-m", "sefe.cli"]  # not pip-installed
     cmd = [
-        sefe,
+        *sefe,
         "bench",
         "reglora",
         "--device",

@@ -50,7 +50,40 @@ def main() -> int:
                     f"{'ok  ' if ok else 'FAIL'} {dtype} {impl} concat={concat} value_rel_err={v_err:.2e} "
                     f"grad_rel_err={g_err:.2e}"
                 )
+    failures += check_keys_on_cuda()
     return 1 if failures else 0
+
+
+def check_keys_on_cuda() -> int:
+    """Key selection on CUDA (fp64 product, kthvalue) picks the same positions as on CPU."""
+    from peft import LoraConfig, get_peft_model
+    from sefe.sefe_train.reglora.config import RegLoRAConfig
+    from sefe.sefe_train.reglora.keys import KeyStore
+    from sefe.sefe_train.reglora.penalty import RegLoRAPenalty
+    from torch import nn
+
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(512, 1536), nn.Linear(1536, 512))
+    model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, target_modules=["0", "1"]))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    cfg = RegLoRAConfig(top_percent=2.0)
+    cpu = KeyStore.empty().update_from_peft(model, cfg)
+    model.cuda()
+    gpu = KeyStore.empty().update_from_peft(model, cfg)
+    bad = 0
+    for name in cpu.module_names:
+        diff = int((cpu.mask(name) != gpu.mask(name)).sum())
+        ok = diff <= 0.001 * cpu.mask(name).size
+        bad += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} keys on cuda vs cpu {name}: {diff} positions differ")
+    pen = RegLoRAPenalty(gpu, model, RegLoRAConfig())
+    value = pen()
+    value.backward()
+    print(f"ok   penalty on cuda {value.item():.4f} impls {sorted(set(pen.impls.values()))}")
+    return bad
 
 
 if __name__ == "__main__":

@@ -182,8 +182,9 @@ def default_config_dict() -> dict[str, Any]:
         "lora": {"r": 8, "alpha": 16},
         "reglora": {"lam": 2500.0},
         "train": {
-            "lr": 1e-3,
-            "projector_lr": 1e-4,
+            "lr": 3e-3,
+            "projector_lr": 1e-3,
+            "epochs": 3,
             "global_batch_size": 8,
             "per_device_batch_size": 4,
             "max_length": 256,

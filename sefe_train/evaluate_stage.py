@@ -59,7 +59,9 @@ def evaluate_stage(
     if accuracy_path.exists():
         matrix = AccuracyMatrix.load(accuracy_path)
         if matrix.tasks != all_names and all_names[: len(matrix.tasks)] == matrix.tasks:  # tasks appended
-            matrix = AccuracyMatrix(tasks=all_names, mode=matrix.mode, rows=matrix.rows, details=matrix.details)
+            matrix = AccuracyMatrix(
+                tasks=all_names, mode=matrix.mode, rows=matrix.rows, details=matrix.details
+            )
         if matrix.tasks != all_names or matrix.mode != cfg.eval.mode:
             raise ValueError(
                 f"{accuracy_path}: holds tasks {matrix.tasks} in {matrix.mode!r} mode, but this run has "

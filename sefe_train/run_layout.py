@@ -26,6 +26,7 @@ MERGED_DIR = "merged"
 KEYS_FILE = "keys.safetensors"
 CHECKPOINTS_DIR = "checkpoints"
 EVAL_DIR = "eval"
+TRAIN_LOG = "train_log.jsonl"
 PARTIAL_SUFFIX = ".partial"
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from rich.console import Console
 from sefe.sefe_train import run_layout as L
 from sefe.sefe_train.config import ConfigError, RunConfig, TaskConfig, dump_config
+from sefe.sefe_train.progress import JsonlLogCallback, RichProgressCallback
 
 console = Console(stderr=True)
 
@@ -60,6 +61,13 @@ def check_deepspeed(cfg: RunConfig) -> None:
             "penalty and the key elements need every adapted linear whole on each rank. Use ZeRO-2 "
             "(configs/accelerate/zero2.yaml, configs/deepspeed/zero2.json) or DDP "
             "(configs/accelerate/ddp.yaml)."
+        )
+    import importlib.util
+
+    if cfg.train.deepspeed and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(
+            f"train.deepspeed={cfg.train.deepspeed} needs DeepSpeed: pip install 'sefe[deepspeed]' "
+            "(or set train.deepspeed=null for DDP)"
         )
 
 
@@ -119,6 +127,17 @@ def add_fresh_lora(cfg: RunConfig, model: Any) -> Any:
     return peft_model
 
 
+def free_memory() -> None:
+    """Drop unreachable trainers/optimizers now (a 7B stage's optimizer states would sit on the GPU)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 # ---- the runner ----------------------------------------------------------------------------------
 
 
@@ -135,6 +154,9 @@ class ContinualRunner:
         return Path(self.cfg.output_dir)
 
     def run(self) -> L.RunState:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our own rich bars; keep loading/saving quiet
         check_deepspeed(self.cfg)
         self._preflight()
         run = self.run_dir
@@ -285,7 +307,7 @@ class ContinualRunner:
             model.config.use_cache = False
         from transformers import set_seed
 
-        set_seed(cfg.train.seed + k)  # reproducible LoRA init per stage (a resumed stage loads its checkpoint)
+        set_seed(cfg.train.seed + k)  # reproducible LoRA init per stage (resume then loads the checkpoint)
         peft_model = add_fresh_lora(cfg, model)
         train_path = cfg.train_path(task)
         if not train_path.exists():
@@ -305,10 +327,20 @@ class ContinualRunner:
         last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
         if last:
             console.print(f"[yellow]resuming stage {k} from {last}[/yellow]")
-        result = trainer.train(resume_from_checkpoint=last)
+        bar = RichProgressCallback(f"stage {k} {task.name}", console)
+        trainer.add_callback(bar)
+        trainer.add_callback(JsonlLogCallback(part / L.TRAIN_LOG))
+        try:
+            result = trainer.train(resume_from_checkpoint=last)
+        finally:
+            bar.close()
         metrics = {k2: float(v) for k2, v in result.metrics.items() if isinstance(v, int | float)}
+        metrics["world_size"] = float(trainer.args.world_size)
+        metrics["global_step"] = float(trainer.state.global_step)
         if is_main_process():
             L.atomic_dir(part / L.ADAPTER_DIR, lambda tmp: peft_model.save_pretrained(str(tmp)))
+        del trainer  # optimizer states are not needed for keys, merge and evaluation
+        free_memory()
         return peft_model, processor, metrics
 
     def _reload_trained(self, k: int, adapter: Path) -> tuple[Any, Any]:
@@ -360,7 +392,13 @@ def build_trainer(
     from transformers import TrainingArguments
 
     t = cfg.train
+    import torch
+
+    # No accelerator: say so explicitly (bf16 autocast on CPU, and torchrun on CPU runs gloo DDP)
+    accel = torch.cuda.is_available() or torch.backends.mps.is_available()
     args = TrainingArguments(
+        use_cpu=not accel,
+        ddp_backend="gloo" if not accel and world_size() > 1 else None,
         output_dir=str(output_dir),
         per_device_train_batch_size=t.per_device_batch_size,
         gradient_accumulation_steps=t.grad_accum(world_size()),
@@ -383,10 +421,12 @@ def build_trainer(
         remove_unused_columns=False,
         report_to=t.report_to,
         deepspeed=t.deepspeed,
-        ddp_find_unused_parameters=True,  # text-only batches leave the projector without gradients
+        ddp_find_unused_parameters=True,
+        disable_tqdm=True,  # rich progress instead (sefe_train/progress.py)
+        dataloader_pin_memory=accel,  # text-only batches leave the projector without gradients
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
     )
-    return RegLoRATrainer(
+    trainer = RegLoRATrainer(
         model=peft_model,
         args=args,
         train_dataset=dataset,
@@ -397,3 +437,7 @@ def build_trainer(
         lam=cfg.reglora.lam if penalty is not None else 0.0,
         projector_lr=t.projector_lr if cfg.lora.train_projector else None,
     )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # logs go to the progress bar and train_log.jsonl
+    return trainer

@@ -43,11 +43,10 @@ def embedded_gguf() -> Path:
 
 
 def cache_root() -> Path:
-    """`$SEFE_CACHE_DIR`, else `$XDG_CACHE_HOME/sefe`, else `~/.cache/sefe`."""
-    if env := os.environ.get("SEFE_CACHE_DIR"):
+    """`$SEFE_CACHE`, else `~/.cache/sefe` (the same root as the tiny LLaVA of sefe_train)."""
+    if env := os.environ.get("SEFE_CACHE"):
         return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sefe"
+    return Path.home() / ".cache" / "sefe"
 
 
 def _cache_key(gguf: Path) -> str:

@@ -11,6 +11,7 @@ small models tend to emit endless spaces or newlines that still "match".
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,14 +29,67 @@ class GrammarError(ValueError):
     """The request's JSON schema could not be compiled into a grammar."""
 
 
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+class _TokenTable:
+    """Token id -> bytes, for tokenizers whose decoder llguidance cannot read (Metaspace, SentencePiece).
+
+    Follows llguidance's `TokenizerWrapper` protocol: `tokens`, `eos_token_id`, `bos_token_id`,
+    `special_token_ids` and a call that encodes text. Special and padding ids get a leading 0xFF byte, which
+    llguidance treats as "never part of text".
+    """
+
+    def __init__(self, hf_tokenizer: Any, n_vocab: int) -> None:
+        self.eos_token_id = hf_tokenizer.eos_token_id
+        self.bos_token_id = hf_tokenizer.bos_token_id
+        special = set(hf_tokenizer.all_special_ids)
+        pieces = hf_tokenizer.convert_ids_to_tokens(list(range(len(hf_tokenizer))))
+        tokens: list[bytes] = []
+        for i, piece in enumerate(pieces):
+            if i in special or piece is None:
+                tokens.append(b"\xff" + str(piece or f"<extra_{i}>").encode())
+            elif m := _BYTE_PIECE.fullmatch(piece):
+                tokens.append(bytes([int(m.group(1), 16)]))
+            else:
+                tokens.append(piece.replace("\u2581", " ").encode())
+        for i in range(len(tokens), n_vocab):  # model rows beyond the tokenizer (padded vocabularies)
+            tokens.append(f"\xff<unused_{i}>".encode("latin-1"))
+            special.add(i)
+        self.tokens = tokens
+        self.special_token_ids = sorted(special)
+        self._tokenizer = hf_tokenizer
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def __call__(self, text: str) -> list[int]:
+        """Tokens of `text` in mid-sequence position: SentencePiece-style tokenizers put a space before the
+        first word of a string, so encode after a newline and drop the newline's tokens."""
+        head = self._encode("\n")
+        ids = self._encode("\n" + text)
+        if ids[: len(head)] == head:
+            return ids[len(head) :]
+        return self._encode(text)
+
+
 def build_llg_tokenizer(
     hf_tokenizer: Any, n_vocab: int, eos_ids: Sequence[int] | None
 ) -> llguidance.LLTokenizer:
-    """Wrap a fast HF tokenizer for llguidance once per backend (costs about a second)."""
+    """Wrap an HF tokenizer for llguidance once per backend (costs about a second).
+
+    Byte-level BPE tokenizers are read directly; others (SentencePiece-style Metaspace, e.g. Llama-2/LLaVA)
+    through a token table built from the vocabulary.
+    """
+    import llguidance
     import llguidance.hf
 
     eos: int | list[int] | None = list(eos_ids) if eos_ids else None
-    return llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=n_vocab, eos_token=eos)
+    try:
+        return llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=n_vocab, eos_token=eos)
+    except ValueError:  # "can't determine decoder type"
+        wrapper = llguidance.TokenizerWrapper(_TokenTable(hf_tokenizer, n_vocab))
+        return llguidance.LLTokenizer(wrapper, n_vocab=n_vocab, eos_token=eos)
 
 
 def compile_schema(schema: dict[str, Any]) -> str:

@@ -51,7 +51,7 @@ class _Loaded:
     vocab_size: int
     eos_ids: list[int]
     pad_id: int
-    grammars: dict[str, str] = field(default_factory=dict)  # schema JSON -> compiled grammar
+    grammars: dict[str, str | GrammarError] = field(default_factory=dict)  # schema JSON -> grammar or error
 
 
 @dataclass
@@ -222,77 +222,84 @@ class LocalBackend(Backend):
         return _Prepared(request, text, None)
 
     def _grammar(self, lm: _Loaded, schema: dict[str, Any]) -> str:
+        """Compiled and validated once per distinct schema; a bad schema raises GrammarError every time."""
         import orjson
+        from llguidance import LLMatcher
 
         key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
         if key not in lm.grammars:
-            lm.grammars[key] = compile_schema(schema)
-        return lm.grammars[key]
+            try:
+                grammar = compile_schema(schema)
+            except GrammarError as e:
+                lm.grammars[key] = e
+            else:
+                error = LLMatcher.validate_grammar(grammar, lm.llg_tokenizer)
+                bad = error and not error.startswith("WARNING")
+                lm.grammars[key] = GrammarError(error) if bad else grammar
+        found = lm.grammars[key]
+        if isinstance(found, GrammarError):
+            raise found
+        return found
 
     # ---- running -----------------------------------------------------------------------------------
     def run(self, requests: Sequence[ChatRequest], on_result: ResultCallback) -> None:
-        """Prepare each request (errors are per request), then generate in batches of similar shape."""
-        if not requests:
+        """Window by window (`chunk_size` requests, so a lazy sequence is never materialised whole):
+        prepare each request (errors are per request), then generate in batches of similar shape."""
+        if not len(requests):
             return
         lm = self._load()
-        ready: list[tuple[_Prepared, Any]] = []
-        for req in requests:
-            try:
-                prepared = self._prepare(lm, req)
-                matcher = new_matcher(lm.llg_tokenizer, self._grammar(lm, req.json_schema))
-            except (GrammarError, OSError, ValueError, KeyError, TypeError) as e:
-                on_result(ChatResult(key=req.key, error=f"{type(e).__name__}: {e}"))
-                continue
-            ready.append((prepared, matcher))
-        # Same max_tokens / temperature / image-ness per batch; similar lengths together to pad less.
-        ready.sort(
-            key=lambda pm: (
-                pm[0].request.max_tokens,
-                pm[0].request.temperature,
-                pm[0].image is not None,
-                len(pm[0].text),
-            )
-        )
-        batch: list[tuple[_Prepared, Any]] = []
-        for item in ready:
-            if batch and (len(batch) >= self.batch_size or self._shape(batch[0]) != self._shape(item)):
+        window = max(self.options.chunk_size, self.batch_size)
+        for start in range(0, len(requests), window):
+            ready: list[_Prepared] = []
+            for i in range(start, min(start + window, len(requests))):
+                req = requests[i]
+                try:
+                    self._grammar(lm, req.json_schema)
+                    ready.append(self._prepare(lm, req))
+                except (GrammarError, OSError, ValueError, KeyError, TypeError) as e:
+                    on_result(ChatResult(key=req.key, error=f"{type(e).__name__}: {e}"))
+            # Same max_tokens / temperature / image-ness per batch; similar lengths together to pad less.
+            ready.sort(key=lambda p: (*self._shape(p), len(p.text)))
+            batch: list[_Prepared] = []
+            for item in ready:
+                if batch and (len(batch) >= self.batch_size or self._shape(batch[0]) != self._shape(item)):
+                    self._run_batch(lm, batch, on_result)
+                    batch = []
+                batch.append(item)
+            if batch:
                 self._run_batch(lm, batch, on_result)
-                batch = []
-            batch.append(item)
-        if batch:
-            self._run_batch(lm, batch, on_result)
 
     @staticmethod
-    def _shape(item: tuple[_Prepared, Any]) -> tuple[int, float, bool]:
-        r = item[0].request
-        return (r.max_tokens, r.temperature, item[0].image is not None)
+    def _shape(item: _Prepared) -> tuple[int, float, bool]:
+        r = item.request
+        return (r.max_tokens, r.temperature, item.image is not None)
 
-    def _run_batch(self, lm: _Loaded, batch: list[tuple[_Prepared, Any]], on_result: ResultCallback) -> None:
+    def _run_batch(self, lm: _Loaded, batch: list[_Prepared], on_result: ResultCallback) -> None:
         try:
             results = self._generate(lm, batch)
         except (RuntimeError, ValueError, OSError) as e:  # one bad batch must not stop the build
             if len(batch) > 1:  # retry one by one so a single bad request fails alone
-                for prepared, _ in batch:
-                    grammar = self._grammar(lm, prepared.request.json_schema)
-                    self._run_batch(lm, [(prepared, new_matcher(lm.llg_tokenizer, grammar))], on_result)
+                for prepared in batch:
+                    self._run_batch(lm, [prepared], on_result)
                 return
-            results = [ChatResult(key=batch[0][0].request.key, error=f"{type(e).__name__}: {e}")]
+            results = [ChatResult(key=batch[0].request.key, error=f"{type(e).__name__}: {e}")]
         for r in results:
             on_result(r)
 
-    def _generate(self, lm: _Loaded, batch: list[tuple[_Prepared, Any]]) -> list[ChatResult]:
+    def _generate(self, lm: _Loaded, batch: list[_Prepared]) -> list[ChatResult]:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
-        texts = [p.text for p, _ in batch]
-        images = [p.image for p, _ in batch if p.image is not None]
+        texts = [p.text for p in batch]
+        images = [p.image for p in batch if p.image is not None]
         if lm.processor is not None:
             kw: dict[str, Any] = {"images": images} if images else {}
             inputs = lm.processor(text=texts, return_tensors="pt", padding=True, **kw)
         else:
             inputs = lm.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        proc = JsonLogitsProcessor([m for _, m in batch], lm.vocab_size, lm.eos_ids)
-        first = batch[0][0].request
+        matchers = [new_matcher(lm.llg_tokenizer, self._grammar(lm, p.request.json_schema)) for p in batch]
+        proc = JsonLogitsProcessor(matchers, lm.vocab_size, lm.eos_ids)
+        first = batch[0].request
         sample = first.temperature > 0
         gen_config = GenerationConfig(
             max_new_tokens=first.max_tokens,
@@ -312,7 +319,7 @@ class LocalBackend(Backend):
         proc.consume_final([row[-1] if row else None for row in generated])
         eos = set(lm.eos_ids)
         results: list[ChatResult] = []
-        for row, (prepared, _) in enumerate(batch):
+        for row, prepared in enumerate(batch):
             tokens = generated[row]
             end = next((i for i, t in enumerate(tokens) if t in eos), None)
             body = tokens if end is None else tokens[:end]

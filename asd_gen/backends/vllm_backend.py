@@ -7,14 +7,18 @@ before the next chunk starts: the engine's cache is flushed per chunk and a cras
 Structured outputs use the `guidance` backend with `disable_any_whitespace=True` at engine level: with free
 whitespace, xgrammar let small models emit endless spaces (see the spec's stack notes). Any other engine
 argument (`tensor_parallel_size`, `pipeline_parallel_size`, `max_model_len`, `gpu_memory_utilization`,
-`dtype`, ...) passes through from `options.vllm_args`; given keys override these defaults.
+`dtype`, ...) passes through from `options.vllm_args`; given keys override these defaults. The environment
+variable `SEFE_VLLM_ARGS` (a JSON object) supplies engine arguments too, below `options.vllm_args`: handy in
+cluster job scripts, and the only way while the CLI has no `--vllm-arg` option.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult, ResultCallback
 from sefe.asd_gen.needs import GenerationOptions
 
@@ -44,8 +48,16 @@ def _strip_images(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def engine_args(options: GenerationOptions) -> dict[str, Any]:
-    """Keyword arguments for `vllm.LLM`: our defaults, overridden by `--vllm-arg` values."""
+    """Keyword arguments for `vllm.LLM`: our defaults < `$SEFE_VLLM_ARGS` < `options.vllm_args`."""
     args = dict(DEFAULT_ENGINE_ARGS)
+    if env := os.environ.get("SEFE_VLLM_ARGS"):
+        try:
+            extra = orjson.loads(env)
+        except orjson.JSONDecodeError as e:
+            raise ValueError(f"SEFE_VLLM_ARGS is not valid JSON: {e}") from e
+        if not isinstance(extra, dict):
+            raise ValueError("SEFE_VLLM_ARGS must be a JSON object of vllm.LLM keyword arguments")
+        args.update(extra)
     args.update(options.vllm_args)
     dp = int(args.get("data_parallel_size", 1) or 1)
     if dp > 1:
@@ -94,12 +106,13 @@ class VllmBackend(Backend):
 
     def run(self, requests: Sequence[ChatRequest], on_result: ResultCallback) -> None:
         """Chunk by chunk: every result of a chunk reaches `on_result` before the next chunk is sent."""
-        if not requests:
+        if not len(requests):
             return
         llm = self._engine()
         size = max(1, self.options.chunk_size)
         for start in range(0, len(requests), size):
-            chunk = list(requests[start : start + size])
+            # index, do not slice: the engine may pass a lazy sequence that builds requests on access
+            chunk = [requests[i] for i in range(start, min(start + size, len(requests)))]
             for result in self._run_chunk(llm, chunk):
                 on_result(result)
 
@@ -129,5 +142,8 @@ class VllmBackend(Backend):
         return results
 
     def close(self) -> None:
-        """Drop the engine so its memory (KV cache, workers) is released."""
-        self._llm = None
+        """Stop the engine's worker processes so their memory (weights, KV cache) is released now."""
+        llm, self._llm = self._llm, None
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()

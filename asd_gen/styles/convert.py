@@ -241,7 +241,7 @@ def convert_record(
     turns = []
     for t, (q, a) in enumerate(new_values):
         human, gpt = parsed.record.conversations[2 * t], parsed.record.conversations[2 * t + 1]
-        turns += [human.model_copy(update={"value": q}), gpt.model_copy(update={"value": a})]
+        turns += [{**human, "value": q}, {**gpt, "value": a}]
     if style in ("brief", "detail"):
         used = None
     return parsed.record.model_copy(update={"conversations": turns}), used

@@ -171,7 +171,7 @@ class KeyStore:
     def update_from_peft(self, peft_model: torch.nn.Module, cfg: RegLoRAConfig) -> KeyStore:
         """Add the key elements of the model's current LoRA update (call after a task, before merging).
 
-        Per adapted linear: ΔW = B·A (times alpha/r with reg_delta="scaled") in fp32 on the parameters'
+        Per adapted linear: ΔW = B·A (times alpha/r with reg_delta="scaled") as fp32 values on the parameters'
         device, top M percent of |ΔW| with deterministic ties; one module at a time (one dense ΔW alive).
         """
         modules = adapted_linears(peft_model)
@@ -181,10 +181,12 @@ class KeyStore:
         def masks() -> Iterable[tuple[str, torch.Tensor]]:
             with torch.no_grad():
                 for item in modules:
-                    delta = item.lora_B.detach().float() @ item.lora_A.detach().float()
+                    # fp64 product rounded once to fp32: exact fp32 values whatever TF32 / matmul settings
+                    # the trainer enabled (TF32 would reorder near-ties between runs and devices).
+                    delta = item.lora_B.detach().double() @ item.lora_A.detach().double()
                     if cfg.reg_delta == "scaled":
                         delta.mul_(item.scaling)
-                    magnitude = delta.abs_()
+                    magnitude = delta.abs_().float()
                     if not bool(torch.isfinite(magnitude).all()):
                         raise ValueError(f"{item.name}: ΔW = B·A has non-finite entries, cannot pick keys")
                     mask = top_k_mask(magnitude, n_top(magnitude.numel(), cfg.top_percent))

@@ -18,14 +18,19 @@ from sefe.sefe_train.reglora.modules import AdaptedLinear, adapted_linears
 from sefe.sefe_train.reglora.sampled import CsrPattern, SampledAbsMean
 from torch import nn
 
-# Density (keys / entries) up to which the sampled computation wins, per device type. Measured with
-# `sefe bench reglora` at 7B shapes, rank 128 (docs/BENCHMARKS.md): on CPU the sampled path is faster at every
-# measured density (2-14 %); on CUDA dense B·A is nearly free and wins at every measured density.
+# When the sampled computation wins, per device type, from `sefe bench reglora` at 7B shapes, rank 128
+# (docs/BENCHMARKS.md). CPU: at 7B shapes sampled is faster at every measured density (2-14 %) and never uses
+# more memory; at 1024² and 2048² it was no faster (fixed cost of the sparse calls), so matrices under 4M
+# entries go dense. CUDA (H100): dense B·A then gather is 1.3-10x faster than the sampled kernels at every
+# measured density and shape, so CUDA always goes dense (sampled there would only save memory).
 SAMPLED_MAX_DENSITY: dict[str, float] = {"cpu": 0.5, "cuda": 0.0}
+SAMPLED_MIN_NUMEL = 1 << 22
 
 
-def choose_impl(device: torch.device, density: float) -> str:
-    """'sampled' or 'dense' for one module, from the measured crossover density of this device type."""
+def choose_impl(device: torch.device, density: float, numel: int) -> str:
+    """'sampled' or 'dense' for one module on this device type, from the measured rule above."""
+    if numel < SAMPLED_MIN_NUMEL:
+        return "dense"
     return "sampled" if density <= SAMPLED_MAX_DENSITY.get(device.type, 0.0) else "dense"
 
 
@@ -42,7 +47,8 @@ def build_pattern(
 ) -> FlatPattern | CsrPattern:
     """Index structures of one module's keys for `impl` ('auto' resolved here), on `device`."""
     if impl == "auto":
-        impl = choose_impl(device, flat.size / (shape[0] * shape[1]))
+        numel = shape[0] * shape[1]
+        impl = choose_impl(device, flat.size / numel, numel)
     factory = CsrPattern if impl == "sampled" else FlatPattern
     return factory.from_indices(flat, shape, module_weights(counts), device)
 

@@ -62,7 +62,7 @@ class CsrPattern:
             col=put(cols.astype(idx_dtype)),
             crow_t=put(cum(np.bincount(cols, minlength=in_f))),
             row_t=put(rows[perm].astype(idx_dtype)),
-            perm_t=put(perm.astype(np.int64)),
+            perm_t=put(perm.astype(idx_dtype)),
             weights=None if weights is None else put(weights.astype(np.float32)),
         )
 
@@ -71,7 +71,7 @@ class CsrPattern:
 
     def csr_t(self, values: torch.Tensor) -> torch.Tensor:
         shape_t = (self.shape[1], self.shape[0])
-        vals_t = values[self.perm_t]
+        vals_t = values.index_select(0, self.perm_t)
         return _csr(self.crow_t, self.row_t, vals_t, shape_t)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from asd_factory import write_root  # noqa: E402
+from asd_factory import write_root
 
 
 @pytest.fixture

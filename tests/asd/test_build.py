@@ -7,7 +7,6 @@ from pathlib import Path
 import orjson
 import pytest
 from asd_factory import ScriptedGenerator, write_root
-
 from sefe.asd_gen.build import BuildError, BuildOptions, build, manifest_path, output_path, plan
 from sefe.asd_gen.records import RecordsError
 from sefe.asd_gen.selection import select
@@ -47,7 +46,8 @@ def test_build_several_x_nested_unchanged_and_manifest(data_root: Path, tmp_path
         assert abs(t["yes_no"]["Yes"] - t["yes_no"]["No"]) <= 1
         used = {rid for ids_ in t["distractor_sources"].values() for rid in ids_}
         assert used == {ids[i] for i, s in sel20.styles.items() if s in ("mcq", "yn")} - {
-            ids[i] for i, s in sel20.styles.items()
+            ids[i]
+            for i, s in sel20.styles.items()
             if s == "yn" and all(c["value"] == "Yes" for c in x20[i]["conversations"][1::2])
         }
     m = orjson.loads(manifest_path(out, 40).read_bytes())
@@ -71,6 +71,11 @@ def test_quarantined_records_keep_their_original(data_root: Path, tmp_path: Path
     q = m["tasks"]["GQA"]["kept_original"]["quarantined"]
     assert [e["id"] for e in q] == [raw[i]["id"]] and q[0]["reason"] == "scripted failure"
     assert m["quarantined"][0]["record_id"] == victim and "raw_output" not in m["quarantined"][0]
+    gen3 = ScriptedGenerator(skip={victim})
+    build(BuildOptions(data_root=data_root, out=tmp_path / "d", xs=[50], tasks=["GQA"]), generator=gen3)
+    assert _load(output_path(tmp_path / "d", "GQA", 50))[i] == raw[i]
+    m = orjson.loads(manifest_path(tmp_path / "d", 50).read_bytes())
+    assert [e["id"] for e in m["tasks"]["GQA"]["kept_original"]["not_generated"]] == [raw[i]["id"]]
     with pytest.raises(BuildError, match="quarantined and --strict"):
         opts = BuildOptions(data_root=data_root, out=tmp_path / "c", xs=[50], tasks=["GQA"])
         opts.generation.strict = True
@@ -98,6 +103,8 @@ def test_plan_counts(data_root: Path, tmp_path: Path) -> None:
     full = rows[("ImageNet", 100)]
     assert full.selected == 24 and sorted(full.styles.values()) == [6, 6, 6, 6]
     assert full.model_requests == 12  # brief + detail only: ImageNet distractors are class names
+    assert (full.tokens_in, full.tokens_out) == (1200, 120)  # this task's 12 needs, as the engine estimates
+    assert p.estimate.requests == sum(r.model_requests for r in p.tasks if r.x == 100)
     assert rows[("ImageNet", 20)].selected == 5
 
 
@@ -111,7 +118,7 @@ def test_bad_input_names_file_and_writes_nothing(tmp_path: Path) -> None:
         build(BuildOptions(data_root=root, out=tmp_path / "o"), generator=ScriptedGenerator())
     assert ei.value.index == 2 and ei.value.record_id == "GQA2" and ei.value.field == "conversations[1].from"
     assert not (tmp_path / "o").exists()
-    with pytest.raises(BuildError, match="VQAv2/train.json"):
+    with pytest.raises(BuildError, match=r"VQAv2/train\.json"):
         build(BuildOptions(data_root=root, out=tmp_path / "o", tasks=["VQAv2"]))
 
 
@@ -143,8 +150,12 @@ build(BuildOptions(data_root=root, out=Path(sys.argv[2]) / "o", xs=[20, 60], dis
 def test_same_bytes_across_processes_and_hash_seeds(tmp_path: Path) -> None:
     here = str(Path(__file__).parent)
     for h in ("1", "999"):
-        subprocess.run([sys.executable, "-c", _SNIPPET, here, str(tmp_path / h)], check=True,
-                       env={"PYTHONHASHSEED": h}, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", _SNIPPET, here, str(tmp_path / h)],
+            check=True,
+            env={"PYTHONHASHSEED": h},
+            capture_output=True,
+        )
     a = sorted((tmp_path / "1" / "o").rglob("*.json"))
     b = sorted((tmp_path / "999" / "o").rglob("*.json"))
     assert [p.relative_to(tmp_path / "1") for p in a] == [p.relative_to(tmp_path / "999") for p in b]

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-
 from sefe.asd_gen.candidates import AnswerPool, BoxPool, ClassPool, normalize_answer, wrong_options
 from sefe.asd_gen.styles.boxes import format_box, iou, parse_box, perturbed_box
 from sefe.asd_gen.styles.rng import seeded_rng
@@ -57,10 +56,18 @@ def test_scienceqa_wrong_options() -> None:
 
 def test_pool_uses_answers_of_the_same_kind() -> None:
     pool = AnswerPool()
-    for q, a in [("What color is the car?", "blue"), ("What color is the sky?", "gray"),
-                 ("What color is the cat?", "black"), ("What color is it?", "green"),
-                 ("Who is it?", "man"), ("What is on the table?", "laptop"), ("How many cats?", "2"),
-                 ("How many dogs?", "4"), ("Is it big?", "no"), ("Is it red?", "yes")]:
+    for q, a in [
+        ("What color is the car?", "blue"),
+        ("What color is the sky?", "gray"),
+        ("What color is the cat?", "black"),
+        ("What color is it?", "green"),
+        ("Who is it?", "man"),
+        ("What is on the table?", "laptop"),
+        ("How many cats?", "2"),
+        ("How many dogs?", "4"),
+        ("Is it big?", "no"),
+        ("Is it red?", "yes"),
+    ]:
         pool.add(q, a)
     for seed in range(10):
         got = pool.draw("What color is the bus?", "Red", 3, seeded_rng(seed))
@@ -70,3 +77,30 @@ def test_pool_uses_answers_of_the_same_kind() -> None:
     # too few of the kind: backs off to the whole task, still distinct and never the answer
     got = pool.draw("Who is it?", "woman", 3, seeded_rng(0))
     assert len(set(got)) == 3 and "woman" not in got
+
+
+answers = st.text(alphabet="abcdeRGB 0123.,", min_size=1, max_size=6)
+
+
+@given(
+    data=st.lists(
+        st.tuples(st.sampled_from(["What color is it?", "How many?", "Is it?", "Who?"]), answers),
+        min_size=1,
+        max_size=40,
+    ),
+    question=st.sampled_from(["What color is the car?", "How many cars?", "Is it red?", "Where?"]),
+    correct=answers,
+    k=st.integers(1, 3),
+    seed=st.integers(0, 10**6),
+)
+def test_pool_draws_are_distinct_and_never_the_answer(data, question, correct, k, seed) -> None:  # type: ignore[no-untyped-def]
+    pool = AnswerPool()
+    for q, a in data:
+        pool.add(q, a)
+    got = pool.draw(question, correct, k, seeded_rng(seed))
+    norms = [normalize_answer(g) for g in got]
+    assert len(got) <= k and len(set(norms)) == len(norms) and normalize_answer(correct) not in norms
+    assert all(norms)
+    available = {normalize_answer(a) for _, a in data} - {normalize_answer(correct), ""}
+    assert len(got) == min(k, len(available))  # backs off until it has k, or the task has no more
+    assert got == pool.draw(question, correct, k, seeded_rng(seed))  # seeded

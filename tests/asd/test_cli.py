@@ -4,12 +4,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from asd_factory import ScriptedGenerator
-from typer.testing import CliRunner
-
 import sefe.asd_gen.build as build_mod
+from asd_factory import ScriptedGenerator
 from sefe.asd_gen.build import BuildError, default_data_root
 from sefe.cli import app
+from typer.testing import CliRunner
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "tasks" / "example.yaml"
@@ -32,9 +31,25 @@ def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_plan_and_dry_run(data_root: Path, tmp_path: Path, no_engine: None) -> None:
     for cmd in (["asd", "plan"], ["asd", "build", "--dry-run"]):
-        r = runner.invoke(app, [*cmd, "--data-root", str(data_root), "--out", str(tmp_path / "o"),
-                                "--x", "10,20", "--x", "40", "--tasks", "GQA", "--tasks", "ImageNet"],
-                          terminal_width=200)
+        r = runner.invoke(
+            app,
+            [
+                *cmd,
+                "--data-root",
+                str(data_root),
+                "--out",
+                str(tmp_path / "o"),
+                "--x",
+                "10,20",
+                "--x",
+                "40",
+                "--tasks",
+                "GQA",
+                "--tasks",
+                "ImageNet",
+            ],
+            env={"COLUMNS": "200"},
+        )
         assert r.exit_code == 0, r.output
         assert "GQA" in r.output and "ImageNet" in r.output and "ScienceQA" not in r.output
         assert "rough estimate" in r.output and r.output.count("GQA") == 3
@@ -43,8 +58,26 @@ def test_plan_and_dry_run(data_root: Path, tmp_path: Path, no_engine: None) -> N
 
 def test_build_writes_files_and_summary(data_root: Path, tmp_path: Path, scripted: ScriptedGenerator) -> None:
     out = tmp_path / "o"
-    r = runner.invoke(app, ["asd", "build", "--data-root", str(data_root), "--out", str(out), "--x", "20",
-                            "--x", "40", "--seed", "3", "--distractors", "pool"], terminal_width=200)
+    r = runner.invoke(
+        app,
+        [
+            "asd",
+            "build",
+            "--data-root",
+            str(data_root),
+            "--out",
+            str(out),
+            "--x",
+            "20",
+            "--x",
+            "40",
+            "--seed",
+            "3",
+            "--distractors",
+            "pool",
+        ],
+        env={"COLUMNS": "200"},
+    )
     assert r.exit_code == 0, r.output
     for task in ("ScienceQA", "ImageNet", "GQA", "Grounding"):
         for x in (20, 40):
@@ -53,16 +86,18 @@ def test_build_writes_files_and_summary(data_root: Path, tmp_path: Path, scripte
     assert m["seed"] == 3 and m["distractors"] == "pool" and "manifest:" in r.output
 
 
-def test_bad_options_and_missing_engine(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_options_and_missing_engine(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base = ["asd", "build", "--data-root", str(data_root), "--out", str(tmp_path / "o")]
-    r = runner.invoke(app, [*base, "--distractors", "psychic"], terminal_width=200)
+    r = runner.invoke(app, [*base, "--distractors", "psychic"], env={"COLUMNS": "200"})
     assert r.exit_code == 1 and "distractors" in r.output
-    r = runner.invoke(app, [*base, "--x", "120"], terminal_width=200)
+    r = runner.invoke(app, [*base, "--x", "120"], env={"COLUMNS": "200"})
     assert r.exit_code == 1 and "percentage" in r.output
-    r = runner.invoke(app, [*base, "--tasks", "Nope"], terminal_width=200)
+    r = runner.invoke(app, [*base, "--tasks", "Nope"], env={"COLUMNS": "200"})
     assert r.exit_code == 1 and "unknown task 'Nope'" in r.output
     monkeypatch.setitem(__import__("sys").modules, "sefe.asd_gen.engine", None)
-    r = runner.invoke(app, base, terminal_width=300)
+    r = runner.invoke(app, base, env={"COLUMNS": "300"})
     assert r.exit_code == 1 and "generation engine" in r.output and "--distractors pool" in r.output
 
 
@@ -72,15 +107,35 @@ def test_task_file_option(tmp_path: Path, scripted: ScriptedGenerator) -> None:
     p = tmp_path / "d" / "annotations" / "ChartQA" / "train.json"
     p.parent.mkdir(parents=True)
     p.write_bytes(orjson.dumps(task_records("VizWiz", 12)))
-    r = runner.invoke(app, ["asd", "build", "--task-file", str(EXAMPLE), "--tasks", "ChartQA", "--data-root",
-                            str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--x", "50"], terminal_width=200)
+    r = runner.invoke(
+        app,
+        [
+            "asd",
+            "build",
+            "--task-file",
+            str(EXAMPLE),
+            "--tasks",
+            "ChartQA",
+            "--data-root",
+            str(tmp_path / "d"),
+            "--out",
+            str(tmp_path / "o"),
+            "--x",
+            "50",
+        ],
+        env={"COLUMNS": "200"},
+    )
     assert r.exit_code == 0, r.output
-    assert len(orjson.loads((tmp_path / "o" / "annotations" / "ChartQA" / "train_x50.json").read_bytes())) == 12
+    assert (
+        len(orjson.loads((tmp_path / "o" / "annotations" / "ChartQA" / "train_x50.json").read_bytes())) == 12
+    )
 
 
-@pytest.mark.skipif(not (default_data_root() / "annotations").is_dir(), reason="bundled coin-mini not generated")
+@pytest.mark.skipif(
+    not (default_data_root() / "annotations").is_dir(), reason="bundled coin-mini not generated"
+)
 def test_plan_on_bundled_coin_mini(no_engine: None) -> None:
-    r = runner.invoke(app, ["asd", "plan"], terminal_width=200)
+    r = runner.invoke(app, ["asd", "plan"], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     for task in ("ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz", "Grounding", "VQAv2", "OCRVQA"):
         assert task in r.output

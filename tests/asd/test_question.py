@@ -3,7 +3,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from sefe.asd_gen.styles.instructions import INSTRUCTIONS, STYLES
 from sefe.asd_gen.styles.question import is_instruction_line, join_question, split_question
 
@@ -85,13 +84,20 @@ def test_scienceqa_layout_context_options_and_image_end() -> None:
     assert p.pre == ("Context: Look at the map.",) and p.question == "Which state is farthest north?"
     assert p.options == ("Ohio", "Maine", "Texas") and p.context == "Look at the map." and p.image == "end"
     out = join_question(p, ["Candidate answer: Ohio"], "X?", with_image=True)
-    assert out == "Context: Look at the map.\nWhich state is farthest north?\nCandidate answer: Ohio\nX?\n<image>"
+    assert (
+        out
+        == "Context: Look at the map.\nWhich state is farthest north?\nCandidate answer: Ohio\nX?\n<image>"
+    )
 
 
 def test_ocr_line_stays_after_question() -> None:
-    p = split_question("<image>\nwhat brand?\nReference OCR token: Nokia\nAnswer the question using a single word.")
+    p = split_question(
+        "<image>\nwhat brand?\nReference OCR token: Nokia\nAnswer the question using a single word."
+    )
     assert (p.question, p.post) == ("what brand?", ("Reference OCR token: Nokia",))
-    assert join_question(p, [], "Z.", with_image=True) == "<image>\nwhat brand?\nReference OCR token: Nokia\nZ."
+    assert (
+        join_question(p, [], "Z.", with_image=True) == "<image>\nwhat brand?\nReference OCR token: Nokia\nZ."
+    )
 
 
 def test_options_not_parsed_unless_asked_and_must_start_at_a() -> None:

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from sefe.asd_gen.records import RecordsError, TrainRecord, load_test, load_train, save_train
 
 
@@ -15,10 +14,21 @@ def _write(p: Path, obj: object) -> Path:
 
 def test_round_trip_keeps_ids_extras_and_missing_image(tmp_path: Path) -> None:
     rows = [
-        {"id": 7, "image": "a.jpg", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
-        {"id": "007", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}], "src": [1]},
-        {"id": "x", "image": None, "conversations": [
-            {"from": "human", "value": "q", "w": 1}, {"from": "gpt", "value": "a"}]},
+        {
+            "id": 7,
+            "image": "a.jpg",
+            "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
+        },
+        {
+            "id": "007",
+            "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
+            "src": [1],
+        },
+        {
+            "id": "x",
+            "image": None,
+            "conversations": [{"from": "human", "value": "q", "w": 1}, {"from": "gpt", "value": "a"}],
+        },
     ]
     src = _write(tmp_path / "in.json", rows)
     recs = load_train(src)
@@ -30,16 +40,39 @@ def test_round_trip_keeps_ids_extras_and_missing_image(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("record", "field", "needle"),
     [
-        ({"id": "r1", "conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]},
-         "conversations", "turn 0"),
-        ({"id": "r1", "conversations": [{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}]},
-         "conversations[1].from", "human"),
+        (
+            {"id": "r1", "conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]},
+            "conversations",
+            "turn 0",
+        ),
+        (
+            {"id": "r1", "conversations": [{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}]},
+            "conversations[1].from",
+            "human",
+        ),
         ({"id": "r1"}, "conversations", "missing"),
-        ({"id": "r1", "conversations": [{"from": "human", "value": 3}, {"from": "gpt", "value": "a"}]},
-         "conversations[0].value", "string"),
-        ({"id": 1.5, "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}, "id", ""),
-        ({"id": "r1", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"},
-                                        {"from": "human", "value": "q2"}]}, "conversations", "no gpt answer"),
+        (
+            {"id": "r1", "conversations": [{"from": "human", "value": 3}, {"from": "gpt", "value": "a"}]},
+            "conversations[0].value",
+            "string",
+        ),
+        (
+            {"id": 1.5, "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+            "id",
+            "",
+        ),
+        (
+            {
+                "id": "r1",
+                "conversations": [
+                    {"from": "human", "value": "q"},
+                    {"from": "gpt", "value": "a"},
+                    {"from": "human", "value": "q2"},
+                ],
+            },
+            "conversations",
+            "no gpt answer",
+        ),
     ],
 )
 def test_bad_record_names_file_index_id_field(tmp_path: Path, record: dict, field: str, needle: str) -> None:
@@ -61,7 +94,7 @@ def test_not_json_not_array_not_object(tmp_path: Path) -> None:
         load_train(p)
     with pytest.raises(RecordsError, match="JSON array"):
         load_train(_write(p, {"id": 1}))
-    with pytest.raises(RecordsError, match="record 0.*not a JSON object"):
+    with pytest.raises(RecordsError, match=r"record 0.*not a JSON object"):
         load_train(_write(p, ["just a string"]))
     with pytest.raises(RecordsError, match="cannot read"):
         load_train(tmp_path / "missing.json")
@@ -75,14 +108,17 @@ def test_test_records(tmp_path: Path) -> None:
     recs = load_test(_write(tmp_path / "test.json", rows))
     assert [r.to_json() for r in recs] == rows
     with pytest.raises(RecordsError) as ei:
-        load_test(_write(tmp_path / "bad.json", [*rows, {"question_id": 9, "text": "t", "answer_bbox": "[1]"}]))
+        load_test(
+            _write(tmp_path / "bad.json", [*rows, {"question_id": 9, "text": "t", "answer_bbox": "[1]"}])
+        )
     assert ei.value.index == 2 and ei.value.record_id == 9 and "size" in str(ei.value)
 
 
 def test_save_is_atomic_on_failure(tmp_path: Path) -> None:
     out = tmp_path / "o.json"
     rec = TrainRecord.model_validate(
-        {"id": 1, "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]})
+        {"id": 1, "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
+    )
     save_train(out, [rec])
     before = out.read_bytes()
     with pytest.raises(TypeError):

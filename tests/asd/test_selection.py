@@ -1,24 +1,26 @@
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from sefe.asd_gen.selection import select, selected_count, style_cycle
 from sefe.asd_gen.tasks import get_task
 
 STYLES4 = get_task("GQA").target_styles
 ids_strategy = st.lists(st.one_of(st.integers(0, 10**9), st.text(min_size=1, max_size=8)), max_size=120)
-xs_strategy = st.lists(st.sampled_from([0, 5, 10, 20, 33, 40, 60, 80, 100]), min_size=2, max_size=5, unique=True)
+xs_strategy = st.lists(
+    st.sampled_from([0, 5, 10, 20, 33, 40, 60, 80, 100]), min_size=2, max_size=5, unique=True
+)
 
 
 @given(ids=ids_strategy, xs=xs_strategy, seed=st.integers(0, 2**31))
 @settings(max_examples=60, deadline=None)
 def test_nested_and_styles_kept_across_x(ids: list, xs: list[int], seed: int) -> None:
     sels = [select("GQA", ids, STYLES4, x, seed) for x in sorted(xs)]
-    for small, big in zip(sels, sels[1:], strict=False):
+    for small, big in itertools.pairwise(sels):
         assert set(small.styles) <= set(big.styles)
         assert all(big.styles[i] == s for i, s in small.styles.items())
         assert big.ordered[: len(small.ordered)] == small.ordered
@@ -56,8 +58,13 @@ _SNIPPET = (
 def test_deterministic_across_processes_and_hash_seeds() -> None:
     """Selection must not depend on PYTHONHASHSEED, dict order or the process (so not on the machine)."""
     outs = {
-        subprocess.run([sys.executable, "-c", _SNIPPET], capture_output=True, text=True, check=True,
-                       env={"PYTHONHASHSEED": h}).stdout
+        subprocess.run(
+            [sys.executable, "-c", _SNIPPET],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": h},
+        ).stdout
         for h in ("0", "1", "12345")
     }
     assert len(outs) == 1

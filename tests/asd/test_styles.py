@@ -8,7 +8,6 @@ import pytest
 from asd_factory import task_records
 from hypothesis import given
 from hypothesis import strategies as st
-
 from sefe.asd_gen.build import _sources
 from sefe.asd_gen.candidates import normalize_answer
 from sefe.asd_gen.needs import NeedResult
@@ -27,7 +26,9 @@ TASKS = [t.name for t in coin_tasks()]
 def _model_result(need, style: str) -> NeedResult:  # type: ignore[no-untyped-def]
     """What a model would return for this Need: built here so the pure renderers can be checked."""
     if style == "mcq":
-        return NeedResult(distractors=[[f"wrong {k} of {i}" for k in range(3)] for i in range(len(need.items))])
+        return NeedResult(
+            distractors=[[f"wrong {k} of {i}" for k in range(3)] for i in range(len(need.items))]
+        )
     if style == "yn":
         return NeedResult(distractors=[[f"wrong of {i}"] for i in range(len(need.items))])
     return NeedResult(explanations=[f"Because reason {i} holds." for i in range(len(need.items))])
@@ -42,7 +43,13 @@ def _render(task: str, style: str, mode: str, idx: int = 1, yes: bool = False): 
     need = need_for(spec, parsed, style, mode, flags)  # type: ignore[arg-type]
     result = _model_result(need, style) if need else None
     rec, src = convert_record(
-        spec, parsed, style, seed=3, yes=flags, mode=mode, sources=_sources(spec, records, mode),  # type: ignore[arg-type]
+        spec,
+        parsed,
+        style,
+        seed=3,
+        yes=flags,
+        mode=mode,
+        sources=_sources(spec, records, mode),  # type: ignore[arg-type]
         result=result,
     )
     return spec, records[idx], parsed, rec, src, need
@@ -61,10 +68,12 @@ def test_every_style_of_every_task(task: str, mode: str) -> None:
             for t, (q, a) in enumerate(rec.pairs()):
                 lines = q.split("\n")
                 assert lines[-1] == instr and sum(is_instruction_line(ln) for ln in lines) == 1
-                assert q.count("<image>") == orig.conversations[2 * t].value.count("<image>")
+                assert q.count("<image>") == orig.conversations[2 * t]["value"].count("<image>")
                 item = parsed.items[t]
                 if style == "yn":
-                    cand = next(ln for ln in lines if ln.startswith(CANDIDATE_PREFIX))[len(CANDIDATE_PREFIX):]
+                    cand = next(ln for ln in lines if ln.startswith(CANDIDATE_PREFIX))[
+                        len(CANDIDATE_PREFIX) :
+                    ]
                     assert a == ("Yes" if yes else "No")
                     assert (normalize_answer(cand) == normalize_answer(item.answer)) == yes
                 elif style == "mcq":
@@ -83,7 +92,9 @@ def test_every_style_of_every_task(task: str, mode: str) -> None:
             if style in ("brief", "detail"):
                 assert need is not None and need.kind == style and src is None
             elif style in ("yn", "mcq") and not (style == "yn" and yes):
-                expected = {"options": "options", "classes": "classes", "boxes": "boxes"}.get(spec.candidates, mode)
+                expected = {"options": "options", "classes": "classes", "boxes": "boxes"}.get(
+                    spec.candidates, mode
+                )
                 assert src == expected
                 assert (need is not None) == (expected == "model")
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from sefe.asd_gen.tasks import TaskError, coin_tasks, get_task, load_task_file
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "tasks" / "example.yaml"
@@ -12,7 +11,15 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "tasks" / "example.y
 def test_coin_order_and_original_styles() -> None:
     tasks = coin_tasks()
     assert [t.name for t in tasks] == [
-        "ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz", "Grounding", "VQAv2", "OCRVQA"]
+        "ScienceQA",
+        "TextVQA",
+        "ImageNet",
+        "GQA",
+        "VizWiz",
+        "Grounding",
+        "VQAv2",
+        "OCRVQA",
+    ]
     assert {t.name for t in tasks if t.original_style == "mcq"} == {"ScienceQA"}
     for t in tasks:
         assert len(t.target_styles) == 4 and t.original_style not in t.target_styles

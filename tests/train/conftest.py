@@ -67,6 +67,15 @@ class Recorder(TrainerCallback):
                 "group_lrs": [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
                 if optimizer
                 else [],
+                # snapshot now: merging after training mutates the model in place
+                "trained_dtypes": {p.dtype for p in model.parameters() if p.requires_grad},
+                "frozen_lm_dtypes": {
+                    p.dtype
+                    for n, p in model.named_parameters()
+                    if not p.requires_grad and "language_model" in n
+                },
+                "attn": model.get_base_model().model.language_model.config._attn_implementation,
+                "checkpointing": model.get_base_model().model.language_model.gradient_checkpointing,
             }
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -136,7 +137,12 @@ def test_zero3_refused_zero2_accepted(tmp_path: Path, monkeypatch: pytest.Monkey
     z3.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
     with pytest.raises(ConfigError, match="ZeRO-3 is not supported"):
         check_deepspeed(load_config(None, [f"train.deepspeed={z3}"]))
-    check_deepspeed(load_config(None, [f"train.deepspeed={CONFIGS / 'deepspeed' / 'zero2.json'}"]))
+    zero2 = load_config(None, [f"train.deepspeed={CONFIGS / 'deepspeed' / 'zero2.json'}"])
+    if importlib.util.find_spec("deepspeed") is None:
+        with pytest.raises(ConfigError, match=r"pip install 'sefe\[deepspeed\]'"):
+            check_deepspeed(zero2)
+    else:
+        check_deepspeed(zero2)
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     with pytest.raises(ConfigError, match="ZeRO-3"):
         check_deepspeed(load_config(None, []))
@@ -194,3 +200,11 @@ def test_missing_train_file_and_unscorable_task_fail_before_training(tmp_path: P
     with pytest.raises(ConfigError, match=r"MyTask.*--no-eval"):
         ContinualRunner(cfg).run()
     assert not (tmp_path / "r").exists()
+
+
+def test_embedded_default_is_configs_coin_mini() -> None:
+    """`sefe train` with no config runs what configs/coin-mini.yaml documents (only output_dir differs)."""
+    shipped = load_config(CONFIGS / "coin-mini.yaml").model_dump()
+    embedded = load_config(None).model_dump()
+    shipped.pop("output_dir"), embedded.pop("output_dir")
+    assert embedded == shipped

@@ -367,5 +367,23 @@ def bench_reglora(
 # ---- end bench -------------------------------------------------------------------------------------------
 
 
+# ---- demo (owner: lead) ----------------------------------------------------------------------------------
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("out/demo"), help="Where ASD data, both runs and the report go."),
+    x: float = typer.Option(20.0, "--x", help="Percent of each task converted by ASD."),
+    backend: str = typer.Option("local", help="ASD generation backend (local = embedded SmolLM2)."),
+    max_steps: int | None = typer.Option(None, help="Cap the steps of every training stage."),
+) -> None:
+    """The main job on the bundled data: ASD, then LoRA vs RegLoRA over three tasks, then a report."""
+    from sefe.demo import run_demo
+
+    report = run_demo(out, x=x, backend=backend, max_steps=max_steps)
+    typer.echo(f"done: open {report / 'report.md'}")
+
+
+# ---- end demo --------------------------------------------------------------------------------------------
+
+
 if __name__ == "__main__":
     app()

@@ -33,13 +33,23 @@ def _split_list(values: list[str] | None) -> list[str]:
 def asd_build_cmd(
     data_root: Path | None = typer.Option(None, help="CoIN data root (default: bundled coin-mini)."),
     out: Path = typer.Option(Path("out/coin-asd"), help="Output root (<out>/annotations/<Task>/)."),
-    tasks: list[str] | None = typer.Option(None, "--tasks", help="Tasks (repeat or comma list)."),
-    task_file: list[Path] | None = typer.Option(None, "--task-file", help="YAML task declaration (repeat)."),
+    tasks: list[str] | None = typer.Option(
+        None, "--tasks", metavar="TASK", help="Tasks (repeat or comma list)."
+    ),
+    task_file: list[Path] | None = typer.Option(
+        None, "--task-file", metavar="FILE", help="YAML task declaration (repeat)."
+    ),
     seed: int = typer.Option(0, help="Seed of selection, styles, option order and yes/no balance."),
-    x: list[str] | None = typer.Option(None, "--x", help="Percent converted (repeat or comma list)."),
-    distractors: str = typer.Option("model", help="model: the model writes distractors; pool: task answers."),
+    x: list[str] | None = typer.Option(
+        None, "--x", metavar="X", help="Percent converted (repeat or comma list); default 20."
+    ),
+    distractors: str = typer.Option(
+        "model", metavar="model|pool", help="model: the model writes distractors; pool: task answers."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only print the plan (same as `sefe asd plan`)."),
-    backend: str = typer.Option("local", help="Generation backend: local | openai | vllm | batch."),
+    backend: str = typer.Option(
+        "local", metavar="NAME", help="Generation backend: local | openai | vllm | batch."
+    ),
     model: str | None = typer.Option(None, help="Model name or folder (default: the backend's default)."),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (key from OPENAI_API_KEY)."),
     concurrency: int = typer.Option(16, help="Requests in flight (openai backend)."),

@@ -76,8 +76,6 @@ class RichProgressCallback(TrainerCallback):
             parts.append(f"loss {self.last['loss']:.4f}")
         if "reglora_penalty" in self.last:
             parts.append(f"penalty {self.last['reglora_penalty']:.3g}")
-        if "learning_rate" in self.last:
-            parts.append(f"lr {self.last['learning_rate']:.2e}")
         return "  ".join(parts)
 
 

@@ -127,6 +127,26 @@ def add_fresh_lora(cfg: RunConfig, model: Any) -> Any:
     return peft_model
 
 
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest Trainer checkpoint whose `trainer_state.json` (written last) is whole; newer ones that a
+    kill cut short are deleted, so the Trainer never resumes from (or rotates around) a partial folder."""
+    if not ckpt_dir.is_dir():
+        return None
+    found = []
+    for p in ckpt_dir.glob("checkpoint-*"):
+        if p.is_dir() and p.name.removeprefix("checkpoint-").isdigit():
+            found.append((int(p.name.removeprefix("checkpoint-")), p))
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+            return str(path)
+        except (OSError, json.JSONDecodeError):
+            if is_main_process():
+                console.print(f"[yellow]discarding incomplete checkpoint {path}[/yellow]")
+                shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
 def free_memory() -> None:
     """Drop unreachable trainers/optimizers now (a 7B stage's optimizer states would sit on the GPU)."""
     import gc
@@ -294,17 +314,23 @@ class ContinualRunner:
         if self.cfg.eval.enabled:
             self.evaluate(k, part, (merged, processor) if merged is not None else None)
         shutil.rmtree(part / L.CHECKPOINTS_DIR, ignore_errors=True)  # optimizer states: not needed any more
+        for leftover in part.glob(".*"):  # temp folders/files of writes a kill interrupted earlier
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         return metrics
 
     def train_stage(self, k: int, task: TaskConfig, part: Path) -> tuple[Any, Any, dict[str, float]]:
         """Fresh LoRA on the previous merged model, trained with checkpoints under `part/checkpoints`."""
         from sefe.sefe_train.data import DataCollator, LlavaDataset
-        from transformers.trainer_utils import get_last_checkpoint
 
         cfg = self.cfg
         model, processor = load_base(cfg, self._base_for(k))
-        if cfg.train.gradient_checkpointing:
-            model.config.use_cache = False
+        if cfg.train.gradient_checkpointing:  # the KV cache is useless in training and clashes with it
+            for c in (model.config, getattr(model.config, "text_config", None)):
+                if c is not None:
+                    c.use_cache = False
         from transformers import set_seed
 
         set_seed(cfg.train.seed + k)  # reproducible LoRA init per stage (resume then loads the checkpoint)
@@ -324,7 +350,7 @@ class ContinualRunner:
         trainer = build_trainer(
             cfg, peft_model, processor, dataset, DataCollator(processor), ckpt_dir, penalty, self.callbacks
         )
-        last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
+        last = last_complete_checkpoint(ckpt_dir)
         if last:
             console.print(f"[yellow]resuming stage {k} from {last}[/yellow]")
         bar = RichProgressCallback(f"stage {k} {task.name}", console)
@@ -396,22 +422,19 @@ def build_trainer(
 
     # No accelerator: say so explicitly (bf16 autocast on CPU, and torchrun on CPU runs gloo DDP)
     accel = torch.cuda.is_available() or torch.backends.mps.is_available()
-    args = TrainingArguments(
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
         use_cpu=not accel,
         ddp_backend="gloo" if not accel and world_size() > 1 else None,
-        output_dir=str(output_dir),
         per_device_train_batch_size=t.per_device_batch_size,
         gradient_accumulation_steps=t.grad_accum(world_size()),
         learning_rate=t.lr,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
         lr_scheduler_type=t.scheduler,
-        warmup_steps=t.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
         weight_decay=t.weight_decay,
         bf16=cfg.model.dtype == "bf16",
         fp16=cfg.model.dtype == "fp16",
-        activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
-        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
@@ -421,11 +444,12 @@ def build_trainer(
         remove_unused_columns=False,
         report_to=t.report_to,
         deepspeed=t.deepspeed,
-        ddp_find_unused_parameters=True,
+        ddp_find_unused_parameters=True,  # text-only batches leave the projector without gradients
         disable_tqdm=True,  # rich progress instead (sefe_train/progress.py)
-        dataloader_pin_memory=accel,  # text-only batches leave the projector without gradients
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        dataloader_pin_memory=accel,
     )
+    kwargs.update(_version_dependent_args(t))
+    args = TrainingArguments(**kwargs)
     trainer = RegLoRATrainer(
         model=peft_model,
         args=args,
@@ -441,3 +465,29 @@ def build_trainer(
 
     trainer.remove_callback(PrinterCallback)  # logs go to the progress bar and train_log.jsonl
     return trainer
+
+
+def _version_dependent_args(t: Any) -> dict[str, Any]:
+    """Names that moved inside transformers 5.x: use whichever this installation has."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    have = {f.name for f in dataclasses.fields(TrainingArguments)}
+    out: dict[str, Any] = {}
+    ck_kwargs = {"use_reentrant": False} if t.gradient_checkpointing else None
+    if "activation_checkpointing" in have:
+        out.update(
+            activation_checkpointing=t.gradient_checkpointing, activation_checkpointing_kwargs=ck_kwargs
+        )
+    else:
+        out.update(gradient_checkpointing=t.gradient_checkpointing, gradient_checkpointing_kwargs=ck_kwargs)
+    if "train_sampling_strategy" in have:
+        out["train_sampling_strategy"] = "group_by_length" if t.group_by_length else "random"
+    else:
+        out["group_by_length"] = t.group_by_length
+    if "warmup_ratio" in have:
+        out["warmup_ratio"] = t.warmup_ratio
+    else:
+        out["warmup_steps"] = t.warmup_ratio  # a float in [0, 1) is a ratio of the total steps
+    return out

@@ -80,7 +80,10 @@ class RegLoRATrainer(Trainer):
         """Length grouping from the dataset's precomputed `.lengths`: the default would load every image."""
         dataset = self.train_dataset if train_dataset is None else train_dataset
         lengths = getattr(dataset, "lengths", None)
-        if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
+        grouped = getattr(self.args, "train_sampling_strategy", None) == "group_by_length" or getattr(
+            self.args, "group_by_length", False
+        )
+        if grouped and lengths is not None:
             from transformers.trainer_pt_utils import LengthGroupedSampler
 
             return LengthGroupedSampler(

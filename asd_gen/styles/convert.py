@@ -107,7 +107,7 @@ def parse_record(spec: TaskSpec, index: int, record: TrainRecord) -> ParsedRecor
     return ParsedRecord(index, record, tuple(items))
 
 
-def _qa_item(spec: TaskSpec, item: Item) -> QAItem:
+def _qa_item(item: Item) -> QAItem:
     p = item.parts
     before = [ln for ln in p.pre if not ln.startswith("Context:")]
     after = [ln for ln in p.post if not ln.startswith("Context:")]
@@ -138,7 +138,7 @@ def need_for(
         record_id=str(parsed.record.id),
         kind=kind,
         image=parsed.record.image,
-        items=[_qa_item(spec, it) for it in chosen],
+        items=[_qa_item(it) for it in chosen],
     )
 
 
@@ -155,20 +155,18 @@ def _distractors(
     """k wrong candidates for turn t and the source they came from."""
     item = parsed.items[t]
     rng = seeded_rng(seed, spec.name, parsed.index, parsed.record.id, t, "distractors")
-    if spec.candidates == "options":
-        assert item.correct_index is not None
+    if spec.candidates == "options" and item.correct_index is not None:
         got, src = sample(rng, wrong_options(item.parts.options, item.correct_index), k), "options"
-    elif spec.candidates == "classes":
-        assert sources.classes is not None
+    elif spec.candidates == "classes" and sources.classes is not None:
         got, src = sources.classes.draw(item.answer, k, rng), "classes"
-    elif spec.candidates == "boxes":
-        assert sources.boxes is not None and item.box is not None
+    elif spec.candidates == "boxes" and sources.boxes is not None and item.box is not None:
         got, src = sources.boxes.draw(parsed.record.image, item.box, k, rng, item.decimals), "boxes"
-    elif mode == "pool":
-        assert sources.pool is not None
+    elif spec.candidates == "model" and mode == "pool" and sources.pool is not None:
         got, src = sources.pool.draw(item.parts.question, item.answer, k, rng), "pool"
-    else:
+    elif spec.candidates == "model" and mode == "model":
         got, src = _check_model(model, item.answer, k), "model"
+    else:
+        raise ValueError(f"no {spec.candidates}/{mode} candidate source was built for task {spec.name}")
     if len(got) < k:
         raise ConversionError(f"turn {t}: only {len(got)} distinct wrong candidates from {src}, need {k}")
     return got, src

@@ -131,8 +131,10 @@ def split_question(
 
     is_ctx = [any(ln.startswith(p) for p in context_prefixes) for ln in lines]
     q_idx = [i for i, c in enumerate(is_ctx) if not c]
+    if not q_idx:  # nothing but context-like lines: they are the question
+        q_idx = list(range(len(lines)))
     if not q_idx:
-        raise QuestionError("no question text besides context/option/instruction lines")
+        raise QuestionError("no question text besides option/instruction lines")
     first, last = q_idx[0], q_idx[-1]
     return QuestionParts(
         image=image,

@@ -120,3 +120,17 @@ def test_changed_experiment_is_refused(tmp_path: Path) -> None:
         ContinualRunner(make_config(run, "reglora", tasks=["ScienceQA"])).run()
     with pytest.raises(ConfigError, match="task order"):
         ContinualRunner(make_config(run, "lora", tasks=["TextVQA", "ScienceQA"])).run()
+
+
+def test_checkpoint_cut_short_by_a_kill_is_skipped(tmp_path: Path) -> None:
+    from sefe.sefe_train.runner import last_complete_checkpoint
+
+    ck = tmp_path / "checkpoints"
+    assert last_complete_checkpoint(ck) is None
+    (ck / "checkpoint-2").mkdir(parents=True)
+    (ck / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
+    (ck / "checkpoint-10").mkdir()
+    (ck / "checkpoint-10" / "trainer_state.json").write_text('{"global_st')  # killed while writing
+    (ck / "checkpoint-12").mkdir()  # killed before trainer_state.json
+    assert last_complete_checkpoint(ck) == str(ck / "checkpoint-2")
+    assert sorted(p.name for p in ck.iterdir()) == ["checkpoint-2"]

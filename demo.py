@@ -1,9 +1,9 @@
 """`sefe demo` / `make demo`: the whole SEFE pipeline on the bundled data with embedded defaults.
 
-ASD (X=20, all eight tasks, the embedded SmolLM2 writing distractors and explanations) -> continual training of
+ASD (X=20, all eight tasks, the embedded SmolLM2 writing distractors and explanations) -> training of
 the embedded tiny LLaVA on the first three tasks of the ASD data, once with plain LoRA and once with RegLoRA,
-evaluating after every stage -> one report with both runs side by side. Each step resumes: rerunning the same
-command skips finished work.
+evaluating after every stage -> one report with both runs side by side. Each step resumes: rerunning the
+same command skips finished work.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def run_demo(
     runs: list[Path] = []
     for i, method in enumerate(("lora", "reglora"), start=2):
         run_dir = out / "runs" / method
-        console.print(Rule(f"{i}/3  sefe train --method {method} on {', '.join(train_tasks)} (train_x{tag}.json)"))
+        title = f"{i}/3  sefe train --method {method} on {', '.join(train_tasks)} (train_x{tag}.json)"
+        console.print(Rule(title))
         overrides = [
             f"method={method}",
             f"output_dir={run_dir}",

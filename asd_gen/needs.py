@@ -71,7 +71,7 @@ class NeedFailure(BaseModel):
 
 
 class GenerationOptions(BaseModel):
-    """Everything `sefe asd build` passes to the engine. Secrets are never stored here (keys come from env)."""
+    """Everything `sefe asd build` passes to the engine. No secrets here: API keys come from the env."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -89,7 +89,7 @@ class GenerationOptions(BaseModel):
     price_in_per_mtok: float | None = None
     price_out_per_mtok: float | None = None
     batch_input_dir: str | None = None  # batch backend: where the provider's output files are read from
-    vllm_args: dict[str, object] = Field(default_factory=dict)  # tensor_parallel_size, data_parallel_size, ...
+    vllm_args: dict[str, object] = Field(default_factory=dict)  # tensor_parallel_size, data_parallel_size
     chunk_size: int = 256  # vllm/local: requests per flushed chunk
 
 

@@ -18,7 +18,8 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str  # request fingerprint (also the Batch API custom_id)
-    messages: list[dict[str, Any]]  # OpenAI chat format; images as {"type": "image_url", "image_url": {"url": data-URL}}
+    # OpenAI chat format; images as {"type": "image_url", "image_url": {"url": data-URL}}
+    messages: list[dict[str, Any]]
     json_schema: dict[str, Any]  # strict JSON schema of the expected answer (additionalProperties: false)
     schema_name: str
     max_tokens: int = 512

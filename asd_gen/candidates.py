@@ -98,9 +98,16 @@ class AnswerPool:
             self._kinds[key][a] += 1
 
     def draw(self, question: str, correct: str, k: int, rng: random.Random) -> list[str]:
-        """k distinct wrong answers, from the most specific kind that has them."""
+        """k distinct wrong answers, from the most specific kind that has them.
+
+        A yes/no question only ever gets the other of yes/no (fewer than k): any other answer would be an
+        obviously wrong option, which teaches nothing.
+        """
         keys = [*question_kinds(question), "*"]
-        if t := answer_type(correct):
+        t = answer_type(correct)
+        if t == "type:yesno":
+            keys = [t]
+        elif t:
             keys.insert(0, t)
         chosen: list[str] = []
         for key in keys:

@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sefe.asd_gen.candidates import AnswerPool, BoxPool, ClassPool, normalize_answer, wrong_options
+from sefe.asd_gen.candidates import (
+    AnswerPool,
+    BoxPool,
+    ClassPool,
+    answer_type,
+    normalize_answer,
+    wrong_options,
+)
 from sefe.asd_gen.needs import Need, NeedKind, NeedResult, QAItem
 from sefe.asd_gen.records import TrainRecord
 from sefe.asd_gen.styles.boxes import Box, decimals_of, parse_box
@@ -162,14 +169,26 @@ def _distractors(
     elif spec.candidates == "boxes" and sources.boxes is not None and item.box is not None:
         got, src = sources.boxes.draw(parsed.record.image, item.box, k, rng, item.decimals), "boxes"
     elif spec.candidates == "model" and mode == "pool" and sources.pool is not None:
-        got, src = sources.pool.draw(item.parts.question, item.answer, k, rng), "pool"
+        drawn = sources.pool.draw(item.parts.question, item.answer, k, rng)
+        got, src = [_same_case(d, item.answer) for d in drawn], "pool"
     elif spec.candidates == "model" and mode == "model":
         got, src = _check_model(model, item.answer, k), "model"
     else:
         raise ValueError(f"no {spec.candidates}/{mode} candidate source was built for task {spec.name}")
+    if src == "pool" and answer_type(item.answer) == "type:yesno":
+        k = 1  # yes/no questions: MCQ offers just Yes and No (see AnswerPool.draw)
     if len(got) < k:
         raise ConversionError(f"turn {t}: only {len(got)} distinct wrong candidates from {src}, need {k}")
     return got, src
+
+
+def _same_case(candidate: str, answer: str) -> str:
+    """Pool answers come from other records: give them the answer's initial case so no option stands out."""
+    if candidate[:1].islower() and answer[:1].isupper():
+        return candidate[0].upper() + candidate[1:]
+    if candidate[:1].isupper() and answer[:1].islower() and candidate[1:2].islower():
+        return candidate[0].lower() + candidate[1:]
+    return candidate
 
 
 def _check_model(model: list[str] | None, correct: str, k: int) -> list[str]:

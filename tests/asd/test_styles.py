@@ -78,7 +78,8 @@ def test_every_style_of_every_task(task: str, mode: str) -> None:
                     assert (normalize_answer(cand) == normalize_answer(item.answer)) == yes
                 elif style == "mcq":
                     opts = [ln[3:] for ln in lines if len(ln) > 2 and ln[1:3] == ". " and ln[0] in "ABCD"]
-                    assert len(opts) == 4 and len({normalize_answer(o) for o in opts}) == 4
+                    n_opts = 2 if mode == "pool" and normalize_answer(item.answer) in ("yes", "no") else 4
+                    assert len(opts) == n_opts and len({normalize_answer(o) for o in opts}) == n_opts
                     assert a in "ABCD" and opts["ABCD".index(a)] == item.answer
                 elif style == "short":
                     assert a == item.answer
@@ -141,3 +142,10 @@ def test_mcq_position_is_uniform() -> None:
 def test_explained_answer_puts_answer_first() -> None:
     assert explained_answer("Red", "  The bus\nis red. ") == "Red. The bus is red."
     assert explained_answer("Yes.", "It is.") == "Yes. It is."
+
+
+def test_pool_candidates_take_the_answers_initial_case() -> None:
+    from sefe.asd_gen.styles.convert import _same_case
+
+    assert _same_case("blue", "Red") == "Blue" and _same_case("Blue", "red") == "blue"
+    assert _same_case("USA", "france") == "USA"  # acronyms are left alone

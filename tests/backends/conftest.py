@@ -22,6 +22,8 @@ from sefe.asd_gen.needs import GenerationOptions
 def embedded_backend() -> Iterator[Any]:
     from sefe.asd_gen.backends.local_backend import LocalBackend
 
-    backend = LocalBackend(GenerationOptions(backend="local"), batch_size=4)
+    # one torch thread: the CI box has 2 shared cores, where torch's thread pool stalls batched matmuls
+    backend = LocalBackend(GenerationOptions(backend="local"), batch_size=4, threads=1)
     yield backend
     backend.close()
+

@@ -53,8 +53,12 @@ def _valid(result: ChatResult, schema: dict[str, Any]) -> Any:
 
 
 def test_embedded_outputs_validate_against_schema(embedded_backend: Any) -> None:
+    import torch
+
+    threads = torch.get_num_threads()
     reqs = [request(k, text, schema, max_tokens=80) for k, (text, schema) in QUESTIONS.items()]
     results = collect(embedded_backend, reqs)
+    assert torch.get_num_threads() == threads  # the backend's threads=1 lasted only for its run
     for key, (_, schema) in QUESTIONS.items():
         r = results[key]
         _valid(r, schema)

@@ -41,7 +41,7 @@ def test_image_text_model_gets_the_image(llava_folder: Path, tmp_path: Path) -> 
     img = tmp_path / "red.png"
     Image.new("RGB", (40, 30), (200, 0, 0)).save(img)
     url = "data:image/png;base64," + base64.b64encode(img.read_bytes()).decode()
-    backend = LocalBackend(GenerationOptions(model=str(llava_folder)), batch_size=2)
+    backend = LocalBackend(GenerationOptions(model=str(llava_folder)), batch_size=2, threads=1)
     results = collect(
         backend,
         [

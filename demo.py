@@ -1,9 +1,9 @@
 """`sefe demo` / `make demo`: the whole SEFE pipeline on the bundled data with embedded defaults.
 
-ASD (X=20, all eight tasks, the embedded SmolLM2 writing distractors and explanations) -> training of
-the embedded tiny LLaVA on the first three tasks of the ASD data, once with plain LoRA and once with RegLoRA,
-evaluating after every stage -> one report with both runs side by side. Each step resumes: rerunning the
-same command skips finished work.
+ASD (X=20 on the three training tasks; the embedded SmolLM2 writes distractors and explanations), then the
+embedded tiny LLaVA trained on those tasks' ASD data, once with plain LoRA and once with RegLoRA, evaluated
+after every stage, then one report with both runs side by side. Every step resumes: rerunning the same
+command skips finished work.
 """
 
 from __future__ import annotations
@@ -39,7 +39,11 @@ def run_demo(
     console.print(Rule(f"1/3  ASD: sefe asd build --x {tag} ({backend} backend)"))
     result = build(
         BuildOptions(
-            data_root=data_root, out=asd_out, xs=[x], generation=GenerationOptions(backend=backend)  # type: ignore[arg-type]
+            data_root=data_root,
+            out=asd_out,
+            tasks=list(train_tasks),
+            xs=[x],
+            generation=GenerationOptions(backend=backend),  # type: ignore[arg-type]
         ),
         console=console,
     )

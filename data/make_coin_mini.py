@@ -10,12 +10,11 @@ answer is true of its picture (colours, counts, words, boxes), so a model traine
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from sefe.atomic import atomic_write_bytes
 from sefe.data import (
     mini_coco,
     mini_gqa,
@@ -140,20 +139,6 @@ makes them.
 """
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def existing_files(root: Path) -> Iterable[str]:
     """Files under the managed entries of `root`, as relative POSIX paths."""
     for top in MANAGED:
@@ -173,7 +158,7 @@ def write(files: dict[str, bytes], out: Path, clean: bool = False) -> tuple[int,
         path = out / rel
         if path.is_file() and path.read_bytes() == data:
             continue
-        _atomic_write(path, data)
+        atomic_write_bytes(path, data)
         written += 1
     stale = [rel for rel in existing_files(out) if rel not in files]
     if clean:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from sefe.atomic import DIR_MODE
 from sefe.sefe_train.conversation import IMAGE_TOKEN
 
 DType = Literal["float32", "bfloat16", "float16"]
@@ -289,6 +290,7 @@ def save_llava(model: Any, processor: Any, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    tmp.chmod(DIR_MODE)  # mkdtemp makes 0700: a merged model is meant to be shared
     try:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)

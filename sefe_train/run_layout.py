@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from sefe.atomic import atomic_write_bytes
 
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
@@ -30,13 +30,6 @@ TRAIN_LOG = "train_log.jsonl"
 PARTIAL_SUFFIX = ".partial"
 
 
-def _default_file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _default_file_mode()
 
 
 class StageRecord(BaseModel):
@@ -78,22 +71,6 @@ def stage_dir(run: Path, index: int, task: str) -> Path:
 
 def partial_dir(run: Path, index: int, task: str) -> Path:
     return run / (stage_name(index, task) + PARTIAL_SUFFIX)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then `os.replace` (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_dir(final: Path, build: Callable[[Path], None]) -> Path:

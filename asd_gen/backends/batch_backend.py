@@ -18,6 +18,7 @@ import orjson
 from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult, ResultCallback
 from sefe.asd_gen.backends.openai_backend import response_format, result_from_completion
 from sefe.asd_gen.needs import GenerationOptions
+from sefe.atomic import atomic_write_bytes
 
 MAX_LINES = 50_000
 MAX_BYTES = 200 * 1024 * 1024
@@ -165,7 +166,7 @@ class _SplitWriter:
         os.fsync(self._fh.fileno())
         self._fh.close()
         os.replace(self._path.with_name(self._path.name + ".tmp"), self._path)
-        _atomic_write(self._path.with_suffix(".keys"), ("\n".join(self._keys) + "\n").encode())
+        atomic_write_bytes(self._path.with_suffix(".keys"), ("\n".join(self._keys) + "\n").encode())
         self.placed.update(dict.fromkeys(self._keys, self._path.name))
         self._fh, self._keys, self._size = None, [], 0
 
@@ -175,10 +176,3 @@ class _SplitWriter:
         return self.placed
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -7,35 +7,18 @@ they use the stages whose row is complete.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sefe.atomic import atomic_write_bytes
 
 ACCURACY_FILE = "accuracy.json"  # <run>/accuracy.json
 BWT_VARIANTS: dict[str, str] = {
     "BWT": "mean over i < T of (A[T][i] - A[i][i])",
     "BWT_all": "CoIN paper: sum over i < T of (A[T][i] - A[i][i]) divided by T (all T tasks, last term 0)",
 }
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ContinualMetrics(BaseModel):

@@ -18,12 +18,12 @@ from typing import Any
 import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+from sefe.atomic import atomic_write_bytes
 from sefe.sefe_train.evaluation.metrics import (
     ACCURACY_FILE,
     BWT_VARIANTS,
     AccuracyMatrix,
     ContinualMetrics,
-    atomic_write_bytes,
 )
 
 CONFIG_FILES = ("config.yaml", "config.yml", "config.json")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from sefe.atomic import atomic_path
 from sefe.sefe_train.reglora.config import RegLoRAConfig
 from sefe.sefe_train.reglora.modules import adapted_linears
 from sefe.sefe_train.reglora.topk import n_top, top_k_mask
@@ -216,17 +216,8 @@ class KeyStore:
             "tasks": str(self.tasks),
             "shapes": json.dumps({n: list(m.shape) for n, m in self.modules.items()}),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> KeyStore:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult, ResultCallback
-from sefe.asd_gen.backends.openai_backend import response_format, result_from_completion
+from sefe.asd_gen.backends.openai_backend import chat_body, result_from_completion
 from sefe.asd_gen.needs import GenerationOptions
 from sefe.atomic import atomic_write_bytes
 
@@ -30,14 +30,8 @@ class BatchFileError(ValueError):
 
 
 def request_line(req: ChatRequest, model: str) -> bytes:
-    body = {
-        "model": model,
-        "messages": req.messages,
-        "max_completion_tokens": req.max_tokens,
-        "temperature": req.temperature,
-        "response_format": response_format(req),
-    }
-    return orjson.dumps({"custom_id": req.key, "method": "POST", "url": ENDPOINT, "body": body}) + b"\n"
+    line = {"custom_id": req.key, "method": "POST", "url": ENDPOINT, "body": chat_body(req, model)}
+    return orjson.dumps(line) + b"\n"
 
 
 def parse_output_line(line: bytes, path: Path, lineno: int) -> ChatResult:

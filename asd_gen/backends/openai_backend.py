@@ -60,6 +60,17 @@ def response_format(req: ChatRequest) -> dict[str, Any]:
     }
 
 
+def chat_body(req: ChatRequest, model: str) -> dict[str, Any]:
+    """The chat-completions request body (shared with the batch backend's JSONL lines)."""
+    return {
+        "model": model,
+        "messages": req.messages,
+        "max_completion_tokens": req.max_tokens,
+        "temperature": req.temperature,
+        "response_format": response_format(req),
+    }
+
+
 def result_from_completion(key: str, body: dict[str, Any], attempts: int = 1) -> ChatResult:
     """A chat.completion JSON body -> ChatResult (shared with the batch backend's output ingestion)."""
     try:
@@ -150,13 +161,7 @@ class OpenAIBackend(Backend):
         """One request through the SDK's generic `post` (its retries, auth and errors, without re-validating
         our already-built body against its TypedDicts: that walk cost several ms of CPU per request)."""
         oa = self._openai
-        body = {
-            "model": model,
-            "messages": req.messages,
-            "max_completion_tokens": req.max_tokens,
-            "temperature": req.temperature,
-            "response_format": response_format(req),
-        }
+        body = chat_body(req, model)
         try:
             resp = await client.post(
                 "/chat/completions",

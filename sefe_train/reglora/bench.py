@@ -4,9 +4,9 @@ Per (shape, density) one module with rank-r LoRA factors and random key position
 medians of forward+backward, ours and the reference interleaved rep by rep so load from other processes hits
 both alike. Peak memory is the extra memory one forward+backward needs beyond the live parameters and keys:
 - CUDA: `torch.cuda.max_memory_allocated` minus the allocation before the step.
-- CPU: a fresh subprocess per measurement with glibc's mmap threshold at 128 KiB (freed buffers go back to
-  the OS, so they cannot hide reuse); after a warm-up step the kernel's RSS high-water mark is reset
-  (`/proc/self/clear_refs` = 5) and peak = VmHWM - VmRSS across one step.
+- CPU: a fresh subprocess per measurement; for memory, glibc's mmap threshold at 128 KiB (freed buffers go
+  back to the OS, so they cannot hide reuse; timings keep the default allocator); after a warm-up step the
+  kernel's RSS high-water mark is reset (`/proc/self/clear_refs` = 5); peak = VmHWM - VmRSS over one step.
 The reference is what the SEFE code does each step: keys as int64 (row, col) pairs, `(B @ A)[rows, cols]`,
 abs, mean, in the parameters' dtype.
 """
@@ -174,7 +174,9 @@ def measure(spec: Spec) -> dict[str, float | int | str]:
 
 
 def _run_isolated(spec: Spec) -> dict[str, float | int | str]:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    env = dict(os.environ)
+    if spec.mode != "time":  # memory only: freed buffers must not hide; timing keeps glibc's defaults
+        env |= {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
     proc = subprocess.run(
         [sys.executable, "-m", "sefe.sefe_train.reglora.bench", spec.model_dump_json()],
         env=env, capture_output=True, text=True, check=False,

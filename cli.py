@@ -84,11 +84,12 @@ def asd_build_cmd(
     """Convert X percent of each task into the other four answer styles; write train_x{X}.json + manifest."""
     from pydantic import ValidationError
     from rich.console import Console
-    from sefe.asd_gen.build import BuildError, BuildOptions, build, default_data_root, plan
+    from sefe.asd_gen.build import BuildError, BuildOptions, build, plan
     from sefe.asd_gen.needs import GenerationOptions
     from sefe.asd_gen.records import RecordsError
     from sefe.asd_gen.summary import build_table, plan_table
     from sefe.asd_gen.tasks import TaskError, load_task_file
+    from sefe.data import coin_mini_root
 
     console = Console()
     try:
@@ -104,7 +105,7 @@ def asd_build_cmd(
             vllm_args=_key_values(vllm_arg),
         )
         opts = BuildOptions(
-            data_root=data_root or default_data_root(), out=out, tasks=_split_list(tasks) or None, xs=xs,
+            data_root=data_root or coin_mini_root(), out=out, tasks=_split_list(tasks) or None, xs=xs,
             seed=seed, distractors=distractors, generation=gen,  # type: ignore[arg-type]
         )
         if dry_run:

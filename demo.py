@@ -23,16 +23,17 @@ def run_demo(
     console: Console | None = None,
 ) -> Path:
     """Run ASD, LoRA and RegLoRA training, and the report under `out`; return the report folder."""
-    from sefe.asd_gen.build import BuildOptions, build, default_data_root
+    from sefe.asd_gen.build import BuildOptions, build
     from sefe.asd_gen.needs import GenerationOptions
     from sefe.asd_gen.summary import build_table
+    from sefe.data import coin_mini_root
     from sefe.sefe_train.config import load_config
     from sefe.sefe_train.evaluation.report import build_report
     from sefe.sefe_train.runner import ContinualRunner
 
     console = console or Console()
     out = out.resolve()
-    data_root = default_data_root()
+    data_root = coin_mini_root()
     asd_out = out / "coin-asd"
     tag = f"{x:g}"
 

@@ -11,7 +11,6 @@ import hashlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +35,7 @@ from sefe.asd_gen.styles.instructions import CANDIDATE_PREFIX, GROUNDING_INSTRUC
 from sefe.asd_gen.styles.question import QuestionError, split_question
 from sefe.asd_gen.styles.rng import digest
 from sefe.asd_gen.tasks import TaskSpec, coin_tasks, get_task
+from sefe.data import coin_mini_root
 
 ENGINE_HINT = (
     "Use `--distractors pool` to draw yes/no and MCQ distractors from the task's own answers (no model); "
@@ -51,15 +51,10 @@ class BuildError(RuntimeError):
     """A build that cannot proceed (missing engine, missing input, strict mode with failures)."""
 
 
-def default_data_root() -> Path:
-    """The bundled sample data root `sefe/data/coin-mini`."""
-    return Path(str(resources.files("sefe.data") / "coin-mini"))
-
-
 class BuildOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    data_root: Path = Field(default_factory=default_data_root)
+    data_root: Path = Field(default_factory=coin_mini_root)
     out: Path = Path("out/coin-asd")
     tasks: list[str] | None = None  # None: every registered task whose train.json exists under data_root
     xs: list[float] = Field(default_factory=lambda: [20.0])

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sefe.data import coin_mini_root
 from sefe.sefe_train.reglora.config import RegLoRAConfig
 
 #: LoRA only on the language model's linears; a plain name list would also hit CLIP's q/k/v projections.
@@ -146,7 +147,7 @@ class RunConfig(_Strict):
 
     def resolved_data_root(self) -> Path:
         if self.data_root == "coin-mini":
-            return Path(__file__).resolve().parent.parent / "data" / "coin-mini"
+            return coin_mini_root()
         return Path(self.data_root).expanduser()
 
     def _under_root(self, rel: str) -> Path:

@@ -6,8 +6,9 @@ import orjson
 import pytest
 import sefe.asd_gen.build as build_mod
 from asd_factory import ScriptedGenerator
-from sefe.asd_gen.build import BuildError, default_data_root
+from sefe.asd_gen.build import BuildError
 from sefe.cli import app
+from sefe.data import coin_mini_root
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -132,7 +133,7 @@ def test_task_file_option(tmp_path: Path, scripted: ScriptedGenerator) -> None:
 
 
 @pytest.mark.skipif(
-    not (default_data_root() / "annotations").is_dir(), reason="bundled coin-mini not generated"
+    not (coin_mini_root() / "annotations").is_dir(), reason="bundled coin-mini not generated"
 )
 def test_plan_on_bundled_coin_mini(no_engine: None) -> None:
     r = runner.invoke(app, ["asd", "plan"], env={"COLUMNS": "200"})

@@ -84,6 +84,7 @@ def asd_build_cmd(
     """Convert X percent of each task into the other four answer styles; write train_x{X}.json + manifest."""
     from pydantic import ValidationError
     from rich.console import Console
+
     from sefe.asd_gen.build import BuildError, BuildOptions, build, plan
     from sefe.asd_gen.needs import GenerationOptions
     from sefe.asd_gen.records import RecordsError
@@ -97,16 +98,31 @@ def asd_build_cmd(
             load_task_file(f)
         xs = [float(v) for v in _split_list(x)] or [20.0]
         gen = GenerationOptions(
-            backend=backend, model=model, base_url=base_url, concurrency=concurrency,  # type: ignore[arg-type]
-            prompts_dir=str(prompts) if prompts else None, strict=strict, max_requests=max_requests,
-            price_in_per_mtok=price_in, price_out_per_mtok=price_out, max_retries=max_retries,
-            batch_input_dir=str(batch_input) if batch_input else None, max_tokens=max_tokens,
-            temperature=temperature, request_timeout_s=request_timeout, chunk_size=chunk_size,
+            backend=backend,
+            model=model,
+            base_url=base_url,
+            concurrency=concurrency,  # type: ignore[arg-type]
+            prompts_dir=str(prompts) if prompts else None,
+            strict=strict,
+            max_requests=max_requests,
+            price_in_per_mtok=price_in,
+            price_out_per_mtok=price_out,
+            max_retries=max_retries,
+            batch_input_dir=str(batch_input) if batch_input else None,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            request_timeout_s=request_timeout,
+            chunk_size=chunk_size,
             vllm_args=_key_values(vllm_arg),
         )
         opts = BuildOptions(
-            data_root=data_root or coin_mini_root(), out=out, tasks=_split_list(tasks) or None, xs=xs,
-            seed=seed, distractors=distractors, generation=gen,  # type: ignore[arg-type]
+            data_root=data_root or coin_mini_root(),
+            out=out,
+            tasks=_split_list(tasks) or None,
+            xs=xs,
+            seed=seed,
+            distractors=distractors,
+            generation=gen,  # type: ignore[arg-type]
         )
         if dry_run:
             console.print(plan_table(plan(opts)))
@@ -169,8 +185,13 @@ def train_cmd(
     from sefe.sefe_train.config import ConfigError, cli_overrides, dump_config, load_config, select_tasks
 
     overrides = cli_overrides(
-        method=method, out=out, data_root=data_root, max_steps=max_steps, reg_delta=reg_delta,
-        accumulate=accumulate, no_eval=no_eval,
+        method=method,
+        out=out,
+        data_root=data_root,
+        max_steps=max_steps,
+        reg_delta=reg_delta,
+        accumulate=accumulate,
+        no_eval=no_eval,
     )
     try:
         cfg = load_config(config, overrides + list(set_))
@@ -224,8 +245,17 @@ def eval_run_cmd(
         raise typer.Exit(2)
     try:
         paths = run_inference(
-            model, data_root, names, out, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit,
-            model_id=model_id, dtype=dtype, device=device, engine=engine,  # type: ignore[arg-type]
+            model,
+            data_root,
+            names,
+            out,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            limit=limit,
+            model_id=model_id,
+            dtype=dtype,
+            device=device,
+            engine=engine,  # type: ignore[arg-type]
         )
     except (FileNotFoundError, ValueError, ImportError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -257,6 +287,7 @@ def eval_score_cmd(
 ) -> None:
     """Score one prediction file with the CoIN rules; the output always names the scoring mode."""
     import orjson
+
     from sefe.sefe_train.evaluation.loading import ScoringError
     from sefe.sefe_train.evaluation.scorers import score_predictions
 
@@ -279,8 +310,12 @@ def eval_score_cmd(
     for col in ("accuracy", "correct", "total", "missing", "unknown ids", "ground truth"):
         table.add_column(col)
     table.add_row(
-        f"{res.accuracy:.2f}", f"{res.correct:g}", str(res.total), str(res.missing),
-        str(len(res.unknown_ids)), res.gt_source,
+        f"{res.accuracy:.2f}",
+        f"{res.correct:g}",
+        str(res.total),
+        str(res.missing),
+        str(len(res.unknown_ids)),
+        res.gt_source,
     )
     console = Console()
     console.print(table)
@@ -291,8 +326,12 @@ def eval_score_cmd(
 @app.command("report")
 def report_cmd(
     runs: list[Path] = typer.Argument(..., help="Run folders (or accuracy.json files), shown side by side."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: the run folder, or "
-                                    "./sefe-report for several runs)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Output folder (default: the run folder, or ./sefe-report for several runs).",
+    ),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
 ) -> None:
     """Write report.md, report.json and PNG plots (heatmap, accuracy over stages, runs side by side)."""
@@ -327,6 +366,7 @@ def eval_judge_cmd(
 ) -> None:
     """Knowledge capability: an LLM judge rates each answer 0-10; score = sum / (10 N) x 100. Resumable."""
     import orjson
+
     from sefe.asd_gen.backends.factory import BackendUnavailable, make_backend
     from sefe.asd_gen.needs import GenerationOptions
     from sefe.sefe_train.evaluation.judge import run_judge
@@ -345,8 +385,10 @@ def eval_judge_cmd(
         typer.echo(orjson.dumps(res.model_dump(mode="json")).decode())
         return
     score = "–" if res.score is None else f"{res.score:.2f}"
-    typer.echo(f"{res.task} judge ({res.judge_model}): {score} over {res.judged} answers "
-               f"(failed {res.failed}, missing {res.missing})")
+    typer.echo(
+        f"{res.task} judge ({res.judge_model}): {score} over {res.judged} answers "
+        f"(failed {res.failed}, missing {res.missing})"
+    )
     for note in res.notes:
         typer.echo(f"note: {note}")
 
@@ -375,6 +417,7 @@ def bench_reglora(
     forward+backward seconds), ours_peak_mb, reference_peak_mb, and the implementation `auto` chose.
     """
     import orjson
+
     from sefe.sefe_train.reglora.bench import markdown, parse_shapes, run_bench
 
     if dtype not in ("float32", "bfloat16"):
@@ -387,8 +430,15 @@ def bench_reglora(
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
     result = run_bench(
-        shape_list, density_list, reps=reps, device=device, dtype=dtype, rank=rank, impl=impl,  # type: ignore[arg-type]
-        with_storage=storage, threads=threads,
+        shape_list,
+        density_list,
+        reps=reps,
+        device=device,
+        dtype=dtype,
+        rank=rank,
+        impl=impl,  # type: ignore[arg-type]
+        with_storage=storage,
+        threads=threads,
     )
     if out is not None:
         out.write_bytes(orjson.dumps(result.model_dump(), option=orjson.OPT_INDENT_2))

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from sefe.asd_gen.candidates import AnswerPool, BoxPool, ClassPool
 from sefe.asd_gen.needs import Estimate, GenerationOptions, GenerationOutcome, Generator, Need
 from sefe.asd_gen.records import TrainRecord, atomic_write_bytes, dump_json, load_train, save_train

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from sefe.asd_gen.needs import NeedResult
 
 CACHE_NAME = "asd_cache.jsonl"

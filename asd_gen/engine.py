@@ -20,6 +20,7 @@ from typing import Any, overload
 
 import orjson
 from rich.console import Console
+
 from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult
 from sefe.asd_gen.backends.factory import make_backend
 from sefe.asd_gen.cache import ResultCache

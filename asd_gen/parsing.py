@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
+
 from sefe.asd_gen.needs import Need, NeedResult
 from sefe.asd_gen.schemas import (
     N_DISTRACTORS,

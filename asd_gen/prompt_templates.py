@@ -22,6 +22,7 @@ from typing import Any
 
 import jinja2
 import orjson
+
 from sefe.asd_gen.needs import Need, NeedKind
 from sefe.asd_gen.schemas import N_DISTRACTORS, Shape
 

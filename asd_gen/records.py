@@ -24,8 +24,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sefe.atomic import atomic_write_bytes
 from typing_extensions import TypedDict
+
+from sefe.atomic import atomic_write_bytes
 
 IMAGE_TOKEN = "<image>"
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
 from sefe.asd_gen.needs import NeedKind
 
 Shape = Literal["native", "official_list", "official_single", "official_imagenet", "official_grounding"]

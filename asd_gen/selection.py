@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 from pydantic import BaseModel
+
 from sefe.asd_gen.styles.instructions import Style
 from sefe.asd_gen.styles.rng import digest
 

@@ -6,6 +6,7 @@ from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+
 from sefe.asd_gen.build import BuildResult, Plan
 from sefe.asd_gen.styles.instructions import STYLES
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from sefe.asd_gen.styles.instructions import STYLES, Style
 from sefe.asd_gen.styles.question import DEFAULT_CONTEXT_PREFIXES
 

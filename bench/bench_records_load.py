@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import orjson
+
 from sefe.asd_gen.records import load_train, save_train
 
 SHORT = "Answer the question using a single word or phrase."

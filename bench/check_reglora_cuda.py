@@ -57,10 +57,11 @@ def main() -> int:
 def check_keys_on_cuda() -> int:
     """Key selection on CUDA (fp64 product, kthvalue) picks the same positions as on CPU."""
     from peft import LoraConfig, get_peft_model
+    from torch import nn
+
     from sefe.sefe_train.reglora.config import RegLoRAConfig
     from sefe.sefe_train.reglora.keys import KeyStore
     from sefe.sefe_train.reglora.penalty import RegLoRAPenalty
-    from torch import nn
 
     torch.manual_seed(0)
     base = nn.Sequential(nn.Linear(512, 1536), nn.Linear(1536, 512))

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from PIL import Image
+
 from sefe.data.mini_draw import encode, format_for
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."

@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable
 
 from PIL import Image, ImageDraw
+
 from sefe.data.mini_bundle import SHORT_ANSWER, TaskData, conversation, human, task_rng
 from sefe.data.mini_draw import COLOURS, RGB, new_canvas
 

@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 from PIL import Image, ImageDraw
+
 from sefe.data.mini_bundle import SHORT_ANSWER, TaskData, conversation, human, task_rng
 from sefe.data.mini_draw import COLOURS, RGB, draw_shape, draw_text_centered, fit_scale, new_canvas
 

@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass, field
 
 from PIL import Image
+
 from sefe.data.mini_draw import COLOURS, RGB, SHAPE_KINDS, ShapeKind, draw_shape, new_canvas
 
 BACKGROUNDS: dict[str, RGB] = {

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
+
 from sefe.data.mini_bundle import MCQ_LETTER, TaskData, conversation, human, task_rng
 from sefe.data.mini_draw import COLOURS, draw_text, new_canvas, text_size
 

@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 from PIL import Image
+
 from sefe.data.mini_bundle import SHORT_ANSWER, TaskData, cap, conversation, human, task_rng
 from sefe.data.mini_draw import COLOURS, draw_text, draw_text_centered, fit_scale, new_canvas, text_size
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 from PIL import Image
+
 from sefe.data.mini_bundle import (
     SHORT_ANSWER,
     VIZWIZ_UNANSWERABLE,

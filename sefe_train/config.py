@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from sefe.data import coin_mini_root
 from sefe.sefe_train.reglora.config import RegLoRAConfig
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
+
 from sefe.sefe_train.conversation import IGNORE_INDEX, tokenize_conversation
 from sefe.sefe_train.model import image_token_count
-from torch.utils.data import Dataset
 
 
 def _load_records(path: Path) -> list[tuple[Any, str | None, list[tuple[str, str]]]]:

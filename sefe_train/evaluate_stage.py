@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from sefe.sefe_train.config import RunConfig
 from sefe.sefe_train.run_layout import atomic_write_bytes
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+
 from sefe.atomic import DIR_MODE
 from sefe.sefe_train.conversation import IMAGE_TOKEN
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+
 from sefe.atomic import atomic_write_bytes
 
 STATE_FILE = "state.json"
@@ -28,8 +29,6 @@ CHECKPOINTS_DIR = "checkpoints"
 EVAL_DIR = "eval"
 TRAIN_LOG = "train_log.jsonl"
 PARTIAL_SUFFIX = ".partial"
-
-
 
 
 class StageRecord(BaseModel):

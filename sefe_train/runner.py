@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
 from sefe.sefe_train import run_layout as L
 from sefe.sefe_train.config import ConfigError, RunConfig, TaskConfig, dump_config
 from sefe.sefe_train.progress import JsonlLogCallback, RichProgressCallback
@@ -418,8 +419,9 @@ def build_trainer(
     callbacks: list[Any],
 ) -> Any:
     """TrainingArguments from the config (every option passed through) and the RegLoRA trainer."""
-    from sefe.sefe_train.trainer import RegLoRATrainer
     from transformers import TrainingArguments
+
+    from sefe.sefe_train.trainer import RegLoRATrainer
 
     t = cfg.train
     import torch

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 from pydantic import BaseModel, ConfigDict
+
 from sefe.sefe_train.conversation import ASSISTANT, EOS, IMAGE_TOKEN, SCIENCEQA_INSTRUCTION, SYSTEM, USER
 
 BUILD_FORMAT = 1  # bump when the build recipe changes in a way the config hash does not capture

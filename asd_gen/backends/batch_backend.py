@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult, ResultCallback
 from sefe.asd_gen.backends.openai_backend import chat_body, result_from_completion
 from sefe.asd_gen.needs import GenerationOptions
@@ -168,5 +169,3 @@ class _SplitWriter:
         if self._fh is not None:
             self._finish()
         return self.placed
-
-

@@ -185,9 +185,7 @@ class JsonLogitsProcessor:
                     self.errors[row] = m.get_error() or "token rejected by the grammar"
         self._started = True
         active = [
-            (m, row)
-            for row, m in enumerate(self.matchers)
-            if not m.is_stopped() and self.errors[row] is None
+            (m, row) for row, m in enumerate(self.matchers) if not m.is_stopped() and self.errors[row] is None
         ]
         self._bitmask.fill_(-1)  # rows in error: left unconstrained, reported as errors afterwards
         for row, m in enumerate(self.matchers):

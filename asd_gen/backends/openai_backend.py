@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
+
 from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult, ResultCallback
 from sefe.asd_gen.needs import GenerationOptions
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
+
 from sefe.sefe_train.conversation import eval_question, generation_prompt
 
 Engine = Literal["hf", "vllm"]
@@ -198,6 +199,7 @@ def _write_predictions(
 ) -> None:
     """Generate batch after batch, appending and flushing each so a kill loses at most one batch."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from sefe.sefe_train.data import load_image
 
     total = sum(len(p) for _, p in todo.values())

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+
 from sefe.sefe_train.evaluation.loading import ScoringError, load_predictions, load_test_records
 from sefe.sefe_train.evaluation.scorers import canonical_task
 
@@ -145,6 +146,7 @@ def run_judge(
 ) -> JudgeResult:
     """Rate every prediction with `backend` (an asd_gen `Backend`), resuming from `cache_path`."""
     from rich.progress import Progress
+
     from sefe.asd_gen.backends.base import ChatRequest, ChatResult
 
     name = canonical_task(task)

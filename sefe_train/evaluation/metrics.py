@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from sefe.atomic import atomic_write_bytes
 
 ACCURACY_FILE = "accuracy.json"  # <run>/accuracy.json

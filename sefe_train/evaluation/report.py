@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
 from sefe.atomic import atomic_write_bytes
 from sefe.sefe_train.evaluation.metrics import (
     ACCURACY_FILE,

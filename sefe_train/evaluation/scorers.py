@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from sefe.sefe_train.evaluation.loading import (
     Prediction,
     ScoringError,

@@ -26,6 +26,7 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel
+
 from sefe.sefe_train.reglora.topk import n_top
 
 DEFAULT_SHAPES = ((4096, 4096), (11008, 4096), (4096, 11008))
@@ -105,6 +106,7 @@ def _proc_kib(field: str) -> int:
 def measure(spec: Spec) -> dict[str, float | int | str]:
     """Set up one module and time or measure ours / the reference (see the module docstring)."""
     import torch
+
     from sefe.sefe_train.reglora.penalty import build_pattern, module_penalty
     from sefe.sefe_train.reglora.sampled import CsrPattern
 
@@ -179,7 +181,10 @@ def _run_isolated(spec: Spec) -> dict[str, float | int | str]:
         env |= {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
     proc = subprocess.run(
         [sys.executable, "-m", "sefe.sefe_train.reglora.bench", spec.model_dump_json()],
-        env=env, capture_output=True, text=True, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         what = f"{spec.shape} {spec.density}% {spec.mode}"
@@ -208,9 +213,14 @@ def storage_rows(tasks: int = 7, density: float = 2.0, seed: int = 0) -> list[St
 
     def row(scope: str, mult: int) -> StorageRow:
         return StorageRow(
-            scope=scope, tasks=tasks, density=density, int64_pairs_bytes=pairs * mult,
-            bitmask_union_bytes=union.nbytes * mult, bitmask_concat_bytes=concat.nbytes * mult,
-            union_ratio=pairs / union.nbytes, concat_ratio=pairs / concat.nbytes,
+            scope=scope,
+            tasks=tasks,
+            density=density,
+            int64_pairs_bytes=pairs * mult,
+            bitmask_union_bytes=union.nbytes * mult,
+            bitmask_concat_bytes=concat.nbytes * mult,
+            union_ratio=pairs / union.nbytes,
+            concat_ratio=pairs / concat.nbytes,
         )
 
     return [row("one 7B decoder layer (7 linears)", 1), row("7B model, 32 layers (random keys)", LAYERS_7B)]
@@ -262,7 +272,13 @@ def run_bench(
         task = progress.add_task("reglora penalty", total=len(grid) * 3 + (1 if with_storage else 0))
         for shape, dens in grid:
             common = dict(
-                shape=shape, density=dens, rank=rank, dtype=dtype, device=device, reps=reps, impl=impl,
+                shape=shape,
+                density=dens,
+                rank=rank,
+                dtype=dtype,
+                device=device,
+                reps=reps,
+                impl=impl,
                 threads=threads,
             )
             got: dict[str, dict[str, float | int | str]] = {}
@@ -270,14 +286,21 @@ def run_bench(
                 progress.update(task, description=f"{shape[0]}x{shape[1]} {dens:g}% {mode}")
                 got[mode] = run(Spec(mode=mode, **common))  # type: ignore[arg-type]
                 progress.advance(task)
-            rows.append(BenchRow(
-                shape=f"{shape[0]}x{shape[1]}", density=dens,
-                ours_s=float(got["time"]["ours_s"]), reference_s=float(got["time"]["reference_s"]),
-                ours_peak_mb=float(got["mem_ours"]["peak_mb"]),
-                reference_peak_mb=float(got["mem_reference"]["peak_mb"]),
-                ours_impl=str(got["time"]["ours_impl"]), n_keys=int(got["time"]["n_keys"]),
-                rank=rank, dtype=dtype, device=device,
-            ))
+            rows.append(
+                BenchRow(
+                    shape=f"{shape[0]}x{shape[1]}",
+                    density=dens,
+                    ours_s=float(got["time"]["ours_s"]),
+                    reference_s=float(got["time"]["reference_s"]),
+                    ours_peak_mb=float(got["mem_ours"]["peak_mb"]),
+                    reference_peak_mb=float(got["mem_reference"]["peak_mb"]),
+                    ours_impl=str(got["time"]["ours_impl"]),
+                    n_keys=int(got["time"]["n_keys"]),
+                    rank=rank,
+                    dtype=dtype,
+                    device=device,
+                )
+            )
         storage: list[StorageRow] = []
         if with_storage:
             progress.update(task, description="key storage, 7 tasks")
@@ -302,8 +325,12 @@ def markdown(result: BenchResult) -> str:
             f"{r.reference_s / r.ours_s:.1f}x | {r.ours_peak_mb:.1f} | {r.reference_peak_mb:.1f} |"
         )
     if result.storage:
-        lines += ["", "| key storage | tasks | density % | int64 pairs | bitmask (union) | ratio | "
-                  "bitmask + counts (concat) | ratio |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| key storage | tasks | density % | int64 pairs | bitmask (union) | ratio | "
+            "bitmask + counts (concat) | ratio |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for s in result.storage:
             lines.append(
                 f"| {s.scope} | {s.tasks} | {s.density:g} | {s.int64_pairs_bytes / 2**20:.1f} MiB | "

@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+
 from sefe.atomic import atomic_path
 from sefe.sefe_train.reglora.config import RegLoRAConfig
 from sefe.sefe_train.reglora.modules import adapted_linears

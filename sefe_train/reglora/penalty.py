@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
+
 from sefe.sefe_train.reglora.config import RegLoRAConfig
 from sefe.sefe_train.reglora.dense import FlatPattern, dense_abs_mean
 from sefe.sefe_train.reglora.keys import KeyStore
 from sefe.sefe_train.reglora.modules import AdaptedLinear, adapted_linears
 from sefe.sefe_train.reglora.sampled import CsrPattern, SampledAbsMean
-from torch import nn
 
 # When the sampled computation wins, per device type, from `sefe bench reglora` at 7B shapes, rank 128
 # (docs/BENCHMARKS.md). CPU: at 7B shapes sampled is faster at every measured density (2-14 %) and never uses

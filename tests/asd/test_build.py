@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 from asd_factory import ScriptedGenerator, write_root
+
 from sefe.asd_gen.build import BuildError, BuildOptions, build, manifest_path, output_path, plan
 from sefe.asd_gen.records import RecordsError
 from sefe.asd_gen.selection import select

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from sefe.asd_gen.candidates import AnswerPool, BoxPool, ClassPool, normalize_answer, wrong_options
 from sefe.asd_gen.styles.boxes import format_box, iou, parse_box, perturbed_box
 from sefe.asd_gen.styles.rng import seeded_rng

@@ -4,12 +4,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-import sefe.asd_gen.build as build_mod
 from asd_factory import ScriptedGenerator
+from typer.testing import CliRunner
+
+import sefe.asd_gen.build as build_mod
 from sefe.asd_gen.build import BuildError
 from sefe.cli import app
 from sefe.data import coin_mini_root
-from typer.testing import CliRunner
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "tasks" / "example.yaml"
@@ -132,9 +133,7 @@ def test_task_file_option(tmp_path: Path, scripted: ScriptedGenerator) -> None:
     )
 
 
-@pytest.mark.skipif(
-    not (coin_mini_root() / "annotations").is_dir(), reason="bundled coin-mini not generated"
-)
+@pytest.mark.skipif(not (coin_mini_root() / "annotations").is_dir(), reason="bundled coin-mini not generated")
 def test_plan_on_bundled_coin_mini(no_engine: None) -> None:
     r = runner.invoke(app, ["asd", "plan"], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
@@ -153,9 +152,26 @@ def test_generation_flags_reach_the_engine(
         raise BuildError("stop after capturing the options (test)")
 
     monkeypatch.setattr(build_mod, "load_engine", capture)
-    args = ["asd", "plan", "--data-root", str(data_root), "--out", str(tmp_path / "o"), "--max-tokens", "96",
-            "--temperature", "0.3", "--chunk-size", "8", "--request-timeout", "9.5",
-            "--vllm-arg", "tensor_parallel_size=2", "--vllm-arg", "enforce_eager=true"]
+    args = [
+        "asd",
+        "plan",
+        "--data-root",
+        str(data_root),
+        "--out",
+        str(tmp_path / "o"),
+        "--max-tokens",
+        "96",
+        "--temperature",
+        "0.3",
+        "--chunk-size",
+        "8",
+        "--request-timeout",
+        "9.5",
+        "--vllm-arg",
+        "tensor_parallel_size=2",
+        "--vllm-arg",
+        "enforce_eager=true",
+    ]
     runner.invoke(app, args)
     gen = seen["gen"]
     assert (gen.max_tokens, gen.temperature, gen.chunk_size, gen.request_timeout_s) == (96, 0.3, 8, 9.5)

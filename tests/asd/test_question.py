@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from sefe.asd_gen.styles.instructions import INSTRUCTIONS, STYLES
 from sefe.asd_gen.styles.question import is_instruction_line, join_question, split_question
 

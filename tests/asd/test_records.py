@@ -4,6 +4,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from sefe.asd_gen.records import RecordsError, TrainRecord, load_test, load_train, save_train
 
 

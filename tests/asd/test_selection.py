@@ -6,6 +6,7 @@ import sys
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from sefe.asd_gen.selection import select, selected_count, style_cycle
 from sefe.asd_gen.tasks import get_task
 

@@ -8,6 +8,7 @@ import pytest
 from asd_factory import task_records
 from hypothesis import given
 from hypothesis import strategies as st
+
 from sefe.asd_gen.build import _sources
 from sefe.asd_gen.candidates import normalize_answer
 from sefe.asd_gen.needs import NeedResult

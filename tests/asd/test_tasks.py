@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from sefe.asd_gen.tasks import TaskError, coin_tasks, get_task, load_task_file
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "tasks" / "example.yaml"

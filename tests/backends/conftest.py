@@ -26,4 +26,3 @@ def embedded_backend() -> Iterator[Any]:
     backend = LocalBackend(GenerationOptions(backend="local"), batch_size=4, threads=1)
     yield backend
     backend.close()
-

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from sefe.asd_gen.backends import embedded
 from sefe.asd_gen.needs import GenerationOptions
 

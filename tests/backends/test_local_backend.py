@@ -20,6 +20,7 @@ from backend_helpers import (
     collect,
     request,
 )
+
 from sefe.asd_gen.backends.base import ChatResult
 
 pytestmark = pytest.mark.slow
@@ -123,6 +124,7 @@ def test_bad_schema_fails_alone(embedded_backend: Any) -> None:
 
 def test_image_from_data_url_is_decoded(tmp_path: Path) -> None:
     from PIL import Image
+
     from sefe.asd_gen.backends.local_backend import _load_image
 
     buf = io.BytesIO()

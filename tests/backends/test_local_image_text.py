@@ -12,6 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 from backend_helpers import YN_ONE, collect, request
+
 from sefe.asd_gen.needs import GenerationOptions
 
 pytestmark = pytest.mark.slow
@@ -36,6 +37,7 @@ def llava_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_image_text_model_gets_the_image(llava_folder: Path, tmp_path: Path) -> None:
     from PIL import Image
+
     from sefe.asd_gen.backends.local_backend import LocalBackend
 
     img = tmp_path / "red.png"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+
 from sefe.asd_gen.backends.vllm_backend import VllmBackend, _strip_images, engine_args
 from sefe.asd_gen.needs import GenerationOptions
 

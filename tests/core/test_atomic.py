@@ -4,6 +4,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from sefe.atomic import FILE_MODE, atomic_path, atomic_write_bytes
 
 

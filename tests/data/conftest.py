@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 from PIL import Image
+
 from sefe.data import coin_mini_root
 from sefe.data.make_coin_mini import TASKS, build
 

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
+
 from sefe.data.mini_coco import box_text, coco_box_to_padded
 from sefe.data.mini_draw import COLOURS
 

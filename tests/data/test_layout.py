@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from sefe.asd_gen.records import load_test, load_train
 from sefe.data import coin_mini_root
 from sefe.data.make_coin_mini import MANAGED

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from sefe.data.make_coin_mini import build, existing_files, main, write
 
 from .conftest import decode

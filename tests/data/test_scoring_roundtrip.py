@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from sefe.data.make_coin_mini import TASKS
 from sefe.sefe_train.evaluation.scorers import default_annotations, default_gt, score_predictions
 

@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from chat_server import ChatServer
+
 from sefe.asd_gen.needs import GenerationOptions, Need, NeedKind, QAItem
 
 

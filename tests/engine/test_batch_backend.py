@@ -9,6 +9,7 @@ import pytest
 from chat_server import ChatServer
 from conftest import need
 from provider import answer_batch_files
+
 from sefe.asd_gen.backends.batch_backend import BatchBackend, BatchFileError
 from sefe.asd_gen.engine import QUARANTINE_NAME, Engine
 from sefe.asd_gen.needs import GenerationOptions

@@ -8,10 +8,11 @@ import orjson
 import pytest
 from chat_server import ChatServer
 from provider import answer_batch_files
+from typer.testing import CliRunner
+
 from sefe.asd_gen.build import BuildOptions, plan
 from sefe.asd_gen.needs import GenerationOptions
 from sefe.cli import app
-from typer.testing import CliRunner
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "coin-mini"
 pytestmark = pytest.mark.skipif(not (DATA / "annotations").is_dir(), reason="data/coin-mini not generated")

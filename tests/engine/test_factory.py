@@ -6,6 +6,7 @@ import importlib
 from pathlib import Path
 
 import pytest
+
 from sefe.asd_gen.backends import factory
 from sefe.asd_gen.backends.batch_backend import BatchBackend
 from sefe.asd_gen.backends.openai_backend import OpenAIBackend

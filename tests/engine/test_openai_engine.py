@@ -20,6 +20,7 @@ from chat_server import ChatServer
 from conftest import need, openai_options
 from PIL import Image
 from rich.console import Console
+
 from sefe.asd_gen import cache as cache_mod
 from sefe.asd_gen.engine import QUARANTINE_NAME, Engine
 from sefe.asd_gen.needs import Need

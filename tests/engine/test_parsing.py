@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import need
+
 from sefe.asd_gen.parsing import OutputError, parse_and_validate, parse_lenient, repair_json
 from sefe.asd_gen.schemas import normalise, output_spec
 

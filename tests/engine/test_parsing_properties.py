@@ -6,6 +6,7 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from sefe.asd_gen.parsing import parse_lenient, repair_json
 
 text = st.one_of(

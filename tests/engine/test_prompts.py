@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import need, openai_options
+
 from sefe.asd_gen.engine import Engine
 from sefe.asd_gen.needs import Need, QAItem
 from sefe.asd_gen.prompt_templates import PromptError, PromptSet, split_official

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from sefe.sefe_train.evaluation.normalize import normalize_answer
 from sefe.sefe_train.evaluation.scorers import TASKS, default_annotations, default_gt, score_predictions
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from sefe.sefe_train.evaluation.judge import parse_rating, question_without_instruction, run_judge
 
 from .conftest import short_records
@@ -64,8 +65,9 @@ def test_judge_cli(
     write_preds: Callable[..., Path],
 ) -> None:
     import orjson
-    from sefe.cli import app
     from typer.testing import CliRunner
+
+    from sefe.cli import app
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     ann = write_json("t.json", short_records([(1, "Red"), (2, "cat")]))

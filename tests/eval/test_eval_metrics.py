@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from sefe.sefe_train.evaluation.metrics import AccuracyMatrix, bwt, compute_metrics
 from sefe.sefe_train.evaluation.scorers import ScoreResult
 

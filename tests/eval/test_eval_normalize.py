@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sefe.sefe_train.evaluation.normalize import (
     PERIOD_STRIP_COUNT,
     normalize_answer,

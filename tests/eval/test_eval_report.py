@@ -9,9 +9,10 @@ from typing import Any
 import orjson
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
+
 from sefe.cli import app
 from sefe.sefe_train.evaluation.metrics import AccuracyMatrix
-from typer.testing import CliRunner
 
 from .conftest import short_records
 

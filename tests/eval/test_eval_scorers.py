@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from sefe.sefe_train.evaluation.scorers import (
     ScoringError,
     box_iou,

@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 from PIL import Image
+
 from sefe.sefe_train.conversation import SCIENCEQA_INSTRUCTION
 
 SHORT = "Answer the question using a single word or phrase."

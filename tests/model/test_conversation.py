@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sefe.sefe_train.conversation import (
     IGNORE_INDEX,
     SCIENCEQA_INSTRUCTION,

@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 import torch
+
 from sefe.sefe_train.conversation import IGNORE_INDEX, SCIENCEQA_INSTRUCTION
 from sefe.sefe_train.data import DataCollator, LlavaDataset
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from typer.testing import CliRunner
+
 from sefe.sefe_train.conversation import SCIENCEQA_INSTRUCTION
 from sefe.sefe_train.evaluation import inference
 from sefe.sefe_train.evaluation.inference import default_tasks, read_done, run_inference
-from typer.testing import CliRunner
 
 FIELDS = {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}
 

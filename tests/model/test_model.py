@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from sefe.sefe_train.conversation import generation_prompt
 from sefe.sefe_train.model import ModelSource, image_token_count, load_llava, load_projector, save_llava
 from sefe.sefe_train.tiny import TinyLlavaConfig, tiny_llava_dir

@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import json
 
+from typer.testing import CliRunner
+
 from sefe.cli import app
 from sefe.sefe_train.reglora.bench import Spec, _run_isolated, parse_shapes
-from typer.testing import CliRunner
 
 
 def test_cli_prints_one_json_object_per_shape_and_density(tmp_path) -> None:
     out = tmp_path / "bench.json"
-    res = CliRunner().invoke(app, ["bench", "reglora", "--reps", "2", "--densities", "5", "--shapes",
-                                   "96x64", "--rank", "8", "--no-storage", "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "reglora",
+            "--reps",
+            "2",
+            "--densities",
+            "5",
+            "--shapes",
+            "96x64",
+            "--rank",
+            "8",
+            "--no-storage",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
-    rows = json.loads(res.stdout[res.stdout.index("["):])
+    rows = json.loads(res.stdout[res.stdout.index("[") :])
     assert len(rows) == 1
     row = rows[0]
     assert row["shape"] == "96x64" and row["density"] == 5.0 and row["n_keys"] == 307

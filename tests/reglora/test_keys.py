@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file, save_file
+
 from sefe.sefe_train.reglora.config import RegLoRAConfig
 from sefe.sefe_train.reglora.keys import KeyStore
 from sefe.sefe_train.reglora.modules import adapted_linears, base_name
 from sefe.sefe_train.reglora.topk import n_top, top_k_mask
-
 from tests.reglora.conftest import make_peft_llama, randomise_lora
 
 
@@ -137,8 +137,13 @@ def test_save_load_round_trip_and_plain_numpy_format(tmp_path, accumulate: str) 
 
 def test_load_errors_name_file_and_module(tmp_path) -> None:
     bad = tmp_path / "keys.safetensors"
-    meta = {"format": "sefe.reglora.keys", "version": "1", "accumulate": "union", "tasks": "1",
-            "shapes": json.dumps({"model.layers.0.mlp.up_proj": [8, 8]})}
+    meta = {
+        "format": "sefe.reglora.keys",
+        "version": "1",
+        "accumulate": "union",
+        "tasks": "1",
+        "shapes": json.dumps({"model.layers.0.mlp.up_proj": [8, 8]}),
+    }
     save_file({"model.layers.0.mlp.up_proj": np.zeros(3, np.uint8)}, str(bad), metadata=meta)
     expected = r"keys\.safetensors: tensor 'model\.layers\.0\.mlp\.up_proj' must be"
     with pytest.raises(ValueError, match=expected):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from sefe.sefe_train.reglora.config import RegLoRAConfig
 from sefe.sefe_train.reglora.keys import KeyStore
 from sefe.sefe_train.reglora.modules import adapted_linears
 from sefe.sefe_train.reglora.penalty import RegLoRAPenalty, choose_impl
-
 from tests.reglora.conftest import make_peft_llama, randomise_lora
 
 
@@ -130,8 +130,11 @@ def test_zero_penalty_and_gradient_when_b_is_zero(impl: str) -> None:
     pen = RegLoRAPenalty(store, model, RegLoRAConfig(impl=impl))
     value = pen()
     assert value.item() == 0.0
-    for g_ours, g_ref in zip(torch.autograd.grad(pen(), params),
-                             torch.autograd.grad(direct_penalty(model, store, False), params), strict=True):
+    for g_ours, g_ref in zip(
+        torch.autograd.grad(pen(), params),
+        torch.autograd.grad(direct_penalty(model, store, False), params),
+        strict=True,
+    ):
         assert torch.count_nonzero(g_ours) == 0
         torch.testing.assert_close(g_ours.double(), g_ref.double())
 

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from sefe.cli import app
 from sefe.sefe_train.config import (
     LANGUAGE_MODEL_LINEARS,
@@ -17,7 +19,6 @@ from sefe.sefe_train.config import (
     select_tasks,
 )
 from sefe.sefe_train.runner import check_deepspeed
-from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"

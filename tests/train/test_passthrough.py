@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import torch
-from sefe.sefe_train.runner import ContinualRunner, load_base
 
+from sefe.sefe_train.runner import ContinualRunner, load_base
 from tests.train.conftest import Recorder, TwoTaskRuns, make_config
 
 pytestmark = pytest.mark.slow

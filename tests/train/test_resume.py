@@ -9,9 +9,9 @@ import numpy as np
 import orjson
 import pytest
 from safetensors.numpy import load_file
-from sefe.sefe_train.runner import ContinualRunner
 from transformers import TrainerCallback
 
+from sefe.sefe_train.runner import ContinualRunner
 from tests.train.conftest import Recorder, make_config
 
 pytestmark = pytest.mark.slow

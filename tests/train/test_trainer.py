@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from sefe.sefe_train.runner import add_fresh_lora, build_trainer, load_base
 
+from sefe.sefe_train.runner import add_fresh_lora, build_trainer, load_base
 from tests.train.conftest import make_config
 
 pytestmark = pytest.mark.slow

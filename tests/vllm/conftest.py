@@ -35,4 +35,3 @@ def vllm_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     monkeypatch.setenv("SEFE_VLLM_ARGS", orjson.dumps(ENGINE_ARGS).decode())
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))
     yield dict(os.environ)
-

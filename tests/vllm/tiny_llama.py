@@ -65,4 +65,3 @@ def build_tiny_llama(folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     hf_tok.save_pretrained(folder)
     return folder
-

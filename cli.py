@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from sefe.sefe_train.evaluation.inference import DEFAULT_MAX_NEW_TOKENS
+
 app = typer.Typer(
     name="sefe",
     help="SEFE: Answer Style Diversification (ASD) and RegLoRA for multimodal continual instruction tuning.",
@@ -226,12 +228,19 @@ def eval_run_cmd(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <Task>.jsonl prediction files."),
     batch_size: int = typer.Option(8, "--batch-size", help="Prompts per generate call (left padded)."),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Generation cap per answer."),
+    max_new_tokens: int = typer.Option(
+        DEFAULT_MAX_NEW_TOKENS, "--max-new-tokens", help="Generation cap per answer (the release's 1024)."
+    ),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N test records per task."),
     model_id: str | None = typer.Option(None, "--model-id", help="model_id field (default: folder name)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, else fp32) | float32 | bfloat16."),
     device: str | None = typer.Option(None, "--device", help="torch device (default: cuda if available)."),
     engine: str = typer.Option("hf", "--engine", help="hf (transformers) | vllm (pip install 'sefe[vllm]')."),
+    scienceqa_instruction: str = typer.Option(
+        "always",
+        "--scienceqa-instruction",
+        help="ScienceQA letter line: always (appended, as the release) | once (not repeated).",
+    ),
 ) -> None:
     """CoIN predictions, greedy, one JSONL per task. Rerun the same command to resume."""
     from sefe.sefe_train.evaluation.inference import default_tasks, run_inference
@@ -242,6 +251,11 @@ def eval_run_cmd(
         raise typer.Exit(2)
     if engine not in ("hf", "vllm"):
         typer.echo(f"error: --engine must be hf or vllm, got {engine!r}", err=True)
+        raise typer.Exit(2)
+    if scienceqa_instruction not in ("always", "once"):
+        typer.echo(
+            f"error: --scienceqa-instruction must be always or once, got {scienceqa_instruction!r}", err=True
+        )
         raise typer.Exit(2)
     try:
         paths = run_inference(
@@ -256,6 +270,7 @@ def eval_run_cmd(
             dtype=dtype,
             device=device,
             engine=engine,  # type: ignore[arg-type]
+            scienceqa_instruction=scienceqa_instruction,  # type: ignore[arg-type]
         )
     except (FileNotFoundError, ValueError, ImportError) as exc:
         typer.echo(f"error: {exc}", err=True)

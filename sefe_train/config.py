@@ -108,7 +108,9 @@ class EvalOptions(_Strict):
     enabled: bool = True  # evaluate tasks 1..k after stage k
     mode: Literal["compat", "fixed"] = "compat"
     batch_size: int = Field(16, gt=0)
-    max_new_tokens: int = Field(128, gt=0)
+    max_new_tokens: int = Field(1024, gt=0)  # the release's cap; shorter cuts long answers (PARITY.md)
+    # ScienceQA's letter line: "always" appended (the release), "once" (de-duplicated if the text has it)
+    scienceqa_instruction: Literal["always", "once"] = "always"
     max_samples: int | None = None  # cap per task (smoke runs); None: the whole test set
 
 

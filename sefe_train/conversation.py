@@ -18,7 +18,7 @@ turns, and text-only records (no per-round length arithmetic as in the 2023 code
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -163,13 +163,31 @@ def tokenize_conversation(
     return ids, labels
 
 
-def eval_question(text: str, task: str) -> str:
-    """The question as CoIN evaluation asks it: ScienceQA carries its letter instruction exactly once."""
+ScienceQAInstruction = Literal["always", "once"]
+
+
+def eval_question(text: str, task: str, scienceqa_instruction: ScienceQAInstruction = "always") -> str:
+    """The question as CoIN evaluation asks it (the `<image>` token removed, stripped).
+
+    ScienceQA gets its letter instruction line appended: unconditionally with "always", as the release's
+    single-prediction flag does (a text that already ends with the line then carries it twice), or exactly
+    once with "once".
+    """
     question = text.replace(IMAGE_TOKEN, "").strip()
     if task == "ScienceQA":
-        lines = [ln for ln in question.split("\n") if ln.strip() != SCIENCEQA_INSTRUCTION]
-        question = "\n".join(lines).rstrip() + "\n" + SCIENCEQA_INSTRUCTION
+        if scienceqa_instruction == "once":
+            lines = [ln for ln in question.split("\n") if ln.strip() != SCIENCEQA_INSTRUCTION]
+            question = "\n".join(lines).rstrip()
+        question = question + "\n" + SCIENCEQA_INSTRUCTION
     return question
+
+
+def prediction_prompt(question: str, has_image: bool) -> str:
+    """The `prompt` field of a prediction line as the release writes it: `<image>\\n` + question for images.
+
+    The release's ScienceQA scorer computes its image-only accuracy from `"<image>" in prompt`.
+    """
+    return f"{IMAGE_TOKEN}\n{question}" if has_image else question
 
 
 def generation_prompt(question: str, has_image: bool) -> str:

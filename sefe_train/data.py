@@ -25,13 +25,17 @@ def _load_records(path: Path) -> list[tuple[Any, str | None, list[tuple[str, str
     return [(rec.id, rec.image, rec.pairs()) for rec in load_train(path)]
 
 
-def load_image(path: Path, where: str):
-    """An RGB PIL image; a clear error names the record when the file is missing or unreadable."""
+def load_image(path: Path, where: str, mode: str | None = "RGB"):
+    """A PIL image converted to `mode` (None: decoded as stored, e.g. palette or RGBA for release parity);
+    a clear error names the record when the file is missing or unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            if mode is None:
+                im.load()
+                return im.copy()
+            return im.convert(mode)
     except FileNotFoundError:
         raise FileNotFoundError(f"{where}: image file not found: {path}") from None
     except (UnidentifiedImageError, OSError) as exc:

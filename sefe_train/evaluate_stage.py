@@ -55,6 +55,7 @@ def evaluate_stage(
         limit=cfg.eval.max_samples,
         model_id=f"{Path(cfg.output_dir).name}-{k}",
         dtype=cfg.model.dtype,
+        scienceqa_instruction=cfg.eval.scienceqa_instruction,
     )
     all_names = [t.name for t in cfg.tasks]
     if accuracy_path.exists():

@@ -1,9 +1,13 @@
 """`sefe eval run`: batched greedy generation over CoIN test sets, one prediction JSONL per task.
 
-Prompts are vicuna_v1 generation prompts built exactly as for training (`conversation.py`); ScienceQA
-carries its letter instruction line exactly once. Batches are left-padded. Each finished batch is appended
-and flushed, and a rerun skips question ids already in the file, so a killed evaluation loses at most one
-batch. Lines stay in test-file order (CoIN's ImageNet scorer aligns by position).
+Prompts are vicuna_v1 generation prompts built exactly as for training (`conversation.py`); ScienceQA gets
+its letter instruction line appended as the release does (`scienceqa_instruction`), and its images are opened
+without RGB conversion (`eval_images.py`). Each prediction's `prompt` is `<image>\n` + question for image
+questions, as the release writes it. Generation stops at `max_new_tokens` (1024, the release's value: a
+shorter cap cuts the long answers of forgotten tasks before their `The answer is X.`). Batches are
+left-padded. Each finished batch is appended and flushed, and a rerun skips question ids already in the file,
+so a killed evaluation loses at most one batch. Lines stay in test-file order (CoIN's ImageNet scorer
+aligns by position).
 """
 
 from __future__ import annotations
@@ -12,15 +16,23 @@ import hashlib
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
-from sefe.sefe_train.conversation import eval_question, generation_prompt
+from sefe.sefe_train.conversation import (
+    ScienceQAInstruction,
+    eval_question,
+    generation_prompt,
+    prediction_prompt,
+)
 
 Engine = Literal["hf", "vllm"]
 COIN_ORDER = ("ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz", "Grounding", "VQAv2", "OCRVQA")
+#: The release's generation cap (LLaVA's evaluation scripts); the paper config and `sefe eval run` use it.
+DEFAULT_MAX_NEW_TOKENS = 1024
 
 
 def predictions_path(out_dir: str | Path, task: str) -> Path:
@@ -113,32 +125,70 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One task's remaining work: its test file and the (index, record) pairs still unanswered."""
+
+    task: str
+    test_path: Path
+    pending: list[tuple[int, Any]]
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """How prediction lines are built: the same for every task of one `run_inference` call."""
+
+    data_root: Path
+    model_id: str
+    scienceqa_instruction: ScienceQAInstruction
+    fill: tuple[int, ...] | None  # the processor's padding colour (ScienceQA images), None if unknown
+
+
 def run_inference(
     model: str | Path | tuple[Any, Any],
     data_root: str | Path,
     tasks: Sequence[str],
     out_dir: str | Path,
     batch_size: int = 8,
-    max_new_tokens: int = 128,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     limit: int | None = None,
     model_id: str | None = None,
     dtype: str = "auto",
     device: str | None = None,
     engine: Engine = "hf",
     show_progress: bool = True,
+    scienceqa_instruction: ScienceQAInstruction = "always",
 ) -> dict[str, Path]:
     """Write `<out_dir>/<Task>.jsonl` for each task from `<data_root>/annotations/<Task>/test.json`.
 
     `model` is a merged HF folder or an in-memory (model, processor) pair (the runner passes its own).
     Returns the prediction file of each task. Rerunning resumes: answered question ids are skipped.
     """
-    from sefe.asd_gen.records import load_test
-
     data_root, out_dir = Path(data_root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    todo: dict[str, tuple[Any, list[tuple[int, Any]]]] = {}
+    jobs = _plan(data_root, tasks, out_dir, limit)
+    paths = {task: predictions_path(out_dir, task) for task in tasks}
+    if not any(job.pending for job in jobs):
+        return paths
+    if isinstance(model, tuple) and engine != "hf":
+        raise ValueError("an in-memory model runs on the hf engine; give a folder for --engine vllm")
+    mid = model_id or ("model" if isinstance(model, tuple) else Path(model).resolve().name)
+    generate, processor, restore = _generator(model, engine, max_new_tokens, dtype, device)
+    writer = _Writer(data_root, mid, scienceqa_instruction, _padding_fill(processor))
+    try:
+        _write_predictions(jobs, out_dir, writer, generate, batch_size, show_progress)
+    finally:
+        restore()
+    return paths
+
+
+def _plan(data_root: Path, tasks: Sequence[str], out_dir: Path, limit: int | None) -> list[_Job]:
+    """Read every task's test file (errors before any model is loaded) and what is left to answer."""
+    from sefe.asd_gen.records import load_test
+
+    jobs = []
     for task in tasks:
         test_path = data_root / "annotations" / task / "test.json"
         if not test_path.is_file():
@@ -146,53 +196,94 @@ def run_inference(
         records = load_test(test_path)
         if limit is not None:
             records = records[:limit]
-        todo[task] = (test_path, _pending(records, read_done(predictions_path(out_dir, task))))
-    total = sum(len(p) for _, p in todo.values())
-    paths = {task: predictions_path(out_dir, task) for task in tasks}
-    if total == 0:
-        return paths
+        jobs.append(_Job(task, test_path, _pending(records, read_done(predictions_path(out_dir, task)))))
+    return jobs
 
-    def restore() -> None:
-        """Hand the runner's model back in the mode it came in (set below when it was training)."""
 
+def _generator(
+    model: str | Path | tuple[Any, Any], engine: Engine, max_new_tokens: int, dtype: str, device: str | None
+) -> tuple[GenerateFn, Any, Callable[[], None]]:
+    """(generate function, processor or None, restore): loads a folder, or borrows the runner's model.
+
+    `restore` hands an in-memory model back in the mode it came in (the runner's may be training).
+    """
+    if engine == "vllm" and not isinstance(model, tuple):
+        from sefe.sefe_train.evaluation.vllm_engine import vllm_generate_fn
+
+        return vllm_generate_fn(str(model), max_new_tokens), None, lambda: None
     if isinstance(model, tuple):
-        if engine != "hf":
-            raise ValueError("an in-memory model runs on the hf engine; give a folder for --engine vllm")
         llava, processor = model
-        mid = model_id or "model"
     else:
-        mid = model_id or Path(model).resolve().name
-        llava = processor = None
-        if engine == "vllm":
-            from sefe.sefe_train.evaluation.vllm_engine import vllm_generate_fn
+        from sefe.sefe_train.model import load_llava
 
-            generate: GenerateFn = vllm_generate_fn(str(model), max_new_tokens)
-        else:
-            from sefe.sefe_train.model import load_llava
+        dev = device or _default_device()
+        dt = dtype if dtype != "auto" else ("bfloat16" if dev.startswith("cuda") else "float32")
+        llava, processor = load_llava(str(model), dtype=dt, device=dev)
+    restore: Callable[[], None] = llava.train if llava.training else (lambda: None)
+    llava.eval()
 
-            dev = device or _default_device()
-            dt = dtype if dtype != "auto" else ("bfloat16" if dev.startswith("cuda") else "float32")
-            llava, processor = load_llava(str(model), dtype=dt, device=dev)
-    if llava is not None:
-        if llava.training:
-            restore = llava.train
-        llava.eval()
+    def generate(prompts: list[str], images: list[Any]) -> list[str]:
+        return generate_batch(llava, processor, prompts, images, max_new_tokens)
 
-        def generate(prompts: list[str], images: list[Any]) -> list[str]:
-            return generate_batch(llava, processor, prompts, images, max_new_tokens)
+    return generate, processor, restore
 
-    try:
-        _write_predictions(todo, out_dir, data_root, mid, generate, batch_size, show_progress)
-    finally:
-        restore()
-    return paths
+
+def _padding_fill(processor: Any) -> tuple[int, ...] | None:
+    from sefe.sefe_train.evaluation.eval_images import fill_colour
+
+    mean = getattr(getattr(processor, "image_processor", None), "image_mean", None)
+    return fill_colour(mean) if mean is not None else None
+
+
+def _batch_inputs(
+    job: _Job, chunk: list[tuple[int, Any]], writer: _Writer
+) -> tuple[list[str], list[Any], list[str]]:
+    """(generation prompts, images of the image questions, `prompt` fields) of one batch."""
+    from sefe.sefe_train.evaluation.eval_images import open_eval_image
+
+    prompts, images, shown = [], [], []
+    for i, rec in chunk:
+        has_image = rec.image is not None
+        question = eval_question(rec.text, job.task, writer.scienceqa_instruction)
+        prompts.append(generation_prompt(question, has_image))
+        shown.append(prediction_prompt(question, has_image))
+        if has_image:
+            where = f"{job.test_path}, record {i}, id {rec.question_id!r}, field 'image'"
+            images.append(open_eval_image(writer.data_root / rec.image, where, job.task, writer.fill))
+    return prompts, images, shown
+
+
+def _prediction_lines(
+    job: _Job, chunk: list[tuple[int, Any]], shown: list[str], texts: list[str], writer: _Writer
+) -> bytes:
+    """The JSONL lines of one batch in the CoIN prediction format (fields as the release writes them)."""
+    return b"".join(
+        orjson.dumps(
+            {
+                "question_id": rec.question_id,
+                "prompt": prompt,
+                "text": text,
+                "answer_id": _answer_id(writer.model_id, job.task, i, rec.question_id),
+                "model_id": writer.model_id,
+                "metadata": {},
+            }
+        )
+        + b"\n"
+        for (i, rec), prompt, text in zip(chunk, shown, texts, strict=True)
+    )
+
+
+def _append_durably(fh: Any, data: bytes) -> None:
+    """Append, flush and fsync: a kill after this loses nothing written."""
+    fh.write(data)
+    fh.flush()
+    os.fsync(fh.fileno())
 
 
 def _write_predictions(
-    todo: dict[str, tuple[Any, list[tuple[int, Any]]]],
+    jobs: list[_Job],
     out_dir: Path,
-    data_root: Path,
-    mid: str,
+    writer: _Writer,
     generate: GenerateFn,
     batch_size: int,
     show_progress: bool,
@@ -200,43 +291,18 @@ def _write_predictions(
     """Generate batch after batch, appending and flushing each so a kill loses at most one batch."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from sefe.sefe_train.data import load_image
-
-    total = sum(len(p) for _, p in todo.values())
+    total = sum(len(job.pending) for job in jobs)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, disable=not show_progress, transient=False) as progress:
         bar = progress.add_task("eval", total=total)
-        for task, (test_path, pending) in todo.items():
-            progress.update(bar, description=f"eval {task}")
-            with predictions_path(out_dir, task).open("ab") as fh:
-                for start in range(0, len(pending), batch_size):
-                    chunk = pending[start : start + batch_size]
-                    prompts, images, questions = [], [], []
-                    for i, rec in chunk:
-                        question = eval_question(rec.text, task)
-                        questions.append(question)
-                        prompts.append(generation_prompt(question, rec.image is not None))
-                        if rec.image is not None:
-                            where = f"{test_path}, record {i}, id {rec.question_id!r}, field 'image'"
-                            images.append(load_image(data_root / rec.image, where))
+        for job in jobs:
+            progress.update(bar, description=f"eval {job.task}")
+            with predictions_path(out_dir, job.task).open("ab") as fh:
+                for start in range(0, len(job.pending), batch_size):
+                    chunk = job.pending[start : start + batch_size]
+                    prompts, images, shown = _batch_inputs(job, chunk, writer)
                     texts = generate(prompts, images)
-                    lines = b"".join(
-                        orjson.dumps(
-                            {
-                                "question_id": rec.question_id,
-                                "prompt": q,
-                                "text": text,
-                                "answer_id": _answer_id(mid, task, i, rec.question_id),
-                                "model_id": mid,
-                                "metadata": {},
-                            }
-                        )
-                        + b"\n"
-                        for (i, rec), q, text in zip(chunk, questions, texts, strict=True)
-                    )
-                    fh.write(lines)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                    _append_durably(fh, _prediction_lines(job, chunk, shown, texts, writer))
                     progress.advance(bar, len(chunk))
 
 

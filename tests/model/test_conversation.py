@@ -136,10 +136,10 @@ def test_turns_from_conversations_errors() -> None:
         turns_from_conversations(conv[:1])
 
 
-def test_scienceqa_instruction_exactly_once() -> None:
+def test_scienceqa_instruction_exactly_once_with_the_once_option() -> None:
     with_line = f"Which?\nA. x\nB. y\n{SCIENCEQA_INSTRUCTION}"
     without = "Which?\nA. x\nB. y"
     for text in (with_line, without, f"<image>\n{with_line}"):
-        q = eval_question(text, "ScienceQA")
+        q = eval_question(text, "ScienceQA", "once")
         assert q.count(SCIENCEQA_INSTRUCTION) == 1 and q == with_line
     assert eval_question(without, "GQA") == without

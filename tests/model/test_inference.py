@@ -55,8 +55,9 @@ def test_prediction_files_and_resume(tiny, data_root: Path, tmp_path: Path, coun
             assert isinstance(ln["text"], str) and ln["text"] == ln["text"].strip()
         assert len({ln["answer_id"] for ln in lines}) == len(lines)
     sqa = _lines(paths["ScienceQA"])
-    assert all(ln["prompt"].count(SCIENCEQA_INSTRUCTION) == 1 for ln in sqa)
-    assert sqa[1]["prompt"] == f"Which colour is shown?\nA. blue\nB. red\n{SCIENCEQA_INSTRUCTION}"
+    # the release appends the letter line unconditionally (records 0 and 2 already end with it)
+    assert [ln["prompt"].count(SCIENCEQA_INSTRUCTION) for ln in sqa] == [2, 1, 2]
+    assert sqa[1]["prompt"] == f"<image>\nWhich colour is shown?\nA. blue\nB. red\n{SCIENCEQA_INSTRUCTION}"
     before = {t: p.read_bytes() for t, p in paths.items()}
     counting.clear()
     run_inference(

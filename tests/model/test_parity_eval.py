@@ -135,7 +135,7 @@ def test_scienceqa_images_are_padded_unconverted_like_the_release(tmp_path: Path
 
 
 def _release_scienceqa_image_accuracy(preds: list[dict], correct_ids: set[str]) -> float:
-    """The release scorer's image-only accuracy (written from the spec): questions whose prompt has <image>."""
+    """The release scorer's image-only accuracy (from the spec): the questions whose prompt has <image>."""
     with_image = [p for p in preds if "<image>" in p["prompt"]]
     return 100.0 * sum(p["question_id"] in correct_ids for p in with_image) / len(with_image)
 
@@ -156,9 +156,8 @@ def test_prompt_field_carries_the_image_token_and_the_appended_line(
     )
     sqa = {ln["question_id"]: ln["prompt"] for ln in _lines(paths["ScienceQA"])}
     assert sqa["7"] == f"<image>\nWhich colour is shown?\nA. blue\nB. red\n{SCIENCEQA_INSTRUCTION}"
-    assert sqa["5"] == (
-        f"Context: A lake.\nWhich is water?\nA. lake\nB. sand\n{SCIENCEQA_INSTRUCTION}\n{SCIENCEQA_INSTRUCTION}"
-    )
+    twice = f"{SCIENCEQA_INSTRUCTION}\n{SCIENCEQA_INSTRUCTION}"
+    assert sqa["5"] == f"Context: A lake.\nWhich is water?\nA. lake\nB. sand\n{twice}"
     assert "<image>" not in sqa["9"]
     imagenet = _lines(paths["ImageNet"])
     assert all(ln["prompt"].startswith("<image>\nWhat is the object in the image?") for ln in imagenet)

@@ -112,6 +112,10 @@ class EvalOptions(_Strict):
     # ScienceQA's letter line: "always" appended (the release), "once" (de-duplicated if the text has it)
     scienceqa_instruction: Literal["always", "once"] = "always"
     max_samples: int | None = None  # cap per task (smoke runs); None: the whole test set
+    format_checks: bool = True  # format-error matrix beside the accuracy matrix (format_errors.json)
+    probe: bool = True  # knowledge-probe matrix (knowledge.json) for tasks with candidate answers
+    probe_reduction: Literal["sum", "mean"] = "sum"  # candidate score: summed or mean token log-prob
+    probe_max_samples: int | None = None  # cap probe questions per task (None: as many as evaluated)
 
 
 class RunConfig(_Strict):

@@ -3,7 +3,11 @@
 Why here and not in the runner: it only glues the inference and scoring owners' APIs to the run layout.
 Predictions go to `<k>_<Task>.partial/eval/<Task>.jsonl` (appended and flushed by `run_inference`, so a kill
 during evaluation resumes with the questions still unanswered); scores to `eval/scores.json`, and the matrix
-cell (k, i) to `<run>/accuracy.json` (atomic rewrite).
+cell (k, i) to `<run>/accuracy.json` (atomic rewrite). Beside it, the same cell of two more matrices that
+split forgetting in two: `<run>/format_errors.json` (percent of answers not in the required answer style:
+superficial forgetting, `format_checks.py`) and `<run>/knowledge.json` (percent of questions whose correct
+candidate the model ranks first by likelihood: essential forgetting, `probe.py`; tasks without candidates
+stay empty). Details per task go to `eval/format.json` and `eval/probe.json`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import orjson
 
 from sefe.sefe_train.config import RunConfig
 from sefe.sefe_train.run_layout import atomic_write_bytes
+
+FORMAT_FILE = "format_errors.json"  # <run>/format_errors.json: format-error matrix (percent)
+KNOWLEDGE_FILE = "knowledge.json"  # <run>/knowledge.json: knowledge-probe matrix (percent)
 
 
 def _limited_test_file(test: Path, limit: int | None, out_dir: Path, task: str) -> Path:
@@ -80,4 +87,71 @@ def evaluate_stage(
         scores[task.name] = result.model_dump(mode="json")
     atomic_write_bytes(eval_dir / "scores.json", orjson.dumps(scores, option=orjson.OPT_INDENT_2))
     matrix.save(accuracy_path)
+    run_dir = accuracy_path.parent
+    if cfg.eval.format_checks:
+        _record_format_errors(cfg, k, preds, eval_dir, run_dir / FORMAT_FILE)
+    if cfg.eval.probe:
+        _record_probe(cfg, k, merged, model, eval_dir, run_dir / KNOWLEDGE_FILE)
     return {name: float(s["accuracy"]) for name, s in scores.items()}
+
+
+def _side_matrix(path: Path, cfg: RunConfig) -> Any:
+    """A format-error / knowledge matrix of this run (same shape and mode as the accuracy matrix)."""
+    from sefe.sefe_train.evaluation.metrics import AccuracyMatrix
+
+    names = [t.name for t in cfg.tasks]
+    if path.exists():
+        m = AccuracyMatrix.load(path)
+        if m.tasks == names[: len(m.tasks)]:
+            return AccuracyMatrix(tasks=names, mode=m.mode, rows=m.rows, details=m.details)
+    return AccuracyMatrix(tasks=names, mode=cfg.eval.mode)
+
+
+def _record_format_errors(cfg: RunConfig, k: int, preds: dict[str, Path], eval_dir: Path, path: Path) -> None:
+    from sefe.sefe_train.evaluation.format_checks import format_errors_of_predictions
+
+    matrix = _side_matrix(path, cfg)
+    out: dict[str, Any] = {}
+    for i, task in enumerate(cfg.tasks[:k]):
+        res = format_errors_of_predictions(task.name, preds[task.name])
+        matrix.set(k - 1, i, res.rate, res.model_dump(mode="json"))
+        out[task.name] = res.model_dump(mode="json")
+    atomic_write_bytes(eval_dir / "format.json", orjson.dumps(out, option=orjson.OPT_INDENT_2))
+    matrix.save(path)
+
+
+def _record_probe(
+    cfg: RunConfig, k: int, merged: Path, model: tuple[Any, Any] | None, eval_dir: Path, path: Path
+) -> None:
+    """Likelihood ranking of candidate answers for the tasks that have candidates."""
+    from sefe.asd_gen.records import load_test
+    from sefe.sefe_train.conversation import eval_question
+    from sefe.sefe_train.evaluation.probe import probe_items, run_probe
+
+    root = cfg.resolved_data_root()
+    limit = cfg.eval.probe_max_samples or cfg.eval.max_samples
+    items_of = {}
+    for task in cfg.tasks[:k]:
+        records = load_test(cfg.test_path(task))[:limit] if limit else load_test(cfg.test_path(task))
+        questions = [eval_question(r.text, task.name) for r in records]
+        items = probe_items(task.name, records, questions, seed=cfg.train.seed)
+        if items:
+            items_of[task.name] = items
+    if not items_of:
+        return
+    if model is None:
+        from sefe.sefe_train.model import load_llava, torch_dtype
+
+        model = load_llava(str(merged), dtype=torch_dtype(cfg.model.dtype))
+    llava, processor = model
+    matrix = _side_matrix(path, cfg)
+    out: dict[str, Any] = {}
+    for i, task in enumerate(cfg.tasks[:k]):
+        if task.name not in items_of:
+            continue
+        res = run_probe(llava, processor, task.name, items_of[task.name], root, cfg.eval.probe_reduction)
+        if res is not None:
+            matrix.set(k - 1, i, res.rate, res.model_dump(mode="json"))
+            out[task.name] = res.model_dump(mode="json")
+    atomic_write_bytes(eval_dir / "probe.json", orjson.dumps(out, option=orjson.OPT_INDENT_2))
+    matrix.save(path)

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from sefe.atomic import atomic_write_bytes
+from sefe.sefe_train.evaluate_stage import FORMAT_FILE, KNOWLEDGE_FILE
 from sefe.sefe_train.evaluation.metrics import (
     ACCURACY_FILE,
     BWT_VARIANTS,
@@ -65,6 +66,9 @@ class RunSummary(BaseModel):
     config_file: str | None = None
     config: dict[str, Any] | None = None
     plots: list[str] = Field(default_factory=list)
+    # superficial / essential forgetting, when the run recorded them (format_errors.json, knowledge.json)
+    format_errors: AccuracyMatrix | None = None
+    knowledge: AccuracyMatrix | None = None
 
 
 class Report(BaseModel):
@@ -146,6 +150,12 @@ def load_run(path: Path, label: str | None = None) -> RunSummary:
     except ValueError as exc:
         raise ReportError(str(exc)) from None
     config_file, config = _read_config(run)
+    side: dict[str, AccuracyMatrix | None] = {}
+    for key, name in (("format_errors", FORMAT_FILE), ("knowledge", KNOWLEDGE_FILE)):
+        try:
+            side[key] = AccuracyMatrix.load(run / name) if (run / name).is_file() else None
+        except ValueError as exc:
+            raise ReportError(str(exc)) from None
     return RunSummary(
         label=label or run.resolve().name,
         path=str(run),
@@ -155,6 +165,7 @@ def load_run(path: Path, label: str | None = None) -> RunSummary:
         scores=_latest_scores(matrix),
         config_file=config_file,
         config=config,
+        **side,
     )
 
 
@@ -195,10 +206,14 @@ def _save_png(fig: Any, path: Path) -> None:
 
 def plot_heatmap(run: RunSummary, path: Path) -> None:
     """Accuracy matrix as a heatmap, one row per stage, cells annotated."""
+    plot_matrix(run.matrix, path, f"{run.label} ({run.matrix.mode})", "accuracy (%)")
+
+
+def plot_matrix(m: AccuracyMatrix, path: Path, title: str, what: str, cmap: str = "viridis") -> None:
+    """A lower-triangular percent matrix as an annotated heatmap (accuracy, format errors, knowledge)."""
     import numpy as np
     from matplotlib.figure import Figure
 
-    m = run.matrix
     n = len(m.tasks)
     grid = np.full((n, n), np.nan)
     for k, row in enumerate(m.rows):
@@ -207,8 +222,8 @@ def plot_heatmap(run: RunSummary, path: Path) -> None:
                 grid[k, i] = v
     fig = Figure(figsize=(1.2 + 0.9 * n, 1.0 + 0.8 * n))
     ax = fig.subplots()
-    img = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=100, cmap="viridis")
-    fig.colorbar(img, ax=ax, label="accuracy (%)")
+    img = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=100, cmap=cmap)
+    fig.colorbar(img, ax=ax, label=what)
     for k in range(n):
         for i in range(n):
             if not np.isnan(grid[k, i]):
@@ -218,13 +233,13 @@ def plot_heatmap(run: RunSummary, path: Path) -> None:
                     f"{grid[k, i]:.1f}",
                     ha="center",
                     va="center",
-                    color="white" if grid[k, i] < 60 else "black",
+                    color="white" if (grid[k, i] < 60) == (cmap == "viridis") else "black",
                     fontsize=8,
                 )
     ax.set_xticks(range(n), m.tasks, rotation=45, ha="right")
     ax.set_yticks(range(n), [f"after {k + 1}: {t}" for k, t in enumerate(m.tasks)])
     ax.set_xlabel("evaluated task")
-    ax.set_title(f"{run.label} ({m.mode})")
+    ax.set_title(title)
     _save_png(fig, path)
 
 
@@ -297,6 +312,15 @@ def _config_value(run: RunSummary, key: str) -> str:
     return "–" if value is None or isinstance(value, dict | list) else f"`{value}`"
 
 
+def matrix_table(m: AccuracyMatrix) -> list[str]:
+    """Markdown rows of a lower-triangular percent matrix (row = after stage, column = task)."""
+    rows = [
+        [f"{k + 1}: {m.tasks[k]}", *(_fmt(m.get(k, i)) if i <= k else "" for i in range(len(m.tasks)))]
+        for k in range(len(m.rows))
+    ]
+    return _table(["after stage", *m.tasks], rows)
+
+
 def render_markdown(report: Report) -> str:
     lines = [
         "# sefe report",
@@ -327,6 +351,18 @@ def render_markdown(report: Report) -> str:
             for k in range(len(m.rows))
         ]
         lines += _table(["after stage", *m.tasks], mrows)
+        for side, title in (
+            (
+                r.format_errors,
+                "Format errors (% of answers not in the required answer style: superficial forgetting):",
+            ),
+            (
+                r.knowledge,
+                "Knowledge probe (% of questions whose correct candidate ranks first: essential forgetting):",
+            ),
+        ):
+            if side is not None:
+                lines += ["", title, "", *matrix_table(side)]
         lines += ["", "Latest score per task:", ""]
         srows = [
             [
@@ -375,6 +411,18 @@ def build_report(runs: list[Path], out: Path, plots: bool = True) -> Report:
             slug = _slug(s.label)
             for name, fn in ((f"heatmap_{slug}.png", plot_heatmap), (f"stages_{slug}.png", plot_over_stages)):
                 fn(s, out / name)
+                s.plots.append(name)
+            if s.format_errors is not None:
+                name = f"format_{slug}.png"
+                plot_matrix(
+                    s.format_errors, out / name, f"{s.label}: format errors", "format errors (%)", "magma_r"
+                )
+                s.plots.append(name)
+            if s.knowledge is not None:
+                name = f"knowledge_{slug}.png"
+                plot_matrix(
+                    s.knowledge, out / name, f"{s.label}: knowledge probe", "correct ranked first (%)"
+                )
                 s.plots.append(name)
         plot_comparison(summaries, out / "compare.png")
         report.plots.append("compare.png")

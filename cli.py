@@ -303,16 +303,18 @@ def eval_score_cmd(
     """Score one prediction file with the CoIN rules; the output always names the scoring mode."""
     import orjson
 
-    from sefe.sefe_train.evaluation.loading import ScoringError
     from sefe.sefe_train.evaluation.scorers import score_predictions
 
     if mode not in ("compat", "fixed"):
         typer.echo(f"error: --mode must be compat or fixed, not {mode!r}", err=True)
         raise typer.Exit(2)
     try:
+        from sefe.root_tasks import register_root
+
+        register_root(Path(annotations).resolve().parent.parent.parent)  # <root>/annotations/<Task>/test.json
         mode_ = "fixed" if mode == "fixed" else "compat"
         res = score_predictions(task, predictions, annotations, gt=gt, mode=mode_, variant=variant)
-    except ScoringError as exc:
+    except ValueError as exc:  # ScoringError, RootTaskError
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if as_json:

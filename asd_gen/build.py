@@ -148,6 +148,12 @@ def prepare(opts: BuildOptions, progress: Progress | None = None) -> list[TaskWo
     """Load, select (largest X), parse the selected records and list the model Needs; no model call."""
     if not opts.xs:
         raise BuildError("no X given (--x)")
+    from sefe.root_tasks import RootTaskError, register_root
+
+    try:
+        register_root(opts.data_root)  # tasks the data root declares in tasks.json (Micro-CoIN)
+    except RootTaskError as exc:
+        raise BuildError(str(exc)) from None
     top_x = max(opts.xs)
     works: list[TaskWork] = []
     targets = resolve_tasks(opts)

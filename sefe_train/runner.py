@@ -208,6 +208,9 @@ class ContinualRunner:
 
     def _preflight(self) -> None:
         """Fail before hours of training: every train file exists, every evaluated task has a scorer."""
+        from sefe.root_tasks import register_root
+
+        register_root(self.cfg.resolved_data_root())  # tasks the data root declares (Micro-CoIN)
         paths = [self.cfg.train_path(t) for t in self.cfg.tasks]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:

@@ -42,9 +42,11 @@ class TinyLlavaConfig(BaseModel):
     vision_heads: int = 2
     image_size: int = 32
     patch_size: int = 8
+    extra_corpus: tuple[str, ...] = ()  # more tokenizer-training lines (a benchmark's own vocabulary)
 
     def digest(self) -> str:
-        recipe = {"format": BUILD_FORMAT, "corpus": _CORPUS_LINES, **self.model_dump()}
+        skip = None if self.extra_corpus else {"extra_corpus"}  # default digests stay what they were
+        recipe = {"format": BUILD_FORMAT, "corpus": _CORPUS_LINES, **self.model_dump(exclude=skip)}
         payload = orjson.dumps(recipe, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(payload).hexdigest()[:12]
 
@@ -87,8 +89,9 @@ _CORPUS_LINES = [
 ]
 
 
-def _corpus() -> list[str]:
-    return _CORPUS_LINES * 4 + [line.lower() for line in _CORPUS_LINES]
+def _corpus(extra: tuple[str, ...] = ()) -> list[str]:
+    lines = _CORPUS_LINES + list(extra)
+    return lines * 4 + [line.lower() for line in lines]
 
 
 def default_cache_dir() -> Path:
@@ -111,7 +114,7 @@ def build_tokenizer(config: TinyLlavaConfig):
         initial_alphabet=alphabet,
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(), trainer)
+    tok.train_from_iterator(_corpus(config.extra_corpus), trainer)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]

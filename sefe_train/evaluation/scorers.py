@@ -505,11 +505,27 @@ _SCORERS: dict[str, Callable[[_Ctx], ScoreResult]] = {
 }
 
 
+#: Tasks beyond CoIN scored by one of the eight scorers (Micro-CoIN's, via `sefe.root_tasks`): name -> scorer.
+_ALIASES: dict[str, str] = {}
+
+
+def register_scorer_alias(task: str, scorer: str) -> None:
+    """Score `task` with the CoIN scorer `scorer` (e.g. a generated letter-MCQ task with ScienceQA's)."""
+    target = next((name for name in TASKS if name.lower() == scorer.lower()), None)
+    if target is None:
+        raise ScoringError(f"task {task!r}: unknown scorer {scorer!r}; CoIN scorers: {', '.join(TASKS)}")
+    if task.lower() in (name.lower() for name in TASKS) and task.lower() != target.lower():
+        raise ScoringError(f"task {task!r} is a CoIN task; its scorer cannot be changed")
+    _ALIASES[task.lower()] = target
+
+
 def canonical_task(task: str) -> str:
-    """Map a task name case-insensitively onto a CoIN task, or fail listing the known ones."""
+    """Map a task name case-insensitively onto a CoIN task (or a registered alias), or fail listing them."""
     for name in TASKS:
         if name.lower() == task.lower():
             return name
+    if task.lower() in _ALIASES:
+        return _ALIASES[task.lower()]
     raise ScoringError(f"no scorer for task {task!r}; CoIN tasks: {', '.join(TASKS)}")
 
 
@@ -525,7 +541,8 @@ def default_gt(data_root: Path, task: str) -> Path | None:
 
 def default_annotations(data_root: Path, task: str) -> Path:
     """`<data_root>/annotations/<Task>/test.json`."""
-    return Path(data_root) / "annotations" / canonical_task(task) / "test.json"
+    folder = task if task.lower() in _ALIASES else canonical_task(task)
+    return Path(data_root) / "annotations" / folder / "test.json"
 
 
 def score_predictions(

@@ -1,0 +1,1 @@
+"""Micro-CoIN: a generated continual-learning benchmark over procedurally drawn pictures (`generate.py`)."""

@@ -165,7 +165,25 @@ asd_app.command("plan")(asd_plan_cmd)
 
 
 # ---- train (owner: trainer) ------------------------------------------------------------------------------
-@app.command("train")
+def _methods_help() -> str:
+    """The installed continual methods, one per line, for `sefe train --help` (light imports only)."""
+    from sefe.sefe_train.methods import list_methods
+
+    return "\n\n".join(f"{m.name}: {m.summary}" for m in list_methods())
+
+
+def _method_names() -> str:
+    from sefe.sefe_train.methods import method_names
+
+    return " | ".join(method_names())
+
+
+@app.command(
+    "train",
+    help="Continual training task after task with one of the installed methods. Rerun the same command "
+    "to resume.\n\nInstalled methods (docs/METHODS.md; options: -o KEY=VALUE or --set "
+    "method_options.NAME.KEY=VALUE):\n\n" + _methods_help(),
+)
 def train_cmd(
     config: Path | None = typer.Option(
         None, "--config", "-c", help="Run config YAML (default: tiny model, coin-mini, 3 tasks)."
@@ -173,7 +191,13 @@ def train_cmd(
     set_: list[str] = typer.Option(
         [], "--set", help="Override any config key, repeatable: --set train.lr=1e-4 --set reglora.lam=100."
     ),
-    method: str | None = typer.Option(None, "--method", help="lora | reglora"),
+    method: str | None = typer.Option(None, "--method", "-m", help=f"Continual method: {_method_names()}."),
+    option: list[str] = typer.Option(
+        [],
+        "--option",
+        "-o",
+        help="An option of the chosen method, repeatable: -o share=0.1 (= --set method_options.M.share=0.1).",
+    ),
     out: Path | None = typer.Option(None, "--out", help="Run folder (output_dir)."),
     tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated task names, in training order."),
     data_root: Path | None = typer.Option(None, "--data-root", help="CoIN data root."),
@@ -183,8 +207,14 @@ def train_cmd(
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip evaluating tasks 1..k after each stage."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
 ) -> None:
-    """Continual training task after task (LoRA or RegLoRA). Rerun the same command to resume."""
-    from sefe.sefe_train.config import ConfigError, cli_overrides, dump_config, load_config, select_tasks
+    from sefe.sefe_train.config import (
+        ConfigError,
+        cli_overrides,
+        dump_config,
+        load_config,
+        method_option_overrides,
+        select_tasks,
+    )
 
     overrides = cli_overrides(
         method=method,
@@ -197,6 +227,8 @@ def train_cmd(
     )
     try:
         cfg = load_config(config, overrides + list(set_))
+        if option:
+            cfg = load_config(config, overrides + list(set_) + method_option_overrides(cfg.method, option))
         if tasks:
             cfg = select_tasks(cfg, [t.strip() for t in tasks.split(",") if t.strip()])
     except ConfigError as exc:

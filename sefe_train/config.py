@@ -38,6 +38,8 @@ class ModelConfig(_Strict):
     vision: str | None = None  # CLIP vision folder
     projector: str | None = None  # LLaVA pretrain `mm_projector.bin`
     dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    # dtype of each stage's saved merged model; None = `dtype`. The release saves fp16 and reloads in bf16
+    merged_dtype: Literal["bf16", "fp16", "fp32"] | None = None
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
 
     @model_validator(mode="after")
@@ -73,6 +75,10 @@ class LoraOptions(_Strict):
 
 
 class TrainOptions(_Strict):
+    """Trainer settings. Defaults are the paper's hyper-parameters; the recipe switches (`max_grad_norm`,
+    `tf32`, `group_by_modality_length`, `loss_averaging`) default to transformers' behaviour and take the
+    release's values in configs/coin-llava7b.yaml (docs/PARITY.md)."""
+
     lr: float = Field(2e-4, gt=0)
     projector_lr: float = Field(2e-5, ge=0)
     epochs: float = Field(1.0, gt=0)
@@ -85,6 +91,15 @@ class TrainOptions(_Strict):
     max_length: int = Field(2048, gt=0)
     gradient_checkpointing: bool = True
     group_by_length: bool = True
+    # LLaVA's sampler: image and text-only records in separate batches, each grouped by length (release: on)
+    group_by_modality_length: bool = False
+    # Gradient-norm clipping; 0 = none (the release's DeepSpeed file has no `gradient_clipping`: none)
+    max_grad_norm: float = Field(1.0, ge=0)
+    # TF32 matmuls on Ampere+ GPUs (release: on); None leaves torch's setting; ignored without CUDA
+    tf32: bool | None = None
+    # "global_tokens": transformers 5 (CE summed over the global batch / its label-token count);
+    # "micro_batch": the release's transformers 4.37 (each device micro-batch's token mean, then averaged)
+    loss_averaging: Literal["global_tokens", "micro_batch"] = "global_tokens"
     save_steps: int = Field(200, gt=0)  # Trainer checkpoint interval: how much work a kill can cost
     save_total_limit: int = Field(1, gt=0)
     logging_steps: int = Field(10, gt=0)
@@ -125,10 +140,12 @@ class RunConfig(_Strict):
     data_root: str = "coin-mini"  # "coin-mini": the bundled data/coin-mini
     train_file: str = "annotations/{task}/train.json"
     tasks: list[TaskConfig] = Field(min_length=1)
-    method: Literal["lora", "reglora"] = "reglora"
+    method: str = "reglora"  # a registered continual method: sefe_train/methods/, docs/METHODS.md
+    # Per-method options, validated by the method's options model: method_options.<name>.<key>
+    method_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     model: ModelConfig = ModelConfig()
-    lora: LoraOptions = LoraOptions()
-    reglora: RegLoRAConfig = RegLoRAConfig()  # the RegLoRA owner's model: lam, top_percent, ...
+    lora: LoraOptions = LoraOptions()  # the fresh LoRA of the LoRA-based methods
+    reglora: RegLoRAConfig = RegLoRAConfig()  # = method_options.reglora (historical spelling, kept)
     train: TrainOptions = TrainOptions()
     eval: EvalOptions = EvalOptions()
 
@@ -141,6 +158,54 @@ class RunConfig(_Strict):
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reglora_section(cls, data: Any) -> Any:
+        """`method_options.reglora` and the `reglora:` section are one thing: keep it in one place."""
+        if isinstance(data, dict) and isinstance(data.get("method_options"), dict):
+            opts = dict(data["method_options"])
+            extra = opts.pop("reglora", None)
+            if extra is not None:
+                if not isinstance(extra, dict):
+                    raise ValueError("method_options.reglora must be a mapping of RegLoRA options")
+                data = {**data, "method_options": opts, "reglora": {**(data.get("reglora") or {}), **extra}}
+        return data
+
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, value: str) -> str:
+        from sefe.sefe_train.methods import get_method
+
+        get_method(value)  # raises with the list of installed methods
+        return value
+
+    @field_validator("method_options")
+    @classmethod
+    def _known_method_options(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from sefe.sefe_train.methods import get_method
+
+        for name, opts in value.items():
+            if not isinstance(opts, dict):
+                raise ValueError(f"method_options.{name} must be a mapping of options")
+            try:
+                get_method(name).options_cls.model_validate(opts)
+            except ValidationError as exc:
+                bad = "; ".join(
+                    f"method_options.{name}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                    for e in exc.errors()
+                )
+                raise ValueError(bad) from None
+        return value
+
+    def options_for(self, name: str | None = None) -> Any:
+        """The validated options of method `name` (default: the run's method)."""
+        from sefe.sefe_train.methods import get_method
+
+        name = name or self.method
+        if name == "reglora":
+            return self.reglora
+        return get_method(name).options_cls.model_validate(self.method_options.get(name, {}))
 
     @model_validator(mode="after")
     def _unique_tasks(self) -> RunConfig:
@@ -272,6 +337,17 @@ def select_tasks(cfg: RunConfig, names: list[str]) -> RunConfig:
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def method_option_overrides(method: str, items: list[str]) -> list[str]:
+    """`-o KEY=VALUE` of `sefe train` as `method_options.<method>.KEY=VALUE` (for reglora: `reglora.KEY`)."""
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option expects KEY=VALUE, got {item!r}")
+        out.append(f"method_options.{method}.{key.strip()}={value}")
+    return out
 
 
 def cli_overrides(

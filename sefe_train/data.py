@@ -18,7 +18,7 @@ from sefe.sefe_train.conversation import IGNORE_INDEX, tokenize_conversation
 from sefe.sefe_train.model import image_token_count
 
 
-def _load_records(path: Path) -> list[tuple[Any, str | None, list[tuple[str, str]]]]:
+def load_records(path: Path) -> list[tuple[Any, str | None, list[tuple[str, str]]]]:
     """(id, image, turns) per record; bad records raise an error naming file, index, id and field."""
     from sefe.asd_gen.records import load_train
 
@@ -57,7 +57,11 @@ class LlavaDataset(Dataset):
         self.processor = processor
         self.max_length = max_length
         self.image_tokens = image_token_count(processor)
-        self.records = _load_records(self.records_path)
+        self.set_records(load_records(self.records_path))
+
+    def set_records(self, records: list[tuple[Any, str | None, list[tuple[str, str]]]]) -> None:
+        """Train on `records` (a continual method may mix in earlier tasks' ones) and refresh `lengths`."""
+        self.records = records
         self.lengths: list[int] = [
             sum(len(q.split()) + len(a.split()) for q, a in turns) + (self.image_tokens if image else 0)
             for _, image, turns in self.records

@@ -1,7 +1,8 @@
-"""The continual loop of `sefe train`: per task k, fresh LoRA -> train -> adapter -> keys -> merge -> eval.
+"""The continual loop of `sefe train`: per task k, the method's set-up, train, kept state, merge, eval.
 
-Why this shape: stage k starts from the merged model of stage k-1 (the paper's sequential LoRA), RegLoRA keys
-accumulate across stages, and each stage is resumable at three levels: finished stages are skipped
+Why this shape: stage k starts from the merged model of stage k-1 (the paper's sequential LoRA); what a
+method changes (adapters, losses, records, keys, buffers) comes from its hooks (`sefe_train/methods/`), and
+everything shared lives here. Each stage is resumable at three levels: finished stages are skipped
 (`state.json`), finished artefacts inside the current stage are reused (atomic names in
 `<k>_<Task>.partial/`), and training continues from the last Trainer checkpoint. Layout: docs/RUN_LAYOUT.md.
 
@@ -12,6 +13,7 @@ not a collective, so a long evaluation cannot hit a collective's timeout).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +27,7 @@ from rich.console import Console
 
 from sefe.sefe_train import run_layout as L
 from sefe.sefe_train.config import ConfigError, RunConfig, TaskConfig, dump_config
+from sefe.sefe_train.methods.base import StageContext
 from sefe.sefe_train.progress import JsonlLogCallback, RichProgressCallback
 
 console = Console(stderr=True)
@@ -33,7 +36,7 @@ console = Console(stderr=True)
 warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", FutureWarning)
 
 #: Parts of the config that define the experiment: changing them under an existing run folder is refused.
-_IDENTITY_KEYS = ("method", "model", "lora", "reglora", "train_file", "data_root")
+_IDENTITY_KEYS = ("method", "method_options", "model", "lora", "reglora", "train_file", "data_root")
 
 
 # ---- process topology ----------------------------------------------------------------------------
@@ -174,6 +177,11 @@ class ContinualRunner:
     callbacks: list[Any] = field(default_factory=list)
     poll_seconds: float = 2.0
 
+    def __post_init__(self) -> None:
+        from sefe.sefe_train.methods import get_method
+
+        self.method = get_method(self.cfg.method)(self.cfg, self.cfg.options_for())
+
     @property
     def run_dir(self) -> Path:
         return Path(self.cfg.output_dir)
@@ -246,11 +254,7 @@ class ContinualRunner:
                     f"not {self.cfg.method!r}"
                 )
         if stored.exists() and state is not None and state.done:
-            import yaml
-
-            old = yaml.safe_load(stored.read_text(encoding="utf-8")) or {}
-            new = self.cfg.model_dump(mode="json")
-            changed = [k for k in _IDENTITY_KEYS if old.get(k) != new.get(k)]
+            changed = _changed_identity(stored, self.cfg)
             if changed:
                 raise ConfigError(
                     f"{stored}: the run folder was started with different {', '.join(changed)}; "
@@ -275,95 +279,147 @@ class ContinualRunner:
 
     # ---- one stage -------------------------------------------------------------------------------
 
+    def context(self, k: int, task: TaskConfig) -> StageContext:
+        return StageContext(
+            cfg=self.cfg, k=k, task=task, run_dir=self.run_dir, part=L.partial_dir(self.run_dir, k, task.name)
+        )
+
     def _base_for(self, k: int) -> Path | None:
         if k == 1:
             return None
         prev = self.cfg.tasks[k - 2]
         return L.stage_dir(self.run_dir, k - 1, prev.name) / L.MERGED_DIR
 
-    def _prev_keys(self, k: int) -> Path | None:
-        if k == 1 or self.cfg.method != "reglora":
-            return None
-        prev = self.cfg.tasks[k - 2]
-        path = L.stage_dir(self.run_dir, k - 1, prev.name) / L.KEYS_FILE
-        if not path.exists():
-            raise FileNotFoundError(
-                f"{path}: key elements of stage {k - 1} are missing; cannot continue RegLoRA"
-            )
-        return path
-
     def run_stage(self, k: int, task: TaskConfig) -> dict[str, float]:
-        """Build `<k>_<Task>.partial/` completely; the caller renames it. Returns the training metrics."""
-        part = L.partial_dir(self.run_dir, k, task.name)
+        """Build `<k>_<Task>.partial/` completely; the caller renames it. Returns the training metrics.
+
+        Each step is skipped when its artefact exists (resume): trained artefact, kept state, merged model.
+        """
+        ctx = self.context(k, task)
+        part = ctx.part
         if is_main_process():
             part.mkdir(parents=True, exist_ok=True)
+        method = self.method
+        trained = part / (method.trained_dir or L.MERGED_DIR)
+        model = processor = merged = None
         metrics: dict[str, float] = {}
-        adapter = part / L.ADAPTER_DIR
-        peft_model = processor = None
-        if not adapter.exists():
-            peft_model, processor, metrics = self.train_stage(k, task, part)
+        if not trained.exists():
+            model, processor, metrics = self.train_stage(k, task, part)
+            if method.trained_dir is None and is_main_process():
+                merged = self.merge(model, processor, part)
         if not is_main_process():
             return metrics
+        metrics = self._stage_metrics(part, metrics)
+        need_state = any(not (part / f).exists() for f in method.stage_files(ctx))
+        need_merge = not (part / L.MERGED_DIR).exists()
+        if need_state or need_merge:
+            if model is None:  # resumed after training finished: rebuild from base + saved artefact
+                model, processor = method.reload_trained(ctx)
+            if need_state:
+                method.after_task(ctx, model)
+            if need_merge:
+                merged = self.merge(model, processor, part)
+        del model
+        if self.cfg.eval.enabled:
+            self.evaluate(k, part, (merged, processor) if merged is not None else None)
+        self._clean_stage(part)
+        return metrics
+
+    def _stage_metrics(self, part: Path, metrics: dict[str, float]) -> dict[str, float]:
+        """Write fresh training metrics, or read those of a training finished before a resume."""
         if metrics:
             L.atomic_write_bytes(part / "train_metrics.json", json.dumps(metrics, indent=2).encode())
         elif (part / "train_metrics.json").exists():
             metrics = json.loads((part / "train_metrics.json").read_text())
-        need_keys = self.cfg.method == "reglora" and not (part / L.KEYS_FILE).exists()
-        need_merge = not (part / L.MERGED_DIR).exists()
-        merged = None
-        if need_keys or need_merge:
-            if peft_model is None:  # resumed after training finished: rebuild from base + saved adapter
-                peft_model, processor = self._reload_trained(k, adapter)
-            if need_keys:
-                self.update_keys(k, peft_model, part)
-            if need_merge:
-                merged = self.merge(peft_model, processor, part)
-        del peft_model
-        if self.cfg.eval.enabled:
-            self.evaluate(k, part, (merged, processor) if merged is not None else None)
-        shutil.rmtree(part / L.CHECKPOINTS_DIR, ignore_errors=True)  # optimizer states: not needed any more
-        for leftover in part.glob(".*"):  # temp folders/files of writes a kill interrupted earlier
+        return metrics
+
+    @staticmethod
+    def _clean_stage(part: Path) -> None:
+        """Optimizer states are not needed any more; temp files of writes a kill interrupted go too."""
+        shutil.rmtree(part / L.CHECKPOINTS_DIR, ignore_errors=True)
+        for leftover in part.glob(".*"):
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
                 leftover.unlink(missing_ok=True)
-        return metrics
+
+    # ---- training: the set-up in named steps ---------------------------------------------------------
 
     def train_stage(self, k: int, task: TaskConfig, part: Path) -> tuple[Any, Any, dict[str, float]]:
-        """Fresh LoRA on the previous merged model, trained with checkpoints under `part/checkpoints`."""
-        from sefe.sefe_train.data import DataCollator, LlavaDataset
+        """The method's model for stage k, trained with checkpoints under `part/checkpoints`."""
+        ctx = self.context(k, task)
+        model, processor = self.load_stage_model(ctx)
+        dataset = self.stage_dataset(ctx, processor)
+        model = self.prepare_stage_model(ctx, model)
+        trainer = self.stage_trainer(ctx, model, processor, dataset)
+        metrics = self.fit(ctx, trainer)
+        if is_main_process() and self.method.trained_dir is not None:
+            L.atomic_dir(
+                part / self.method.trained_dir, lambda tmp: self.method.save_trained(ctx, model, tmp)
+            )
+        del trainer  # optimizer states are not needed for keys, merge and evaluation
+        free_memory()
+        return model, processor, metrics
 
-        cfg = self.cfg
-        model, processor = load_base(cfg, self._base_for(k))
-        if cfg.train.gradient_checkpointing:  # the KV cache is useless in training and clashes with it
+    def load_stage_model(self, ctx: StageContext) -> tuple[Any, Any]:
+        """Step 1: the model stage k starts from, with the KV cache off when checkpointing activations."""
+        model, processor = self.method.load_base(ctx)
+        if self.cfg.train.gradient_checkpointing:  # the KV cache is useless in training and clashes with it
             for c in (model.config, getattr(model.config, "text_config", None)):
                 if c is not None:
                     c.use_cache = False
+        return model, processor
+
+    def stage_dataset(self, ctx: StageContext, processor: Any) -> Any:
+        """Step 2: the task's training records (any train_file, original or ASD), as the method mixes them."""
+        from sefe.sefe_train.data import LlavaDataset
+
+        train_path = self.cfg.train_path(ctx.task)
+        if not train_path.exists():
+            raise FileNotFoundError(f"stage {ctx.k} ({ctx.task.name}): train file not found: {train_path}")
+        dataset = LlavaDataset(
+            train_path, self.cfg.resolved_data_root(), processor, self.cfg.train.max_length
+        )
+        records = self.method.train_records(ctx, dataset.records)
+        if records is not dataset.records:
+            dataset.set_records(records)
+        return dataset
+
+    def prepare_stage_model(self, ctx: StageContext, model: Any) -> Any:
+        """Step 3: seed (reproducible adapter init per stage; resume loads the checkpoint), then the method's
+        set-up (inject, mask, freeze)."""
         from transformers import set_seed
 
-        set_seed(cfg.train.seed + k)  # reproducible LoRA init per stage (resume then loads the checkpoint)
-        peft_model = add_fresh_lora(cfg, model)
-        train_path = cfg.train_path(task)
-        if not train_path.exists():
-            raise FileNotFoundError(f"stage {k} ({task.name}): train file not found: {train_path}")
-        dataset = LlavaDataset(train_path, cfg.resolved_data_root(), processor, cfg.train.max_length)
-        penalty = None
-        prev_keys = self._prev_keys(k)
-        if prev_keys is not None and cfg.reglora.lam > 0:
-            from sefe.sefe_train.reglora.keys import KeyStore
-            from sefe.sefe_train.reglora.penalty import RegLoRAPenalty
+        set_seed(self.cfg.train.seed + ctx.k)
+        return self.method.prepare_model(ctx, model)
 
-            penalty = RegLoRAPenalty(KeyStore.load(prev_keys), peft_model, cfg.to_reglora_config())
-        ckpt_dir = part / L.CHECKPOINTS_DIR
+    def stage_trainer(self, ctx: StageContext, model: Any, processor: Any, dataset: Any) -> Any:
+        """Step 4: the Trainer with the method's loss terms and learning rates, progress and log callbacks."""
+        from sefe.sefe_train.data import DataCollator
+
         trainer = build_trainer(
-            cfg, peft_model, processor, dataset, DataCollator(processor), ckpt_dir, penalty, self.callbacks
+            self.cfg,
+            model,
+            processor,
+            dataset,
+            DataCollator(processor),
+            ctx.part / L.CHECKPOINTS_DIR,
+            None,
+            self.callbacks,
+            loss_terms=self.method.loss_terms(ctx, model),
+            learning_rate=self.method.learning_rate(ctx),
+            train_projector=self.method.trains_projector(),
         )
-        last = last_complete_checkpoint(ckpt_dir)
+        trainer.add_callback(JsonlLogCallback(ctx.part / L.TRAIN_LOG))
+        return trainer
+
+    def fit(self, ctx: StageContext, trainer: Any) -> dict[str, float]:
+        """Step 5: train, from the newest complete checkpoint if a kill interrupted this stage."""
+        last = last_complete_checkpoint(ctx.part / L.CHECKPOINTS_DIR)
         if last:
-            console.print(f"[yellow]resuming stage {k} from {last}[/yellow]")
-        bar = RichProgressCallback(f"stage {k} {task.name}", console)
+            console.print(f"[yellow]resuming stage {ctx.k} from {last}[/yellow]")
+        bar = RichProgressCallback(f"stage {ctx.k} {ctx.task.name}", console)
         trainer.add_callback(bar)
-        trainer.add_callback(JsonlLogCallback(part / L.TRAIN_LOG))
         try:
             result = trainer.train(resume_from_checkpoint=last)
         finally:
@@ -371,44 +427,52 @@ class ContinualRunner:
         metrics = {k2: float(v) for k2, v in result.metrics.items() if isinstance(v, int | float)}
         metrics["world_size"] = float(trainer.args.world_size)
         metrics["global_step"] = float(trainer.state.global_step)
-        if is_main_process():
-            L.atomic_dir(part / L.ADAPTER_DIR, lambda tmp: peft_model.save_pretrained(str(tmp)))
-        del trainer  # optimizer states are not needed for keys, merge and evaluation
-        free_memory()
-        return peft_model, processor, metrics
+        return metrics
 
-    def _reload_trained(self, k: int, adapter: Path) -> tuple[Any, Any]:
-        from peft import PeftModel
-
-        model, processor = load_base(self.cfg, self._base_for(k))
-        return PeftModel.from_pretrained(model, str(adapter)), processor
-
-    def update_keys(self, k: int, peft_model: Any, part: Path) -> None:
-        """Accumulated key positions after stage k = keys after k-1 + top-M% of this stage's ΔW."""
-        from sefe.sefe_train.reglora.keys import KeyStore
-
-        prev = self._prev_keys(k)
-        store = KeyStore.load(prev) if prev is not None else KeyStore.empty()
-        store.update_from_peft(peft_model, self.cfg.to_reglora_config())
-        store.save(part / L.KEYS_FILE)  # atomic: temp file + rename
+    # ---- after training ----------------------------------------------------------------------------
 
     def merge(self, peft_model: Any, processor: Any, part: Path) -> Any:
-        """Fold ΔW = (alpha/r)·B·A into the base weights; the merged model is the base of stage k+1."""
+        """The method's merged model (LoRA: base + (alpha/r)·B·A), saved as `merged/`: base of stage k+1."""
         from sefe.sefe_train.model import save_llava
 
-        merged = peft_model.merge_and_unload()
-        if self.cfg.model.dtype != "fp32":  # store in the training dtype, like the base
-            merged = merged.to(torch_dtype(self.cfg.model.dtype))
+        ctx = self.context(_stage_index(part), self._task_of(part))
+        merged = self.method.merge(ctx, peft_model)
+        dtype = self.cfg.model.merged_dtype or self.cfg.model.dtype
+        if dtype != "fp32" or self.cfg.model.merged_dtype is not None:  # store in the training dtype
+            merged = merged.to(torch_dtype(dtype))
         save_llava(merged, processor, part / L.MERGED_DIR)  # atomic: temp folder + rename
+        if self.cfg.model.merged_dtype not in (None, self.cfg.model.dtype):
+            merged = merged.to(torch_dtype(self.cfg.model.dtype))  # evaluated as reloaded: rounded, run dtype
         return merged
+
+    def _task_of(self, part: Path) -> TaskConfig:
+        return self.cfg.tasks[_stage_index(part) - 1]
 
     def evaluate(self, k: int, part: Path, model: tuple[Any, Any] | None) -> None:
         from sefe.sefe_train.evaluate_stage import evaluate_stage
 
+        if model is None:
+            model = self.method.load_merged(self.context(k, self.cfg.tasks[k - 1]), part / L.MERGED_DIR)
         acc = evaluate_stage(
             self.cfg, k, part / L.MERGED_DIR, part / L.EVAL_DIR, self.run_dir / L.ACCURACY_FILE, model=model
         )
         console.print("after stage {}: {}".format(k, ", ".join(f"{t} {a:.2f}" for t, a in acc.items())))
+
+
+def _stage_index(part: Path) -> int:
+    """k from a stage folder name `<k>_<Task>[.partial]`."""
+    return int(part.name.split("_", 1)[0])
+
+
+def _changed_identity(stored: Path, cfg: RunConfig) -> list[str]:
+    """Identity keys whose value differs between the stored config and `cfg` (new keys: their defaults)."""
+    import yaml
+
+    old = yaml.safe_load(stored.read_text(encoding="utf-8")) or {}
+    with contextlib.suppress(ValueError):  # fill options added since the run started with their defaults
+        old = RunConfig.model_validate(old).model_dump(mode="json")
+    new = cfg.model_dump(mode="json")
+    return [k for k in _IDENTITY_KEYS if old.get(k) != new.get(k)]
 
 
 def build_trainer(
@@ -420,11 +484,18 @@ def build_trainer(
     output_dir: Path,
     penalty: Any,
     callbacks: list[Any],
+    *,
+    loss_terms: list[Any] | None = None,
+    learning_rate: float | None = None,
+    train_projector: bool | None = None,
 ) -> Any:
-    """TrainingArguments from the config (every option passed through) and the RegLoRA trainer."""
+    """TrainingArguments from the config (every option passed through) and the continual trainer.
+
+    `penalty` is the RegLoRA penalty as one callable (weight `reglora.lam`); methods pass `loss_terms`.
+    """
     from transformers import TrainingArguments
 
-    from sefe.sefe_train.trainer import RegLoRATrainer
+    from sefe.sefe_train.trainer import ContinualTrainer
 
     t = cfg.train
     import torch
@@ -437,11 +508,12 @@ def build_trainer(
         ddp_backend="gloo" if not accel and world_size() > 1 else None,
         per_device_train_batch_size=t.per_device_batch_size,
         gradient_accumulation_steps=t.grad_accum(world_size()),
-        learning_rate=t.lr,
+        learning_rate=t.lr if learning_rate is None else learning_rate,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
         lr_scheduler_type=t.scheduler,
         weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
         bf16=cfg.model.dtype == "bf16",
         fp16=cfg.model.dtype == "fp16",
         save_strategy="steps",
@@ -457,23 +529,33 @@ def build_trainer(
         disable_tqdm=True,  # rich progress instead (sefe_train/progress.py)
         dataloader_pin_memory=accel,
     )
+    kwargs.update(tf32_kwargs(t, cuda=torch.cuda.is_available()))
     kwargs.update(_version_dependent_args(t))
     args = TrainingArguments(**kwargs)
-    trainer = RegLoRATrainer(
+    projector = cfg.lora.train_projector if train_projector is None else train_projector
+    trainer = ContinualTrainer(
         model=peft_model,
         args=args,
         train_dataset=dataset,
         data_collator=collator,
         processing_class=processor,
         callbacks=callbacks,
+        loss_terms=loss_terms,
         penalty=penalty,
         lam=cfg.reglora.lam if penalty is not None else 0.0,
-        projector_lr=t.projector_lr if cfg.lora.train_projector else None,
+        projector_lr=t.projector_lr if projector else None,
+        loss_averaging=t.loss_averaging,
+        group_by_modality_length=t.group_by_modality_length,
     )
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # logs go to the progress bar and train_log.jsonl
     return trainer
+
+
+def tf32_kwargs(t: Any, cuda: bool) -> dict[str, Any]:
+    """`tf32` for TrainingArguments when set and on CUDA (transformers refuses it elsewhere)."""
+    return {"tf32": t.tf32} if t.tf32 is not None and cuda else {}
 
 
 def _version_dependent_args(t: Any) -> dict[str, Any]:

@@ -34,6 +34,21 @@ COUNTS_SUFFIX = ":counts"
 Accumulate = Literal["union", "concat"]
 
 
+def canonical_safetensors(raw: bytes) -> bytes:
+    """The same safetensors file with its `__metadata__` keys sorted, so equal keys give equal bytes.
+
+    safetensors writes the metadata map in hash order, which changes from process to process; tensor
+    entries and data are already in a fixed order. The header stays space-padded to 8 bytes.
+    """
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + raw[8 + n :]
+
+
 @dataclass
 class ModuleKeys:
     """Accumulated key positions of one (out, in) matrix."""
@@ -201,7 +216,7 @@ class KeyStore:
     # ---- files -----------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write `keys.safetensors` atomically (temp file in the same folder, fsync, rename)."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
         path = Path(path)
         tensors: dict[str, np.ndarray] = {}
@@ -218,7 +233,7 @@ class KeyStore:
             "shapes": json.dumps({n: list(m.shape) for n, m in self.modules.items()}),
         }
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+            tmp.write_bytes(canonical_safetensors(save(tensors, metadata=metadata)))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> KeyStore:

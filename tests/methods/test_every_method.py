@@ -99,4 +99,4 @@ def test_every_method_side_by_side_in_the_report(
     assert len(report.runs) == len(names)
     text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     method_row = next(line for line in text.splitlines() if line.startswith("| method |"))
-    assert [c.strip() for c in method_row.strip().strip("|").split("|")][1:] == names
+    assert [c.strip().strip("`") for c in method_row.strip().strip("|").split("|")][1:] == names

@@ -140,7 +140,9 @@ class RunConfig(_Strict):
     data_root: str = "coin-mini"  # "coin-mini": the bundled data/coin-mini
     train_file: str = "annotations/{task}/train.json"
     tasks: list[TaskConfig] = Field(min_length=1)
-    method: str = "reglora"  # a registered continual method: sefe_train/methods/, docs/METHODS.md
+    # A registered continual method (sefe_train/methods/, docs/METHODS.md). A str, not a Literal: methods are
+    # plugins; the validator below checks the name against the registry and lists the installed ones.
+    method: str = "reglora"
     # Per-method options, validated by the method's options model: method_options.<name>.<key>
     method_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     model: ModelConfig = ModelConfig()

@@ -89,9 +89,9 @@ def asd_build_cmd(
 
     from sefe.asd_gen.build import BuildError, BuildOptions, build, plan
     from sefe.asd_gen.needs import GenerationOptions
-    from sefe.asd_gen.records import RecordsError
     from sefe.asd_gen.summary import build_table, plan_table
-    from sefe.asd_gen.tasks import TaskError, load_task_file
+    from sefe.coin.records import RecordsError
+    from sefe.coin.tasks import TaskError, load_task_file
     from sefe.data import coin_mini_root
 
     console = Console()

@@ -13,11 +13,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.rule import Rule
 
+from sefe.coin.tasks import COIN_TASK_NAMES
+
 
 def run_demo(
     out: Path,
     x: float = 20.0,
-    train_tasks: tuple[str, ...] = ("ScienceQA", "TextVQA", "ImageNet"),
+    train_tasks: tuple[str, ...] = COIN_TASK_NAMES[:3],
     backend: str = "local",
     max_steps: int | None = None,
     console: Console | None = None,
@@ -26,6 +28,7 @@ def run_demo(
     from sefe.asd_gen.build import BuildOptions, build
     from sefe.asd_gen.needs import GenerationOptions
     from sefe.asd_gen.summary import build_table
+    from sefe.coin.layout import asd_train_path
     from sefe.data import coin_mini_root
     from sefe.sefe_train.config import load_config
     from sefe.sefe_train.evaluation.report import build_report
@@ -59,7 +62,7 @@ def run_demo(
             f"method={method}",
             f"output_dir={run_dir}",
             f"data_root={data_root}",
-            f"train_file={asd_out}/annotations/{{task}}/train_x{tag}.json",
+            f"train_file={asd_train_path(asd_out, '{task}', x)}",
             f"tasks=[{','.join(train_tasks)}]",
         ]
         if max_steps is not None:

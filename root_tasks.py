@@ -56,7 +56,7 @@ def register_root(root: Path | str | None) -> list[str]:
     """Register the tasks `<root>/tasks.json` declares; returns their names ([] when there is no file)."""
     if root is None:
         return []
-    from sefe.asd_gen.tasks import TaskSpec, register_task
+    from sefe.coin.tasks import TaskSpec, register_task
     from sefe.sefe_train.evaluation.format_checks import register_task_style
     from sefe.sefe_train.evaluation.scorers import register_scorer_alias
 

@@ -21,7 +21,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sefe.asd_gen.candidates import AnswerPool, BoxPool, ClassPool
 from sefe.asd_gen.needs import Estimate, GenerationOptions, GenerationOutcome, Generator, Need
-from sefe.asd_gen.records import TrainRecord, atomic_write_bytes, dump_json, load_train, save_train
 from sefe.asd_gen.selection import SELECTION_RULE, Selection, running_offsets, select
 from sefe.asd_gen.styles.convert import (
     ConversionError,
@@ -32,10 +31,13 @@ from sefe.asd_gen.styles.convert import (
     need_for,
     parse_record,
 )
-from sefe.asd_gen.styles.instructions import CANDIDATE_PREFIX, GROUNDING_INSTRUCTIONS, INSTRUCTIONS
 from sefe.asd_gen.styles.question import QuestionError, split_question
 from sefe.asd_gen.styles.rng import digest
-from sefe.asd_gen.tasks import TaskSpec, coin_tasks, get_task
+from sefe.atomic import atomic_write_bytes
+from sefe.coin import layout
+from sefe.coin.instructions import CANDIDATE_PREFIX, GROUNDING_INSTRUCTIONS, INSTRUCTIONS
+from sefe.coin.records import TrainRecord, dump_json, load_train, save_train
+from sefe.coin.tasks import TaskSpec, coin_tasks, get_task
 from sefe.data import coin_mini_root
 
 ENGINE_HINT = (
@@ -91,33 +93,22 @@ class TaskWork:
         return select(self.spec.name, self.ids, self.spec.target_styles, x, seed)
 
 
-def _fmt_x(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def output_path(out: Path, task: str, x: float) -> Path:
-    return out / "annotations" / task / f"train_x{_fmt_x(x)}.json"
-
-
-def manifest_path(out: Path, x: float) -> Path:
-    return out / "annotations" / f"asd_manifest_x{_fmt_x(x)}.json"
-
-
 def resolve_tasks(opts: BuildOptions) -> list[tuple[TaskSpec, Path]]:
     """The chosen tasks (CoIN order for defaults) with their train files; errors name missing files."""
-    ann = opts.data_root / "annotations"
+    root = opts.data_root
     if opts.tasks:
         chosen = [get_task(t) for t in opts.tasks]
         for spec in chosen:
-            if not (ann / spec.name / "train.json").is_file():
+            if not layout.train_path(root, spec.name).is_file():
                 raise BuildError(
-                    f"{ann / spec.name / 'train.json'}: train file of task {spec.name} not found"
+                    f"{layout.train_path(root, spec.name)}: train file of task {spec.name} not found"
                 )
     else:
-        chosen = [t for t in coin_tasks() if (ann / t.name / "train.json").is_file()]
+        chosen = [t for t in coin_tasks() if layout.train_path(root, t.name).is_file()]
         if not chosen:
+            ann = layout.annotations_dir(root)
             raise BuildError(f"{ann}: no <Task>/train.json of any CoIN task (use --data-root / --tasks)")
-    return [(spec, ann / spec.name / "train.json") for spec in chosen]
+    return [(spec, layout.train_path(root, spec.name)) for spec in chosen]
 
 
 def _sources(spec: TaskSpec, records: list[TrainRecord], mode: DistractorMode) -> Sources:
@@ -457,7 +448,7 @@ def build(
             for x in opts.xs:
                 sel = w.selection(x, opts.seed)
                 rows = [conv[i].record or r if i in sel.styles else r for i, r in enumerate(records)]
-                path = output_path(opts.out, w.spec.name, x)
+                path = layout.asd_train_path(opts.out, w.spec.name, x)
                 save_train(path, rows)
                 outputs.append(str(path))
                 kept: dict[str, list[dict[str, Any]]] = {}
@@ -474,7 +465,7 @@ def build(
                     converted[sel.styles[idx]] += 1
                     if c.source:
                         sources.setdefault(c.source, []).append(rid)
-                per_x.setdefault(_fmt_x(x), {})[w.spec.name] = TaskOutput(
+                per_x.setdefault(layout.format_x(x), {})[w.spec.name] = TaskOutput(
                     records=len(w.ids),
                     selected=len(sel.styles),
                     converted=dict(sorted(converted.items())),
@@ -486,7 +477,7 @@ def build(
                 )
                 progress.advance(bar)
     for x in opts.xs:
-        mpath = manifest_path(opts.out, x)
-        atomic_write_bytes(mpath, dump_json(_manifest(opts, x, per_x[_fmt_x(x)], outcome)))
+        mpath = layout.asd_manifest_path(opts.out, x)
+        atomic_write_bytes(mpath, dump_json(_manifest(opts, x, per_x[layout.format_x(x)], outcome)))
         manifests.append(str(mpath))
     return BuildResult(status="done", outputs=outputs, manifests=manifests, tasks=per_x)

@@ -16,8 +16,8 @@ from fractions import Fraction
 
 from pydantic import BaseModel
 
-from sefe.asd_gen.styles.instructions import Style
 from sefe.asd_gen.styles.rng import digest
+from sefe.coin.instructions import Style
 
 SELECTION_RULE = (
     "records ordered by sha256(seed, task, index, id); the first round_half_up(X/100*n) are selected; "

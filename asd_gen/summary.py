@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sefe.asd_gen.build import BuildResult, Plan
-from sefe.asd_gen.styles.instructions import STYLES
+from sefe.coin.instructions import STYLES
 
 
 def _k(n: int) -> str:

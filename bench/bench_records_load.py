@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from sefe.asd_gen.records import load_train, save_train
+from sefe.coin.records import load_train, save_train
 
 SHORT = "Answer the question using a single word or phrase."
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from sefe.coin.layout import annotations_dir
+
 
 def coin_mini_root() -> Path:
     """The bundled synthetic CoIN data root, for CLI defaults; works from a checkout and an installed wheel.
@@ -13,7 +15,7 @@ def coin_mini_root() -> Path:
     reported where it happens rather than as a confusing missing-annotation error later.
     """
     root = Path(str(resources.files("sefe.data") / "coin-mini"))
-    if not (root / "annotations").is_dir():
+    if not annotations_dir(root).is_dir():
         raise FileNotFoundError(
             f"bundled sample data not found at {root}; "
             "regenerate it with `python -m sefe.data.make_coin_mini`"

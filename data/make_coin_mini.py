@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sefe.atomic import atomic_write_bytes
+from sefe.coin import layout
+from sefe.coin.tasks import COIN_TASK_NAMES
 from sefe.data import (
     mini_coco,
     mini_gqa,
@@ -26,22 +28,11 @@ from sefe.data import (
 )
 from sefe.data.mini_bundle import TaskData, dump_json
 
-TASKS: tuple[str, ...] = ("ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz", "Grounding", "VQAv2", "OCRVQA")
+TASKS: tuple[str, ...] = COIN_TASK_NAMES
 DEFAULT_SEED = 0
 DEFAULT_OUT = Path(__file__).resolve().parent / "coin-mini"
 # top-level entries this script owns inside a data root (what --clean may prune)
-MANAGED = (
-    "annotations",
-    "eval_gt",
-    "ScienceQA",
-    "TextVQA",
-    "ImageNet",
-    "GQA",
-    "VizWiz",
-    "COCO",
-    "OCRVQA",
-    "README.md",
-)
+MANAGED = (layout.ANNOTATIONS, layout.EVAL_GT, *layout.IMAGE_FOLDERS, "README.md")
 
 
 def build_tasks(seed: int = DEFAULT_SEED) -> tuple[dict[str, TaskData], dict[str, bytes]]:
@@ -70,8 +61,8 @@ def build(seed: int = DEFAULT_SEED) -> dict[str, bytes]:
             if rel in files and files[rel] != data:
                 raise RuntimeError(f"{name}: {rel} generated twice with different content")
             files[rel] = data
-        files[f"annotations/{name}/train.json"] = dump_json(task.train)
-        files[f"annotations/{name}/test.json"] = dump_json(task.test)
+        files[layout.relative(layout.train_path(Path(), name))] = dump_json(task.train)
+        files[layout.relative(layout.evaluation_file(Path(), name))] = dump_json(task.test)
     files["README.md"] = render_readme(tasks, seed, files).encode()
     return dict(sorted(files.items()))
 

@@ -16,11 +16,6 @@ from PIL import Image
 
 from sefe.data.mini_draw import encode, format_for
 
-SHORT_ANSWER = "Answer the question using a single word or phrase."
-MCQ_LETTER = "Answer with the option's letter from the given choices directly."
-VIZWIZ_UNANSWERABLE = "When the provided information is insufficient, respond with 'Unanswerable'."
-GROUNDING_PROMPT = "Please provide the bounding box coordinate of the region this sentence describes:"
-
 
 def dump_json(obj: Any) -> bytes:
     """Stable JSON bytes: two-space indent, keys in insertion order, trailing newline."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from sefe.data.mini_bundle import GROUNDING_PROMPT, SHORT_ANSWER, TaskData, cap, conversation, human, task_rng
+from sefe.coin.instructions import GROUNDING_PROMPT, SHORT_ANSWER
+from sefe.data.mini_bundle import TaskData, cap, conversation, human, task_rng
 from sefe.data.mini_scenes import Obj, Scene, random_scene
 
 N_GROUND_TRAIN, N_GROUND_TEST = 32, 14

@@ -10,7 +10,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from sefe.data.mini_bundle import SHORT_ANSWER, TaskData, cap, conversation, human, task_rng
+from sefe.coin.instructions import SHORT_ANSWER
+from sefe.coin.layout import bundled_gt_files
+from sefe.data.mini_bundle import TaskData, cap, conversation, human, task_rng
 from sefe.data.mini_scenes import Scene, random_scene
 
 N_TRAIN, N_TEST, N_GT_EXTRA = 32, 14, 2
@@ -165,5 +167,5 @@ def build(seed: int) -> TaskData:
         out.test.append(
             {"question_id": qid, "image": rel, "text": f"{q.question}\n{SHORT_ANSWER}", "answer": q.answer}
         )
-    out.add_json("eval_gt/GQA/testdev_balanced_questions.json", gt)
+    out.add_json(bundled_gt_files("GQA")[0], gt)
     return out

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from PIL import Image, ImageDraw
 
-from sefe.data.mini_bundle import SHORT_ANSWER, TaskData, conversation, human, task_rng
+from sefe.coin.instructions import SHORT_ANSWER
+from sefe.data.mini_bundle import TaskData, conversation, human, task_rng
 from sefe.data.mini_draw import COLOURS, RGB, new_canvas
 
 N_TRAIN_PER_CLASS, N_TEST_PER_CLASS = 4, 2

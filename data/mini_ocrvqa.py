@@ -11,7 +11,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from sefe.data.mini_bundle import SHORT_ANSWER, TaskData, conversation, human, task_rng
+from sefe.coin.instructions import SHORT_ANSWER
+from sefe.data.mini_bundle import TaskData, conversation, human, task_rng
 from sefe.data.mini_draw import COLOURS, RGB, draw_shape, draw_text_centered, fit_scale, new_canvas
 
 N_TRAIN, N_TEST = 28, 14

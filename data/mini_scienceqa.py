@@ -14,7 +14,9 @@ from typing import Any
 
 from PIL import Image
 
-from sefe.data.mini_bundle import MCQ_LETTER, TaskData, conversation, human, task_rng
+from sefe.coin.instructions import MCQ_LETTER
+from sefe.coin.layout import bundled_gt_files
+from sefe.data.mini_bundle import TaskData, conversation, human, task_rng
 from sefe.data.mini_draw import COLOURS, draw_text, new_canvas, text_size
 
 Problem = dict[str, Any]
@@ -299,9 +301,10 @@ def build(seed: int) -> TaskData:
     test_ids = [p for p, s in zip(pids, splits, strict=True) if s == "test"]
     val_ids = [p for p, s in zip(pids, splits, strict=True) if s == "val"]
     train_ids = [p for p, s in zip(pids, splits, strict=True) if s == "train"]
-    out.add_json("eval_gt/ScienceQA/problems.json", dict(sorted(problems.items(), key=lambda kv: int(kv[0]))))
+    problems_file, splits_file = bundled_gt_files("ScienceQA")
+    out.add_json(problems_file, dict(sorted(problems.items(), key=lambda kv: int(kv[0]))))
     out.add_json(
-        "eval_gt/ScienceQA/pid_splits.json",
+        splits_file,
         {
             "train": train_ids,
             "val": val_ids,

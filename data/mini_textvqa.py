@@ -12,7 +12,9 @@ from typing import Any
 
 from PIL import Image
 
-from sefe.data.mini_bundle import SHORT_ANSWER, TaskData, cap, conversation, human, task_rng
+from sefe.coin.instructions import SHORT_ANSWER
+from sefe.coin.layout import bundled_gt_files
+from sefe.data.mini_bundle import TaskData, cap, conversation, human, task_rng
 from sefe.data.mini_draw import COLOURS, draw_text, draw_text_centered, fit_scale, new_canvas, text_size
 
 N_TRAIN, N_TEST = 32, 12
@@ -141,7 +143,7 @@ def build(seed: int) -> TaskData:
             }
         )
     out.add_json(
-        "eval_gt/TextVQA/TextVQA_0.5.1_val.json",
+        bundled_gt_files("TextVQA")[0],
         {"dataset_type": "val", "dataset_name": "textvqa", "dataset_version": "0.5.1", "data": gt_rows},
     )
     return out

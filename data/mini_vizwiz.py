@@ -10,15 +10,8 @@ import random
 
 from PIL import Image
 
-from sefe.data.mini_bundle import (
-    SHORT_ANSWER,
-    VIZWIZ_UNANSWERABLE,
-    TaskData,
-    cap,
-    conversation,
-    human,
-    task_rng,
-)
+from sefe.coin.instructions import SHORT_ANSWER, VIZWIZ_UNANSWERABLE
+from sefe.data.mini_bundle import TaskData, cap, conversation, human, task_rng
 from sefe.data.mini_draw import COLOURS, degrade, draw_text_centered, fit_scale, new_canvas
 
 N_TRAIN, N_TEST = 32, 14

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sefe.coin import layout
+from sefe.coin.tasks import COIN_TASK_NAMES
 from sefe.data import coin_mini_root
 from sefe.sefe_train.reglora.config import RegLoRAConfig
 
@@ -138,7 +140,7 @@ class RunConfig(_Strict):
 
     output_dir: str = "runs/coin-mini"
     data_root: str = "coin-mini"  # "coin-mini": the bundled data/coin-mini
-    train_file: str = "annotations/{task}/train.json"
+    train_file: str = layout.TRAIN_PATTERN
     tasks: list[TaskConfig] = Field(min_length=1)
     # A registered continual method (sefe_train/methods/, docs/METHODS.md). A str, not a Literal: methods are
     # plugins; the validator below checks the name against the registry and lists the installed ones.
@@ -233,7 +235,7 @@ class RunConfig(_Strict):
 
     def test_path(self, task: TaskConfig) -> Path:
         """CoIN layout, fixed: evaluation reads `<data_root>/annotations/<Task>/test.json`."""
-        return self.resolved_data_root() / "annotations" / task.name / "test.json"
+        return layout.evaluation_file(self.resolved_data_root(), task.name)
 
     def gt_path(self, task: TaskConfig) -> Path | None:
         return self._under_root(task.gt) if task.gt else None
@@ -250,8 +252,8 @@ def default_config_dict() -> dict[str, Any]:
     return {
         "output_dir": "runs/coin-mini",
         "data_root": "coin-mini",
-        "train_file": "annotations/{task}/train.json",
-        "tasks": ["ScienceQA", "TextVQA", "ImageNet"],
+        "train_file": layout.TRAIN_PATTERN,
+        "tasks": list(COIN_TASK_NAMES[:3]),
         "method": "reglora",
         "model": {"path": DEFAULT_TINY, "dtype": "fp32"},
         "lora": {"r": 8, "alpha": 16},

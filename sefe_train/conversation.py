@@ -20,6 +20,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from sefe.coin.instructions import MCQ_LETTER as SCIENCEQA_INSTRUCTION
+from sefe.coin.records import IMAGE_TOKEN
+
 SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
@@ -27,9 +30,7 @@ SYSTEM = (
 USER = "USER"
 ASSISTANT = "ASSISTANT"
 EOS = "</s>"
-IMAGE_TOKEN = "<image>"
 IGNORE_INDEX = -100
-SCIENCEQA_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 
 Turn = tuple[str, str | None]
 

@@ -1,6 +1,6 @@
 """LLaVA train records as a torch Dataset: vicuna_v1 tokens, assistant-only labels, lazily loaded images.
 
-Records are validated once at load (`sefe.asd_gen.records.load_train`); tokenisation and image decoding happen
+Records are validated once at load (`sefe.coin.records.load_train`); tokenisation and image decoding happen
 per item so a 200 MB GQA file costs its parsed records, not its tokens or pixels. `lengths` is a cheap length
 estimate (LLaVA's: words + image tokens) for length-grouped sampling without touching images.
 """
@@ -20,7 +20,7 @@ from sefe.sefe_train.model import image_token_count
 
 def load_records(path: Path) -> list[tuple[Any, str | None, list[tuple[str, str]]]]:
     """(id, image, turns) per record; bad records raise an error naming file, index, id and field."""
-    from sefe.asd_gen.records import load_train
+    from sefe.coin.records import load_train
 
     return [(rec.id, rec.image, rec.pairs()) for rec in load_train(path)]
 

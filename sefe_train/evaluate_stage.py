@@ -124,7 +124,7 @@ def _record_probe(
     cfg: RunConfig, k: int, merged: Path, model: tuple[Any, Any] | None, eval_dir: Path, path: Path
 ) -> None:
     """Likelihood ranking of candidate answers for the tasks that have candidates."""
-    from sefe.asd_gen.records import load_test
+    from sefe.coin.records import load_test
     from sefe.sefe_train.conversation import eval_question
     from sefe.sefe_train.evaluation.probe import probe_items, run_probe
 
@@ -132,8 +132,9 @@ def _record_probe(
     limit = cfg.eval.probe_max_samples or cfg.eval.max_samples
     items_of = {}
     for task in cfg.tasks[:k]:
-        records = load_test(cfg.test_path(task))[:limit] if limit else load_test(cfg.test_path(task))
-        questions = [eval_question(r.text, task.name) for r in records]
+        records = load_test(cfg.test_path(task), require=("text",))
+        records = records[:limit] if limit else records
+        questions = [eval_question(r.text or "", task.name) for r in records]
         items = probe_items(task.name, records, questions, seed=cfg.train.seed)
         if items:
             items_of[task.name] = items

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from sefe.atomic import DIR_MODE
-from sefe.sefe_train.conversation import IMAGE_TOKEN
+from sefe.coin.records import IMAGE_TOKEN
 
 DType = Literal["float32", "bfloat16", "float16"]
 PROJECTOR_KEYS = {

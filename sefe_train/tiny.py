@@ -17,7 +17,9 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from sefe.sefe_train.conversation import ASSISTANT, EOS, IMAGE_TOKEN, SCIENCEQA_INSTRUCTION, SYSTEM, USER
+from sefe.coin.instructions import MCQ_LETTER, SHORT_ANSWER
+from sefe.coin.records import IMAGE_TOKEN
+from sefe.sefe_train.conversation import ASSISTANT, EOS, SYSTEM, USER
 
 BUILD_FORMAT = 1  # bump when the build recipe changes in a way the config hash does not capture
 SPECIAL_TOKENS = ["<unk>", "<s>", EOS, "<pad>", IMAGE_TOKEN]
@@ -57,8 +59,8 @@ class TinyLlavaConfig(BaseModel):
 _CORPUS_LINES = [
     SYSTEM,
     f"{USER}: What is in the picture? {ASSISTANT}: A dog on a red sofa.",
-    "Answer the question using a single word or phrase.",
-    SCIENCEQA_INSTRUCTION,
+    SHORT_ANSWER,
+    MCQ_LETTER,
     "Answer with Yes or No. Answer yes or no. Is the answer correct? Yes No yes no",
     "Explain your answer briefly. Explain your answer in detail. Give a short explanation.",
     "Describe the region in the box. Please provide the bounding box coordinate of the region this sentence"

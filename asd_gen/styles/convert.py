@@ -21,9 +21,7 @@ from sefe.asd_gen.candidates import (
     wrong_options,
 )
 from sefe.asd_gen.needs import Need, NeedKind, NeedResult, QAItem
-from sefe.asd_gen.records import TrainRecord
 from sefe.asd_gen.styles.boxes import Box, decimals_of, parse_box
-from sefe.asd_gen.styles.instructions import Style
 from sefe.asd_gen.styles.question import QuestionError, QuestionParts, split_question
 from sefe.asd_gen.styles.render import (
     instruction_for,
@@ -34,7 +32,9 @@ from sefe.asd_gen.styles.render import (
     render_yn,
 )
 from sefe.asd_gen.styles.rng import sample, seeded_rng
-from sefe.asd_gen.tasks import TaskSpec
+from sefe.coin.instructions import Style
+from sefe.coin.records import TrainRecord
+from sefe.coin.tasks import TaskSpec
 
 DistractorMode = Literal["model", "pool"]
 MCQ_DISTRACTORS = 3

@@ -14,11 +14,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sefe.asd_gen.records import IMAGE_TOKEN
-from sefe.asd_gen.styles.instructions import KNOWN_INSTRUCTIONS
+from sefe.coin.instructions import DEFAULT_CONTEXT_PREFIXES, KNOWN_INSTRUCTIONS
+from sefe.coin.records import IMAGE_TOKEN
 
 OPTION_RE = re.compile(r"^([A-Z])\.\s+(.*\S)\s*$")
-DEFAULT_CONTEXT_PREFIXES: tuple[str, ...] = ("Context:", "Reference OCR token:", "Hint:")
 
 # Lines that tell the model how to format its answer (not what to answer). Only the *last* line(s) of a
 # question are tested, and a question always keeps at least one line.

@@ -8,7 +8,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from sefe.asd_gen.styles.instructions import (
+from sefe.asd_gen.styles.question import QuestionParts, join_question, option_lines
+from sefe.asd_gen.styles.rng import randint_below, sample
+from sefe.coin.instructions import (
     CANDIDATE_PREFIX,
     GROUNDING_INSTRUCTIONS,
     INSTRUCTIONS,
@@ -16,8 +18,6 @@ from sefe.asd_gen.styles.instructions import (
     YES,
     Style,
 )
-from sefe.asd_gen.styles.question import QuestionParts, join_question, option_lines
-from sefe.asd_gen.styles.rng import randint_below, sample
 
 QA = tuple[str, str]
 

@@ -33,6 +33,8 @@ from typing import Any
 import orjson
 
 from sefe.atomic import atomic_write_bytes
+from sefe.coin import layout
+from sefe.coin.instructions import GROUNDING_PROMPT, MCQ_LETTER, SHORT_ANSWER
 from sefe.data.micro.scenes import (
     COLOURS,
     NUMBER_WORDS,
@@ -47,10 +49,10 @@ from sefe.data.micro.scenes import (
     render,
 )
 
-SHORT = "Answer the question using a single word or phrase."
-MCQ = "Answer with the option's letter from the given choices directly."
+SHORT = SHORT_ANSWER
+MCQ = MCQ_LETTER
 YESNO = "Answer with Yes or No."
-BOX_Q = "Please provide the bounding box coordinate of the region this sentence describes: "
+BOX_Q = f"{GROUNDING_PROMPT} "
 TASK_ORDER: tuple[str, ...] = ("Colour", "Shape", "Position", "Count", "Word", "Locate")
 FORMAT_VERSION = 1
 SIDES = ("left", "right", "top", "bottom")
@@ -276,15 +278,16 @@ def build_micro(
                     textvqa.append(
                         {"question_id": qid, "question": item.question, "answers": [item.answer] * 10}
                     )
-            _dump(out / "annotations" / name / f"{split}.json", records)
+            _dump(layout.task_dir(out, name) / f"{split}.json", records)
         pool = sorted({c for rec in records for c in rec.get("candidates", [])})
-        _dump(out / "annotations" / name / "distractors.json", {"task": name, "answers": pool})
+        _dump(layout.task_dir(out, name) / "distractors.json", {"task": name, "answers": pool})
     if sqa_test:
-        _dump(out / "eval_gt" / "ScienceQA" / "problems.json", sqa_problems)
-        _dump(out / "eval_gt" / "ScienceQA" / "pid_splits.json", {"test": sqa_test})
+        problems_file, splits_file = layout.bundled_gt_files("ScienceQA")
+        _dump(out / problems_file, sqa_problems)
+        _dump(out / splits_file, {"test": sqa_test})
     if textvqa:
         _dump(
-            out / "eval_gt" / "TextVQA" / "TextVQA_0.5.1_val.json",
+            out / layout.bundled_gt_files("TextVQA")[0],
             {"dataset_version": "0.5.1", "data": textvqa},
         )
     _dump(out / "warmstart" / "train.json", _warmstart(seed, n_warm, images, out))

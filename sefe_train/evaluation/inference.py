@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import orjson
 
+from sefe.coin import layout
+from sefe.coin.records import TestField, load_test
 from sefe.sefe_train.conversation import (
     ScienceQAInstruction,
     eval_question,
@@ -30,7 +32,8 @@ from sefe.sefe_train.conversation import (
 )
 
 Engine = Literal["hf", "vllm"]
-COIN_ORDER = ("ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz", "Grounding", "VQAv2", "OCRVQA")
+#: what inference reads of a test record (besides `question_id` and the optional `image`)
+INFERENCE_FIELDS: tuple[TestField, ...] = ("text",)
 #: The release's generation cap (LLaVA's evaluation scripts); the paper config and `sefe eval run` use it.
 DEFAULT_MAX_NEW_TOKENS = 1024
 
@@ -186,14 +189,12 @@ def run_inference(
 
 def _plan(data_root: Path, tasks: Sequence[str], out_dir: Path, limit: int | None) -> list[_Job]:
     """Read every task's test file (errors before any model is loaded) and what is left to answer."""
-    from sefe.asd_gen.records import load_test
-
     jobs = []
     for task in tasks:
-        test_path = data_root / "annotations" / task / "test.json"
+        test_path = layout.evaluation_file(data_root, task)
         if not test_path.is_file():
             raise FileNotFoundError(f"task {task}: test file not found: {test_path}")
-        records = load_test(test_path)
+        records = load_test(test_path, require=INFERENCE_FIELDS)
         if limit is not None:
             records = records[:limit]
         jobs.append(_Job(task, test_path, _pending(records, read_done(predictions_path(out_dir, task)))))
@@ -244,7 +245,7 @@ def _batch_inputs(
     prompts, images, shown = [], [], []
     for i, rec in chunk:
         has_image = rec.image is not None
-        question = eval_question(rec.text, job.task, writer.scienceqa_instruction)
+        question = eval_question(rec.text or "", job.task, writer.scienceqa_instruction)  # required at load
         prompts.append(generation_prompt(question, has_image))
         shown.append(prediction_prompt(question, has_image))
         if has_image:
@@ -308,7 +309,4 @@ def _write_predictions(
 
 def default_tasks(data_root: str | Path) -> list[str]:
     """Tasks with a test file under the data root: the CoIN eight in training order, then any others."""
-    ann = Path(data_root) / "annotations"
-    present = sorted(p.parent.name for p in ann.glob("*/test.json"))
-    order = [t for t in COIN_ORDER if t in present]
-    return order + [t for t in present if t not in order]
+    return layout.tasks_with(Path(data_root), layout.TEST_FILE)

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from sefe.coin.records import TestField
 from sefe.sefe_train.evaluation.loading import ScoringError, load_predictions, load_test_records
 from sefe.sefe_train.evaluation.scorers import canonical_task
 
@@ -29,6 +30,7 @@ JUDGE_SCHEMA: dict[str, Any] = {
     "required": ["score"],
     "additionalProperties": False,
 }
+JUDGE_FIELDS: tuple[TestField, ...] = ("text",)  # the question the judge is shown
 SYSTEM_PROMPT = (
     "You grade answers to questions about images. Compare the model's answer with the reference answer "
     "and rate its correctness from 0 (wrong) to 10 (fully correct). Judge the meaning, not the wording "
@@ -92,7 +94,7 @@ def parse_rating(text: str | None) -> int | None:
 def build_items(predictions: Path, annotations: Path) -> tuple[list[JudgeItem], int]:
     """Join predictions to test records by id; also returns how many test records lack a prediction."""
     preds = load_predictions(predictions)
-    records = {r.qid: r for r in load_test_records(annotations)}
+    records = {r.qid: r for r in load_test_records(annotations, require=JUDGE_FIELDS)}
     items: list[JudgeItem] = []
     for p in preds:
         rec = records.get(p.qid)

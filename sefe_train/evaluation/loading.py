@@ -1,4 +1,6 @@
-"""Reading prediction JSONL, CoIN test files and the official ground-truth files, with errors that say where.
+"""Reading prediction JSONL and the official ground-truth files, with errors that say where.
+
+Test records come from the one loader in `sefe.coin.records` (wrapped here so scorers raise one error type).
 
 Scorers must never silently change what they divide by, so everything here either returns exactly what the
 file holds (with line numbers kept) or raises `ScoringError` naming the file, the line or record index, the id
@@ -7,11 +9,14 @@ and the field.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from sefe.coin.records import RecordsError, TestField, TestRecord, load_test
 
 
 class ScoringError(ValueError):
@@ -26,23 +31,6 @@ class Prediction(BaseModel):
     question_id: str | int
     text: str
     line: int = 0  # 1-based line in the file, for error messages
-
-    @property
-    def qid(self) -> str:
-        return str(self.question_id)
-
-
-class TestRecord(BaseModel):
-    """One CoIN test record; Grounding records carry `answer_bbox` + `size` instead of `answer`."""
-
-    model_config = ConfigDict(extra="allow")
-
-    question_id: str | int
-    text: str | None = None
-    answer: str | None = None
-    answer_bbox: str | None = None
-    size: list[float] | None = None
-    index: int = 0  # 0-based position in the file
 
     @property
     def qid(self) -> str:
@@ -89,21 +77,15 @@ def _load_json(path: Path, what: str) -> Any:
         raise ScoringError(f"{path}: broken JSON ({exc})") from None
 
 
-def load_test_records(path: Path) -> list[TestRecord]:
-    """Read a CoIN `test.json` (one JSON array of flat records)."""
-    data = _load_json(path, "annotations file")
-    if not isinstance(data, list):
-        raise ScoringError(f"{path}: expected a JSON array of test records, got {type(data).__name__}")
-    out: list[TestRecord] = []
-    for i, obj in enumerate(data):
-        if not isinstance(obj, dict):
-            raise ScoringError(f"{path} record {i}: expected an object, got {type(obj).__name__}")
-        try:
-            out.append(TestRecord.model_validate({**obj, "index": i}))
-        except ValidationError as exc:
-            qid = obj.get("question_id", "?")
-            raise ScoringError(f"{path} record {i} (question_id {qid!r}): {_field_of(exc)}") from None
-    return out
+def load_test_records(path: Path, require: Iterable[TestField] = ()) -> list[TestRecord]:
+    """A CoIN `test.json` through the one records loader (`sefe.coin.records`), errors as `ScoringError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScoringError(f"annotations file not found: {path}")
+    try:
+        return load_test(path, require=require)
+    except RecordsError as exc:
+        raise ScoringError(str(exc)) from None
 
 
 def require_field(path: Path, rec: TestRecord, field: str) -> Any:

@@ -22,10 +22,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sefe.coin import layout
+from sefe.coin.records import TestField, TestRecord, answer_fields
+from sefe.coin.tasks import COIN_TASK_NAMES, coin_task_name, get_task
 from sefe.sefe_train.evaluation.loading import (
     Prediction,
     ScoringError,
-    TestRecord,
     load_gqa_gt,
     load_predictions,
     load_scienceqa_gt,
@@ -36,14 +38,9 @@ from sefe.sefe_train.evaluation.loading import (
 from sefe.sefe_train.evaluation.normalize import normalize_answer
 
 Mode = Literal["compat", "fixed"]
-TASKS: tuple[str, ...] = ("ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz", "Grounding", "VQAv2", "OCRVQA")
+TASKS: tuple[str, ...] = COIN_TASK_NAMES  # one scorer per CoIN task
 SCIENCEQA_OPTIONS: tuple[str, ...] = ("A", "B", "C", "D", "E")
 SCIENCEQA_LEGACY = "coin-legacy"
-_GT_FILES: dict[str, str] = {
-    "ScienceQA": "ScienceQA",  # a folder holding problems.json + pid_splits.json
-    "TextVQA": "TextVQA/TextVQA_0.5.1_val.json",
-    "GQA": "GQA/testdev_balanced_questions.json",
-}
 _MISSING_NOTE = "{n} test record(s) have no prediction; "
 
 
@@ -521,9 +518,9 @@ def register_scorer_alias(task: str, scorer: str) -> None:
 
 def canonical_task(task: str) -> str:
     """Map a task name case-insensitively onto a CoIN task (or a registered alias), or fail listing them."""
-    for name in TASKS:
-        if name.lower() == task.lower():
-            return name
+    name = coin_task_name(task)
+    if name is not None:
+        return name
     if task.lower() in _ALIASES:
         return _ALIASES[task.lower()]
     raise ScoringError(f"no scorer for task {task!r}; CoIN tasks: {', '.join(TASKS)}")
@@ -531,18 +528,29 @@ def canonical_task(task: str) -> str:
 
 def default_gt(data_root: Path, task: str) -> Path | None:
     """The official ground truth under `<data_root>/eval_gt/` for the tasks that need it, if present."""
-    rel = _GT_FILES.get(canonical_task(task))
-    if rel is None:
+    name = canonical_task(task)
+    rels = layout.OFFICIAL_GT.get(name)
+    if rels is None:
         return None
-    path = Path(data_root) / "eval_gt" / rel
-    probe = path / "problems.json" if rel == "ScienceQA" else path
-    return path if probe.is_file() else None
+    base = Path(data_root) / layout.EVAL_GT
+    if not all((base / rel).is_file() for rel in rels):
+        return None
+    first = base / rels[0]
+    return first.parent if name == "ScienceQA" else first
 
 
 def default_annotations(data_root: Path, task: str) -> Path:
     """`<data_root>/annotations/<Task>/test.json`."""
     folder = task if task.lower() in _ALIASES else canonical_task(task)
-    return Path(data_root) / "annotations" / folder / "test.json"
+    return layout.evaluation_file(Path(data_root), folder)
+
+
+def scoring_fields(task: str, official: bool) -> tuple[TestField, ...]:
+    """Test-record fields the task's scorer reads: none besides the id with official ground truth."""
+    name = canonical_task(task)
+    if official and layout.needs_official_gt(name):
+        return ()
+    return answer_fields(get_task(name).answer)
 
 
 def score_predictions(
@@ -567,13 +575,13 @@ def score_predictions(
         task=name,
         mode=mode,
         preds=load_predictions(Path(predictions)),
-        records=load_test_records(Path(annotations)),
+        records=load_test_records(Path(annotations), require=scoring_fields(name, official=gt is not None)),
         pred_path=Path(predictions),
         ann_path=Path(annotations),
         gt=Path(gt) if gt is not None else None,
         variant=variant,
     )
-    if ctx.gt is None and name in _GT_FILES:
+    if ctx.gt is None and layout.needs_official_gt(name):
         ctx.notes.append(
             f"no official {name} ground truth given: scored against the test.json 'answer' field, "
             "so the number is not comparable with published ones"

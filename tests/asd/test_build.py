@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,10 +9,12 @@ import orjson
 import pytest
 from asd_factory import ScriptedGenerator, write_root
 
-from sefe.asd_gen.build import BuildError, BuildOptions, build, manifest_path, output_path, plan
-from sefe.asd_gen.records import RecordsError
+from sefe.asd_gen.build import BuildError, BuildOptions, build, plan
 from sefe.asd_gen.selection import select
-from sefe.asd_gen.tasks import get_task
+from sefe.coin.layout import asd_manifest_path as manifest_path
+from sefe.coin.layout import asd_train_path as output_path
+from sefe.coin.records import RecordsError
+from sefe.coin.tasks import get_task
 
 
 def _load(p: Path) -> list[dict]:
@@ -154,7 +157,7 @@ def test_same_bytes_across_processes_and_hash_seeds(tmp_path: Path) -> None:
         subprocess.run(
             [sys.executable, "-c", _SNIPPET, here, str(tmp_path / h)],
             check=True,
-            env={"PYTHONHASHSEED": h},
+            env={**os.environ, "PYTHONHASHSEED": h},  # same PYTHONPATH: the code under test
             capture_output=True,
         )
     a = sorted((tmp_path / "1" / "o").rglob("*.json"))

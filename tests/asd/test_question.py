@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sefe.asd_gen.styles.instructions import INSTRUCTIONS, STYLES
 from sefe.asd_gen.styles.question import is_instruction_line, join_question, split_question
+from sefe.coin.instructions import INSTRUCTIONS, STYLES
 
 # Instruction lines as different datasets write them: none is special-cased by exact string in the code.
 VARIANTS = [

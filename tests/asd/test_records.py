@@ -5,7 +5,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sefe.asd_gen.records import RecordsError, TrainRecord, load_test, load_train, save_train
+from sefe.coin.records import RecordsError, TrainRecord, load_test, load_train, save_train
 
 
 def _write(p: Path, obj: object) -> Path:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sefe.asd_gen.selection import select, selected_count, style_cycle
-from sefe.asd_gen.tasks import get_task
+from sefe.coin.tasks import get_task
 
 STYLES4 = get_task("GQA").target_styles
 ids_strategy = st.lists(st.one_of(st.integers(0, 10**9), st.text(min_size=1, max_size=8)), max_size=120)
@@ -50,7 +51,7 @@ def test_seed_changes_selection_task_name_too() -> None:
 
 
 _SNIPPET = (
-    "from sefe.asd_gen.selection import select;from sefe.asd_gen.tasks import get_task;"
+    "from sefe.asd_gen.selection import select;from sefe.coin.tasks import get_task;"
     "s=select('GQA',[str(i) for i in range(50)]+list(range(50)),get_task('GQA').target_styles,40,7);"
     "print(sorted(s.styles.items()))"
 )
@@ -64,7 +65,7 @@ def test_deterministic_across_processes_and_hash_seeds() -> None:
             capture_output=True,
             text=True,
             check=True,
-            env={"PYTHONHASHSEED": h},
+            env={**os.environ, "PYTHONHASHSEED": h},  # same PYTHONPATH: the code under test
         ).stdout
         for h in ("0", "1", "12345")
     }

@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 from sefe.asd_gen.build import _sources
 from sefe.asd_gen.candidates import normalize_answer
 from sefe.asd_gen.needs import NeedResult
-from sefe.asd_gen.records import TrainRecord
 from sefe.asd_gen.styles.boxes import iou, parse_box
 from sefe.asd_gen.styles.convert import ConversionError, convert_record, need_for, parse_record
-from sefe.asd_gen.styles.instructions import CANDIDATE_PREFIX, GROUNDING_INSTRUCTIONS, INSTRUCTIONS
 from sefe.asd_gen.styles.question import is_instruction_line
 from sefe.asd_gen.styles.render import explained_answer, mcq_layout
 from sefe.asd_gen.styles.rng import seeded_rng
-from sefe.asd_gen.tasks import coin_tasks, get_task
+from sefe.coin.instructions import CANDIDATE_PREFIX, GROUNDING_INSTRUCTIONS, INSTRUCTIONS
+from sefe.coin.records import TrainRecord
+from sefe.coin.tasks import coin_tasks, get_task
 
 TASKS = [t.name for t in coin_tasks()]
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sefe.asd_gen.tasks import TaskError, coin_tasks, get_task, load_task_file
+from sefe.coin.tasks import TaskError, coin_tasks, get_task, load_task_file
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "tasks" / "example.yaml"
 

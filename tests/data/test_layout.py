@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sefe.asd_gen.records import load_test, load_train
+from sefe.coin.records import load_test, load_train
 from sefe.data import coin_mini_root
 from sefe.data.make_coin_mini import MANAGED
 

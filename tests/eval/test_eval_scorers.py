@@ -298,7 +298,9 @@ def test_missing_field_is_named(tmp_path: Path, write_json: WriteJson) -> None:
         "t2.json", [{"question_id": 1, "text": "q", "answer": "a"}, {"question_id": 7, "text": "q"}]
     )
     preds.write_text('{"question_id": 7, "text": "a"}\n')
-    with pytest.raises(ScoringError, match=r"t2\.json record 1 \(question_id '7'\): missing field 'answer'"):
+    with pytest.raises(
+        ScoringError, match=r"t2\.json, record 1, id 7, field 'answer': required field is missing"
+    ):
         score_predictions("VizWiz", preds, bad_ann)
 
 

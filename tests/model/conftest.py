@@ -9,7 +9,7 @@ import orjson
 import pytest
 from PIL import Image
 
-from sefe.sefe_train.conversation import SCIENCEQA_INSTRUCTION
+from sefe.coin.instructions import MCQ_LETTER
 
 SHORT = "Answer the question using a single word or phrase."
 
@@ -56,7 +56,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {
             "id": 17,
             "conversations": [
-                {"from": "human", "value": f"Which is a solid?\nA. milk\nB. rock\n{SCIENCEQA_INSTRUCTION}"},
+                {"from": "human", "value": f"Which is a solid?\nA. milk\nB. rock\n{MCQ_LETTER}"},
                 {"from": "gpt", "value": "B"},
             ],
         },
@@ -74,7 +74,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sqa = [
         {
             "question_id": "5",
-            "text": f"Context: A lake.\nWhich is water?\nA. lake\nB. sand\n{SCIENCEQA_INSTRUCTION}",
+            "text": f"Context: A lake.\nWhich is water?\nA. lake\nB. sand\n{MCQ_LETTER}",
             "answer": "A",
         },
         {
@@ -83,7 +83,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "text": "Which colour is shown?\nA. blue\nB. red",
             "answer": "A",
         },
-        {"question_id": "9", "text": f"Pick one.\nA. x\nB. y\n{SCIENCEQA_INSTRUCTION}", "answer": "B"},
+        {"question_id": "9", "text": f"Pick one.\nA. x\nB. y\n{MCQ_LETTER}", "answer": "B"},
     ]
     (ann / "ScienceQA").mkdir()
     (ann / "ScienceQA" / "test.json").write_bytes(orjson.dumps(sqa))

@@ -8,7 +8,8 @@ import orjson
 import pytest
 import torch
 
-from sefe.sefe_train.conversation import IGNORE_INDEX, SCIENCEQA_INSTRUCTION
+from sefe.coin.instructions import MCQ_LETTER
+from sefe.sefe_train.conversation import IGNORE_INDEX
 from sefe.sefe_train.data import DataCollator, LlavaDataset
 
 
@@ -26,7 +27,7 @@ def test_items_and_lengths(tiny, data_root: Path) -> None:
     assert text_only["pixel_values"] is None
     assert int((text_only["input_ids"] == image_id).sum()) == 0
     # LLaVA's cheap length estimate: words + image tokens (no image decoding needed)
-    question = f"Which is a solid?\nA. milk\nB. rock\n{SCIENCEQA_INSTRUCTION}"
+    question = f"Which is a solid?\nA. milk\nB. rock\n{MCQ_LETTER}"
     assert ds.lengths[1] == len(question.split()) + 1
     assert ds.lengths[0] > 16 and ds.modality_lengths[1] < 0 < ds.modality_lengths[0]
 

@@ -1,8 +1,23 @@
-"""LLaVA train records and CoIN test records: pydantic models, fast orjson load, atomic save.
+"""CoIN records: LLaVA train records and flat test records, with ONE loader each and one set of rules.
 
 Files reach hundreds of MB (GQA, OCRVQA), so a file is parsed once with orjson and validated with one
 `TypeAdapter` call; per-record Python work happens only on the error path, to name the index, id and field.
 Unknown keys are kept (``extra="allow"``) and ids keep their JSON type, so unconverted records round-trip.
+
+Test records: the model checks what every consumer needs (a `question_id` that is a string or an integer;
+string `text` / `image` / `answer` / `answer_bbox` when present; `size` as `[w, h]`, required with
+`answer_bbox`). On top of that a consumer names the fields it needs with `load_test(path, require=...)`, and a
+record without one fails with an error naming the file, record index, id and field:
+
+| consumer                                  | needs                                   |
+|-------------------------------------------|-----------------------------------------|
+| inference (`sefe eval run`, `sefe train`) | `text` (`image` when the record has one) |
+| scoring with the official ground truth    | nothing more (ScienceQA, TextVQA, GQA)   |
+| scoring from `test.json` alone            | `answer`; Grounding `answer_bbox` + `size` |
+| the judge                                 | `text` and the answer field              |
+
+So a file that `sefe eval score` accepts is one `sefe eval run` accepts too, whenever it has the `text`
+inference needs.
 """
 
 from __future__ import annotations
@@ -17,6 +32,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictInt,
     StrictStr,
     TypeAdapter,
@@ -100,21 +116,40 @@ class TestRecord(BaseModel):
 
     question_id: StrictStr | StrictInt
     image: StrictStr | None = None
-    text: StrictStr
+    text: StrictStr | None = None
     answer: StrictStr | None = None
     answer_bbox: StrictStr | None = None
     size: list[float] | None = None
+    _index: int = PrivateAttr(default=-1)
 
     @model_validator(mode="after")
-    def _has_answer(self) -> TestRecord:
-        if self.answer is None and self.answer_bbox is None:
-            raise ValueError("needs `answer`, or `answer_bbox` with `size`")
-        if self.answer_bbox is not None and (self.size is None or len(self.size) != 2):
+    def _box_has_size(self) -> TestRecord:
+        if self.size is not None and len(self.size) != 2:
+            raise ValueError("`size` must be [width, height]")
+        if self.answer_bbox is not None and self.size is None:
             raise ValueError("`answer_bbox` needs `size` as [width, height]")
         return self
 
+    @property
+    def qid(self) -> str:
+        """The id as scorers join on it (`str(question_id)`)."""
+        return str(self.question_id)
+
+    @property
+    def index(self) -> int:
+        """0-based position in the file it was loaded from (-1 when built in memory)."""
+        return self._index
+
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True, mode="json")
+
+
+TestField = Literal["text", "image", "answer", "answer_bbox", "size"]
+
+
+def answer_fields(answer_kind: str) -> tuple[TestField, ...]:
+    """The test-record fields holding the ground truth of a task whose answers are `answer_kind`."""
+    return ("answer_bbox", "size") if answer_kind == "box" else ("answer",)
 
 
 _TRAIN = TypeAdapter(list[TrainRecord])
@@ -167,14 +202,26 @@ def load_train(path: str | os.PathLike[str]) -> list[TrainRecord]:
         raise _error(p, data, e, "id") from None
 
 
-def load_test(path: str | os.PathLike[str]) -> list[TestRecord]:
-    """Load a CoIN test file (one JSON array); raises `RecordsError` on the first bad record."""
+def load_test(path: str | os.PathLike[str], require: Iterable[TestField] = ()) -> list[TestRecord]:
+    """Load a CoIN test file (one JSON array); `require`: fields the caller needs in every record.
+
+    Raises `RecordsError` (file, record index, id, field) on the first bad record.
+    """
     p = Path(path)
     data = _read_array(p)
     try:
-        return _TEST.validate_python(data)
+        records = _TEST.validate_python(data)
     except ValidationError as e:
         raise _error(p, data, e, "question_id") from None
+    need = tuple(require)
+    for i, rec in enumerate(records):
+        rec._index = i
+        for name in need:
+            if getattr(rec, name) is None:
+                raise RecordsError(
+                    p, "required field is missing", index=i, record_id=rec.question_id, field=name
+                )
+    return records
 
 
 def dump_json(obj: Any) -> bytes:

@@ -1,20 +1,22 @@
-"""Task registry: how ASD treats each task (original style, where wrong candidates come from, question form).
+"""Task registry: the eight CoIN tasks in training order, and any task declared in YAML.
 
-The eight CoIN tasks are built in, in CoIN training order. Any other LLaVA-format dataset can be declared in a
-YAML file (see `configs/tasks/example.yaml`) and loaded with `load_task_file`, so ASD is not tied to CoIN.
+A `TaskSpec` says what a task's answers are (option letter, text, box), its original answer style, where ASD
+finds wrong candidates and its question form. The CoIN order lives here only (`COIN_TASK_NAMES`); training,
+ASD, inference and scoring read it from here. Any other LLaVA-format dataset can be declared in a YAML file
+(see `configs/tasks/example.yaml`) and loaded with `load_task_file`, so sefe is not tied to CoIN.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sefe.asd_gen.styles.instructions import STYLES, Style
-from sefe.asd_gen.styles.question import DEFAULT_CONTEXT_PREFIXES
+from sefe.coin.instructions import DEFAULT_CONTEXT_PREFIXES, MCQ_LETTER, SHORT_ANSWER, STYLES, Style
 
 # Where the wrong answers for yes/no and MCQ come from:
 #   model   - written by the assisting model (or drawn from the task's answer pool with `--distractors pool`)
@@ -66,25 +68,24 @@ class TaskSpec(BaseModel):
         return "data" if distractors == "pool" else "model"
 
 
-_SHORT = "Answer the question using a single word or phrase."
-_MCQ = "Answer with the option's letter from the given choices directly."
-
 COIN_TASKS: tuple[TaskSpec, ...] = (
     TaskSpec(
         name="ScienceQA",
         original_style="mcq",
         answer="option",
         candidates="options",
-        instruction_lines=(_MCQ,),
+        instruction_lines=(MCQ_LETTER,),
     ),
-    TaskSpec(name="TextVQA", instruction_lines=(_SHORT,)),
-    TaskSpec(name="ImageNet", candidates="classes", instruction_lines=(_SHORT,)),
-    TaskSpec(name="GQA", question_form="list", instruction_lines=(_SHORT,)),
-    TaskSpec(name="VizWiz", instruction_lines=(_SHORT,)),
+    TaskSpec(name="TextVQA", instruction_lines=(SHORT_ANSWER,)),
+    TaskSpec(name="ImageNet", candidates="classes", instruction_lines=(SHORT_ANSWER,)),
+    TaskSpec(name="GQA", question_form="list", instruction_lines=(SHORT_ANSWER,)),
+    TaskSpec(name="VizWiz", instruction_lines=(SHORT_ANSWER,)),
     TaskSpec(name="Grounding", answer="box", candidates="boxes", question_form="list"),
-    TaskSpec(name="VQAv2", question_form="list", instruction_lines=(_SHORT,)),
-    TaskSpec(name="OCRVQA", question_form="list", instruction_lines=(_SHORT,)),
+    TaskSpec(name="VQAv2", question_form="list", instruction_lines=(SHORT_ANSWER,)),
+    TaskSpec(name="OCRVQA", question_form="list", instruction_lines=(SHORT_ANSWER,)),
 )
+
+COIN_TASK_NAMES: tuple[str, ...] = tuple(t.name for t in COIN_TASKS)
 
 _REGISTRY: dict[str, TaskSpec] = {t.name: t for t in COIN_TASKS}
 
@@ -96,6 +97,18 @@ class TaskError(ValueError):
 def coin_tasks() -> list[TaskSpec]:
     """The eight CoIN tasks in training order."""
     return list(COIN_TASKS)
+
+
+def coin_task_name(name: str) -> str | None:
+    """The CoIN task a name denotes, case-insensitively (`textvqa` -> `TextVQA`), or None."""
+    return next((t for t in COIN_TASK_NAMES if t.lower() == name.lower()), None)
+
+
+def in_coin_order(names: Iterable[str]) -> list[str]:
+    """`names` with the CoIN tasks first, in training order, then the others sorted."""
+    present = set(names)
+    order = [t for t in COIN_TASK_NAMES if t in present]
+    return order + sorted(present - set(order))
 
 
 def get_task(name: str) -> TaskSpec:

@@ -8,9 +8,15 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.sefe-installed
 DEMO_OUT ?= out/demo
 
-.PHONY: install demo test lint test-vllm bench clean
+.PHONY: install vocab demo test lint test-vllm bench clean
 
-install: $(STAMP)
+install: $(STAMP) vocab
+
+# The real LLaMA-2 / Vicuna vocabulary for the tokenisation parity tests: the GGUF files are extracted from
+# the llama-cpp-python sdist on PyPI (the 76 MB archive is deleted) into $$SEFE_CACHE/vocab or
+# ~/.cache/sefe/vocab, and tokenizer.model is rebuilt from them. Idempotent: nothing is fetched twice.
+vocab: $(STAMP)
+	$(BIN)/python -m sefe.sefe_train.vocab fetch
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +32,7 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	SEFE_REQUIRE_VOCAB=1 $(BIN)/pytest -q
 
 lint: install
 	$(BIN)/ruff check .

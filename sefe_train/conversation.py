@@ -3,16 +3,11 @@
 Training and evaluation must build byte-identical prompts, so both go through `build_prompt`. The template
 is
 
-    <system> USER: <q1> ASSISTANT: <a1></s> USER: <q2> ASSISTANT: <a2></s>
+    <system> USER: <q1> ASSISTANT: <a1></s>USER: <q2> ASSISTANT: <a2></s>
 
-with parts joined by single spaces; a generation prompt ends in `ASSISTANT:`. (LLaVA's string has no space
-after `</s>`, but its tokenizer restarts the SentencePiece word prefix after every special token, so the
-tokens it trains on are those of `</s> USER` with the space: on non-legacy tokenizers the space keeps that
-parity.)
-
-Labels: only the assistant answers and their `</s>` carry loss. Tokens are assigned to answers by character
-offsets of one tokenisation of the whole text, so the result is exact for any tokenizer, any number of
-turns, and text-only records (no per-round length arithmetic as in the 2023 code).
+exactly LLaVA's string: a space after a question, `</s>` with no space after an answer; a generation prompt
+ends in `ASSISTANT:`. Token ids and labels are made from it in `sefe.sefe_train.tokenization` (the release's
+`preprocess_v1`).
 """
 
 from __future__ import annotations
@@ -48,22 +43,18 @@ def conversation_spans(turns: Sequence[Turn], eos: str = EOS) -> tuple[str, list
     """
     if not turns:
         raise ValueError("a conversation needs at least one turn")
-    parts = [SYSTEM]
+    text = SYSTEM + " "
     spans: list[tuple[int, int]] = []
-    length = len(SYSTEM)
     for i, (question, answer) in enumerate(turns):
         if answer is None and i != len(turns) - 1:
             raise ValueError(f"turn {i}: only the last turn may have no answer (the generation prompt)")
-        piece = f" {USER}: {question} {ASSISTANT}:"
-        parts.append(piece)
-        length += len(piece)
+        text += f"{USER}: {question} {ASSISTANT}:"
         if answer is not None:
-            start = length + 1
-            piece = f" {answer}{eos}"
-            parts.append(piece)
-            length += len(piece)
-            spans.append((start, length))
-    return "".join(parts), spans
+            text += " "
+            start = len(text)
+            text += f"{answer}{eos}"
+            spans.append((start, len(text)))
+    return text, spans
 
 
 def move_image_to_front(turns: Sequence[Turn], has_image: bool, where: str = "record") -> list[Turn]:
@@ -110,58 +101,6 @@ def turns_from_conversations(conversations: Sequence[Any], where: str = "record"
         if role != expected:
             raise ValueError(f"{where}: conversations[{j}].from is {role!r}, expected {expected!r}")
     return [(values[k], values[k + 1]) for k in range(0, len(values), 2)]
-
-
-def tokenize_conversation(
-    record_turns: Sequence[Turn],
-    tokenizer: Any,
-    image_token_count: int,
-    max_length: int | None = None,
-    where: str = "record",
-) -> tuple[list[int], list[int]]:
-    """Token ids and labels of one record, with only assistant tokens (and their `</s>`) in the loss.
-
-    `image_token_count` > 0 means the record has an image: its `<image>` is moved to the front of its turn and
-    expanded to that many image-token ids (labels -100), as LlavaForConditionalGeneration expects. 0 means
-    text-only. `max_length` truncates on the right, but never through the image block.
-    """
-    if not getattr(tokenizer, "is_fast", False):
-        raise TypeError("tokenize_conversation needs a fast (tokenizers-backed) tokenizer for offset mapping")
-    has_image = image_token_count > 0
-    turns = move_image_to_front(record_turns, has_image, where=where)
-    eos = tokenizer.eos_token or EOS
-    text, spans = conversation_spans(turns, eos=eos)
-    enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
-    ids: list[int] = list(enc["input_ids"])
-    offsets: list[tuple[int, int]] = [tuple(o) for o in enc["offset_mapping"]]
-    labels = [IGNORE_INDEX] * len(ids)
-    k = 0
-    for t, (start, end) in enumerate(offsets):
-        if end <= start:  # special tokens added by the post-processor (BOS) have empty spans
-            continue
-        while k < len(spans) and spans[k][1] <= start:
-            k += 1
-        if k < len(spans) and start < spans[k][1] and end > spans[k][0]:
-            labels[t] = ids[t]
-    if has_image:
-        image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        where_img = [t for t, i in enumerate(ids) if i == image_id]
-        if len(where_img) != 1:
-            raise ValueError(
-                f"{where}: expected one {IMAGE_TOKEN} token after tokenisation, got {len(where_img)} "
-                f"(is {IMAGE_TOKEN} a special token of the tokenizer?)"
-            )
-        pos = where_img[0]
-        ids[pos : pos + 1] = [image_id] * image_token_count
-        labels[pos : pos + 1] = [IGNORE_INDEX] * image_token_count
-        if max_length is not None and pos + image_token_count > max_length:
-            raise ValueError(
-                f"{where}: max_length {max_length} would cut the image block ending at token "
-                f"{pos + image_token_count}"
-            )
-    if max_length is not None and len(ids) > max_length:
-        ids, labels = ids[:max_length], labels[:max_length]
-    return ids, labels
 
 
 ScienceQAInstruction = Literal["always", "once"]

@@ -281,6 +281,9 @@ def load_llava(
         model, processor = assemble_llava(
             str(source.llm), str(source.vision), str(source.projector), dtype, attn_implementation
         )
+    from sefe.sefe_train.image_token import mask_untrained_logits
+
+    mask_untrained_logits(model, processor.tokenizer)  # `<image>` never in the softmax, loss or output
     if device is not None:
         model = model.to(device)
     return model, processor

@@ -12,9 +12,30 @@ from sefe.sefe_train.conversation import (
     eval_question,
     generation_prompt,
     move_image_to_front,
-    tokenize_conversation,
     turns_from_conversations,
 )
+from sefe.sefe_train.tokenization import (
+    IMAGE_PLACEHOLDER,
+    chunk_tokenizer,
+    expand_image,
+    preprocess_record,
+    truncate_expanded,
+)
+
+
+def tokenize_conversation(turns, tok, image_token_count: int, max_length: int | None = None):
+    """The dataset's path for one record: move `<image>`, chunk, label, cut to fit, expand the placeholder."""
+    has_image = image_token_count > 0
+    turns = move_image_to_front(turns, has_image)
+    limit = max_length or 10**6
+    pre = preprocess_record(turns, tok, chunk_tokenizer(tok), has_image, max_length=limit)
+    assert pre.mismatch is None
+    ids, labels = pre.input_ids, pre.labels
+    if has_image:
+        assert ids.count(IMAGE_PLACEHOLDER) == 1
+        ids, labels = truncate_expanded(ids, labels, image_token_count, limit)
+        ids, labels = expand_image(ids, labels, tok.convert_tokens_to_ids("<image>"), image_token_count)
+    return ids, labels
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +90,8 @@ def test_generation_prompt_is_vicuna_v1() -> None:
 
 def test_multi_turn_prompt() -> None:
     text = build_prompt([("q1", "a1"), ("q2", "a2"), ("q3", None)])
-    assert text == f"{SYSTEM} USER: q1 ASSISTANT: a1</s> USER: q2 ASSISTANT: a2</s> USER: q3 ASSISTANT:"
+    # LLaVA's vicuna_v1 string: no space after `</s>`
+    assert text == f"{SYSTEM} USER: q1 ASSISTANT: a1</s>USER: q2 ASSISTANT: a2</s>USER: q3 ASSISTANT:"
     with pytest.raises(ValueError, match="only the last turn"):
         build_prompt([("q1", None), ("q2", "a2")])
 
@@ -99,6 +121,7 @@ def test_only_answers_carry_loss_multi_turn(which: str, request: pytest.FixtureR
     assert ids.count(image_id) == 9
     assert all(lab == IGNORE_INDEX for i, lab in zip(ids, labels, strict=True) if i == image_id)
     assert ids[0] == tok.bos_token_id and labels[0] == IGNORE_INDEX
+    assert ids.count(tok.bos_token_id) == 1  # the chunk after the image loses its BOS
     runs = _runs(ids, labels)
     decoded = [tok.decode(r).strip() for r in runs]
     assert decoded == ["White and red</s>", "Advertisement</s>", "No</s>"]

@@ -11,6 +11,7 @@ import torch
 from sefe.coin.instructions import MCQ_LETTER
 from sefe.sefe_train.conversation import IGNORE_INDEX
 from sefe.sefe_train.data import DataCollator, LlavaDataset
+from sefe.sefe_train.tokenization import IMAGE_PLACEHOLDER, expand_image
 
 
 def test_items_and_lengths(tiny, data_root: Path) -> None:
@@ -20,12 +21,17 @@ def test_items_and_lengths(tiny, data_root: Path) -> None:
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
     first = ds[0]
     assert first["pixel_values"].shape == (3, 32, 32)
-    assert int((first["input_ids"] == image_id).sum()) == 16
+    # one placeholder per image in the item; the collator turns it into the model's 16 image tokens
+    assert int((first["input_ids"] == IMAGE_PLACEHOLDER).sum()) == 1
+    assert int((first["input_ids"] == image_id).sum()) == 0
+    expanded = DataCollator(processor)([first])["input_ids"][0]
+    assert int((expanded == image_id).sum()) == 16 and len(expanded) == len(first["input_ids"]) + 15
     answers = processor.tokenizer.decode(first["labels"][first["labels"] != IGNORE_INDEX])
     assert answers.replace(" ", "") == "Whiteandred</s>Advertisement</s>"
     text_only = ds[1]
     assert text_only["pixel_values"] is None
     assert int((text_only["input_ids"] == image_id).sum()) == 0
+    assert int((text_only["input_ids"] == IMAGE_PLACEHOLDER).sum()) == 0
     # LLaVA's cheap length estimate: words + image tokens (no image decoding needed)
     question = f"Which is a solid?\nA. milk\nB. rock\n{MCQ_LETTER}"
     assert ds.lengths[1] == len(question.split()) + 1
@@ -37,13 +43,20 @@ def test_collator_pads_right_and_trains(tiny, data_root: Path) -> None:
     ds = LlavaDataset(data_root / "annotations" / "GQA" / "train.json", data_root, processor)
     items = [ds[i] for i in range(3)]
     batch = DataCollator(processor)(items)
-    longest = max(len(it["input_ids"]) for it in items)
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    expanded = [
+        expand_image(it["input_ids"].tolist(), it["labels"].tolist(), image_id, ds.image_tokens)[0]
+        for it in items
+    ]
+    longest = max(len(e) for e in expanded)
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (3, longest)
     assert batch["pixel_values"].shape == (2, 3, 32, 32)  # only the two image records
+    assert int((batch["input_ids"] == image_id).sum()) == 2 * ds.image_tokens
+    assert not (batch["input_ids"] == IMAGE_PLACEHOLDER).any()
     pad = processor.tokenizer.pad_token_id
-    for row, it in enumerate(items):
-        k = len(it["input_ids"])
-        assert torch.equal(batch["input_ids"][row, :k], it["input_ids"])
+    for row, it in enumerate(expanded):
+        k = len(it)
+        assert batch["input_ids"][row, :k].tolist() == it
         assert (batch["input_ids"][row, k:] == pad).all() and (batch["labels"][row, k:] == IGNORE_INDEX).all()
         assert int(batch["attention_mask"][row].sum()) == k
     model.train()

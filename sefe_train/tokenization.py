@@ -392,3 +392,38 @@ def chunk_tokenizer(tokenizer: Any, backend: str = "auto") -> ChunkTokenizer:
     if tokenizer.pad_token_id is not None:
         enc.pad_token_id = tokenizer.pad_token_id
     return enc
+
+
+def tokenize_record(
+    turns: Sequence[Turn],
+    tokenizer: Any,
+    image_token_count: int,
+    max_length: int | None = None,
+    where: str = "record",
+    mode: str = "auto",
+) -> tuple[list[int], list[int]]:
+    """Model-ready ids and labels of one record, exactly as training makes them (image expanded).
+
+    `image_token_count` > 0: the record has an image (its `<image>` moved to the front of its turn, expanded
+    to that many image-token ids); 0: text-only. For callers outside the dataset (the knowledge probe).
+    """
+    from sefe.sefe_train.conversation import move_image_to_front
+
+    has_image = image_token_count > 0
+    turns = move_image_to_front(turns, has_image, where=where)
+    limit = max_length if max_length is not None else 1 << 62
+    pre = preprocess_record(turns, tokenizer, cached_chunk_tokenizer(tokenizer), has_image, limit, mode)
+    ids, labels = pre.input_ids, pre.labels
+    if has_image:
+        ids, labels = truncate_expanded(ids, labels, image_token_count, limit, where)
+        image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        ids, labels = expand_image(ids, labels, image_id, image_token_count)
+    return ids, labels
+
+
+def cached_chunk_tokenizer(tokenizer: Any, backend: str = "auto") -> ChunkTokenizer:
+    """`chunk_tokenizer`, built once per tokenizer object (loading a SentencePiece model is not free)."""
+    cache = tokenizer.__dict__.setdefault("_sefe_chunk_tokenizers", {})
+    if backend not in cache:
+        cache[backend] = chunk_tokenizer(tokenizer, backend)
+    return cache[backend]

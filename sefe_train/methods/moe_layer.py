@@ -174,4 +174,4 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[st
         meta = dict(fh.metadata() or {})
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: not a MoELoRA file (metadata 'format' is {meta.get('format')!r})")
-        return {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open is not a dict, meta
+        return {k: fh.get_tensor(k) for k in fh.keys()}, meta  # noqa: SIM118 - safe_open is not a dict

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sefe.sefe_train.methods.sparse_mask import GradientMask, lottery_masks, n_keep
+from sefe.sefe_train.methods._sparse_mask import GradientMask, lottery_masks, n_keep
 from tests.methods.tiny import LINEARS, batch, tiny_llama
 
 

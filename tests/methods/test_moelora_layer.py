@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sefe.sefe_train.methods import moe_layer as M
+from sefe.sefe_train.methods import _moe_layer as M
 from tests.methods.tiny import LINEARS, batch, tiny_llama
 
 R, ALPHA, E = 8, 16, 4

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sefe.sefe_train.methods.orthogonal import (
+from sefe.sefe_train.methods._orthogonal import (
     OLoRARegularizer,
     PrevAStore,
     l2_loss,

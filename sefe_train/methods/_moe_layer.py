@@ -22,6 +22,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,7 +53,17 @@ class MoELoRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(experts, self.out_features, re_, device=dev))
         self.router = nn.Linear(self.in_features, experts, bias=False, device=dev)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.plain_state = False
         nn.init.normal_(self.lora_A, mean=0.0, std=0.01)
+
+    def state_dict(
+        self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False
+    ) -> Any:
+        """With `plain_state` on: the base linear's entries under this module's own name, no experts, so a
+        saved model is a plain checkpoint (the experts are saved on their own)."""
+        if self.plain_state:
+            return self.base.state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+        return super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
 
     def gates(self, x: torch.Tensor) -> torch.Tensor:
         """Per-token router weights (..., E); they sum to one over the experts."""
@@ -99,6 +110,14 @@ def layers(model: nn.Module) -> Iterator[tuple[str, MoELoRALinear]]:
     for name, m in model.named_modules():
         if isinstance(m, MoELoRALinear):
             yield name, m
+
+
+def set_plain_state(model: nn.Module, plain: bool = True) -> nn.Module:
+    """Make `model.state_dict()` (and so `save_pretrained`) hold the plain base weights only; training
+    checkpoints need it off (the default), or the experts would be missing from them."""
+    for _, layer in layers(model):
+        layer.plain_state = plain
+    return model
 
 
 def unwrap(model: nn.Module) -> nn.Module:

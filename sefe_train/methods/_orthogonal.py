@@ -103,10 +103,10 @@ class PrevAStore:
 
 
 class OLoRARegularizer:
-    """Callable giving the named O-LoRA loss terms of a peft model's current LoRA against `store`.
+    """The O-LoRA loss terms of a peft model's current LoRA against the earlier tasks' A's in `store`.
 
-    Returns unweighted terms {"olora_orth": L_orth, "olora_l2": L_l2}; the caller weighs them by λ1, λ2.
-    A term whose λ is 0 is not computed (no wasted backward), and is absent from the result.
+    `orth()` and `l2()` return the unweighted terms (the runner weighs them by λ1, λ2 and logs them by name);
+    `terms()` gives those that apply: no orthogonality term on the first task, none whose λ is 0.
     """
 
     def __init__(self, model: torch.nn.Module, store: PrevAStore, lam_orth: float, lam_l2: float) -> None:
@@ -124,12 +124,26 @@ class OLoRARegularizer:
                 # earlier A's live beside the new A (same device), in its dtype: no per-step copies
                 self._prev.append((m, store.prev[m.name].to(m.lora_A.device, m.lora_A.dtype)))
 
+    @property
+    def has_orth(self) -> bool:
+        return bool(self._prev)
+
+    def orth(self) -> torch.Tensor:
+        """L_orth = Σ_modules Σ_ij |A_prev · A_tᵀ|_ij (zero-free only from the second task on)."""
+        if not self._prev:
+            raise ValueError("O-LoRA: no earlier tasks' A matrices, the orthogonality term does not apply")
+        return torch.stack([orthogonality_loss(p, m.lora_A) for m, p in self._prev]).sum()
+
+    def l2(self) -> torch.Tensor:
+        """L_l2 = Σ ||P||_F over the new LoRA's A and B matrices."""
+        return l2_loss(t for m in self.modules for t in (m.lora_A, m.lora_B))
+
     def terms(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         if self._prev:
-            out["olora_orth"] = torch.stack([orthogonality_loss(p, m.lora_A) for m, p in self._prev]).sum()
+            out["olora_orth"] = self.orth()
         if self.lam_l2:
-            out["olora_l2"] = l2_loss(t for m in self.modules for t in (m.lora_A, m.lora_B))
+            out["olora_l2"] = self.l2()
         return out
 
     def loss(self) -> torch.Tensor | None:

@@ -1,0 +1,241 @@
+"""`lota`: Lottery Ticket Adaptation (Panda et al., 2024) in its continual form LoTTO: sparse task updates.
+
+Per task: (1) calibrate: fine-tune the language model's linears (and the projector) for `calibration_steps`;
+(2) the task vector τ = W_calibrated - W_before gives the mask, the top `keep_percent` % of |τ| (one global
+threshold, as the reference), never an entry an earlier task's mask holds; (3) restore W_before and train the
+task with gradients zeroed outside the mask (sefe_train/methods/_sparse_mask.py). Nothing is merged: the
+sparsely trained model is the next task's base, and the masks' union is kept to exclude its entries later.
+
+Stage files: `lota_mask.safetensors` (this task's mask, written once calibration ends, so a resumed stage
+trains with the same mask without calibrating again) and `lota_masks.safetensors` (the union over tasks
+1..k); both in RegLoRA's packed-bitmask format (sefe_train/reglora/keys.py, one bit per weight).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from sefe.sefe_train import run_layout as L
+from sefe.sefe_train.config import ConfigError
+from sefe.sefe_train.methods import register
+from sefe.sefe_train.methods.base import ContinualMethod, MethodOptions, StageContext
+
+MASK_FILE = "lota_mask.safetensors"
+UNION_FILE = "lota_masks.safetensors"
+CALIBRATION_DIR = ".lota_calibration"  # dot name: the runner removes it when the stage is complete
+PROJECTOR_KEY = "multi_modal_projector"
+
+
+class LoTAOptions(MethodOptions):
+    keep_percent: float = Field(
+        10.0,
+        gt=0,
+        le=100,
+        description="Percent of the target weights in a task's mask. Default 10: the LoTA reference scripts' "
+        "sparsity 0.9 (kiddyboots216/lottery-ticket-adaptation, rlaif/scripts/continual_learning.sh).",
+    )
+    calibration_steps: int = Field(
+        100,
+        gt=0,
+        description="Optimizer steps of the calibration fine-tune. Our choice: the paper calibrates on 'a "
+        "small fraction' of the data and fixes no count; 100 steps of the stage's batches.",
+    )
+    lr: float | None = Field(
+        2e-5,
+        gt=0,
+        description="Learning rate of the language model weights (calibration and sparse training). Default "
+        "2e-5: LLaVA-1.5's full fine-tuning rate, as `fft`; None: train.lr.",
+    )
+    scope: Literal["global", "per_matrix"] = Field(
+        "global",
+        description="'global': one magnitude threshold over all target weights (reference: save_mask.py); "
+        "'per_matrix': keep_percent of every matrix.",
+    )
+    exclude_earlier: bool = Field(
+        True,
+        description="LoTTO: a task's mask excludes every entry of the earlier tasks' masks (the paper's "
+        "sequential form). False: plain LoTA per task (masks may overlap).",
+    )
+
+
+def target_weights(model: Any, target_regex: str) -> dict[str, Any]:
+    """module name -> weight of every nn.Linear whose name matches `target_regex` (re.fullmatch)."""
+    import torch
+
+    pat = re.compile(target_regex)
+    found = {
+        n: m.weight for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and pat.fullmatch(n)
+    }
+    if not found:
+        raise ValueError(f"LoTA: no nn.Linear module matches lora.target_regex {target_regex!r}")
+    return found
+
+
+@register
+class LoTA(ContinualMethod):
+    name = "lota"
+    summary = (
+        "calibrate, keep top-k% of the task vector as a mask, train only it; later masks disjoint (LoTTO)"
+    )
+    paper = "Panda et al., 2024, Lottery Ticket Adaptation (arXiv:2406.16797), continual form LoTTO"
+    kept_between_tasks = (
+        "the sparsely trained weights and the union of the tasks' masks (lota_masks.safetensors)"
+    )
+    options_cls: ClassVar[type[MethodOptions]] = LoTAOptions
+    trained_dir: ClassVar[str | None] = None  # the trained model is saved as merged/ at once
+
+    def __init__(self, cfg: Any, options: MethodOptions | None = None) -> None:
+        super().__init__(cfg, options)
+        if cfg.train.weight_decay:
+            raise ConfigError(
+                f"method lota: train.weight_decay={cfg.train.weight_decay} would move weights outside the "
+                "mask (decoupled decay ignores gradients); use train.weight_decay=0"
+            )
+        self._processor: Any = None
+        self._hooks: Any = None
+
+    @property
+    def opts(self) -> LoTAOptions:
+        return self.options  # type: ignore[return-value]
+
+    def learning_rate(self, ctx: StageContext) -> float:
+        return self.cfg.train.lr if self.opts.lr is None else float(self.opts.lr)
+
+    def load_base(self, ctx: StageContext) -> tuple[Any, Any]:
+        model, processor = super().load_base(ctx)
+        self._processor = processor  # the calibration run builds its own dataset
+        return model, processor
+
+    # ---- set-up: calibrate (once per stage), mask, freeze -------------------------------------------------
+
+    def prepare_model(self, ctx: StageContext, model: Any) -> Any:
+        import torch
+
+        from sefe.sefe_train.methods._sparse_mask import GradientMask
+
+        weights = target_weights(model, self.cfg.lora.target_regex)
+        ids = {id(w) for w in weights.values()}
+        train_proj = self.trains_projector()
+        trained = {
+            n: p for n, p in model.named_parameters() if id(p) in ids or (train_proj and PROJECTOR_KEY in n)
+        }
+        for p in model.parameters():
+            p.requires_grad_(False)
+        masks = self._load_mask(ctx)
+        snapshot = None
+        if masks is None:
+            snapshot = {n: p.detach().to("cpu", copy=True) for n, p in trained.items()}  # run dtype
+        for p in trained.values():
+            p.requires_grad_(True)
+            if p.dtype != torch.float32:
+                p.data = p.data.float()
+        if masks is None:
+            masks = self._calibrate(ctx, model, weights, trained, snapshot)
+        self._hooks = GradientMask(weights, masks)
+        return model
+
+    def _load_mask(self, ctx: StageContext) -> dict[str, Any] | None:
+        import torch
+
+        from sefe.sefe_train.reglora.keys import KeyStore
+
+        path = ctx.part / MASK_FILE
+        if not path.exists():
+            return None
+        store = KeyStore.load(path)
+        return {n: torch.from_numpy(store.mask(n).copy()) for n in store.module_names}
+
+    def _earlier_union(self, ctx: StageContext) -> Any:
+        from sefe.sefe_train.reglora.keys import KeyStore
+
+        path = self.earlier_stage_file(ctx, UNION_FILE)
+        return KeyStore.empty() if path is None else KeyStore.load(path)
+
+    def _calibrate(
+        self, ctx: StageContext, model: Any, weights: dict[str, Any], trained: dict[str, Any], snapshot: Any
+    ) -> dict[str, Any]:
+        """Fine-tune a few steps, take the task vector's top-k (LoTTO: outside earlier masks), restore."""
+        import torch
+
+        from sefe.sefe_train.data import DataCollator, LlavaDataset
+        from sefe.sefe_train.methods._sparse_mask import lottery_masks
+        from sefe.sefe_train.reglora.keys import KeyStore
+        from sefe.sefe_train.runner import build_trainer, free_memory, is_main_process
+
+        o = self.opts
+        if self._processor is None:
+            raise RuntimeError("LoTA: prepare_model needs load_base to have run (the processor)")
+        cfg = self.cfg
+        steps = cfg.train.model_copy(update={"max_steps": o.calibration_steps, "save_steps": 10**9})
+        cal_cfg = cfg.model_copy(update={"train": steps})
+        dataset = LlavaDataset(
+            cfg.train_path(ctx.task), cfg.resolved_data_root(), self._processor, cfg.train.max_length
+        )
+        records = self.train_records(ctx, dataset.records)
+        if records is not dataset.records:
+            dataset.set_records(records)
+        trainer = build_trainer(
+            cal_cfg,
+            model,
+            self._processor,
+            dataset,
+            DataCollator(self._processor),
+            ctx.part / CALIBRATION_DIR,
+            None,
+            [],
+            learning_rate=self.learning_rate(ctx),
+            train_projector=self.trains_projector(),
+        )
+        trainer.train()
+        del trainer
+        free_memory()
+        by_module = {n: w for n, w in weights.items()}
+        param_name = {id(p): n for n, p in trained.items()}
+
+        def task_vector():  # one matrix at a time: W_calibrated - W_before, in fp32 on the weight's device
+            for n, w in by_module.items():
+                before = snapshot[param_name[id(w)]].to(w.device, torch.float32)
+                yield n, w.detach() - before
+
+        exclude = None
+        union = self._earlier_union(ctx)
+        if o.exclude_earlier and not union.is_empty:
+            exclude = {n: torch.from_numpy(union.mask(n).copy()) for n in union.module_names}
+        masks = lottery_masks(task_vector, o.keep_percent, exclude=exclude, scope=o.scope)
+        with torch.no_grad():  # phase 3 starts from the weights before calibration
+            for n, p in trained.items():
+                p.copy_(snapshot[n])
+        if is_main_process():
+            store = KeyStore(meta={"method": "lota", "keep_percent": repr(o.keep_percent), "scope": o.scope})
+            store.add_task(masks.items(), "union")
+            store.save(ctx.part / MASK_FILE)  # atomic: a resumed stage reuses exactly this mask
+        return {n: m.cpu() for n, m in masks.items()}
+
+    # ---- after training ---------------------------------------------------------------------------------
+
+    def stage_files(self, ctx: StageContext) -> list[str]:
+        return [UNION_FILE]
+
+    def after_task(self, ctx: StageContext, model: Any) -> None:
+        """Union of the masks of tasks 1..k = stage k-1's union OR this task's mask."""
+        from sefe.sefe_train.reglora.keys import KeyStore
+
+        mine = KeyStore.load(ctx.part / MASK_FILE)
+        union = self._earlier_union(ctx)
+        union.meta.update(method="lota")
+        union.add_task(((n, mine.mask(n)) for n in mine.module_names), "union")
+        union.save(ctx.part / UNION_FILE)
+
+    def merge(self, ctx: StageContext, model: Any) -> Any:
+        """Nothing to merge: the sparsely trained model is the next base (the gradient hooks go)."""
+        if self._hooks is not None:
+            self._hooks.remove()
+            self._hooks = None
+        return model
+
+    def reload_trained(self, ctx: StageContext) -> tuple[Any, Any]:
+        """After a resume the trained model is `merged/` itself."""
+        return self.load_merged(ctx, ctx.part / L.MERGED_DIR)

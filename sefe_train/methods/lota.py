@@ -169,7 +169,10 @@ class LoTA(ContinualMethod):
         if self._processor is None:
             raise RuntimeError("LoTA: prepare_model needs load_base to have run (the processor)")
         cfg = self.cfg
-        steps = cfg.train.model_copy(update={"max_steps": o.calibration_steps, "save_steps": 10**9})
+        n_steps = o.calibration_steps
+        if cfg.train.max_steps > 0:  # a capped stage (smoke run) is not out-calibrated
+            n_steps = min(n_steps, cfg.train.max_steps)
+        steps = cfg.train.model_copy(update={"max_steps": n_steps, "save_steps": 10**9})
         cal_cfg = cfg.model_copy(update={"train": steps})
         dataset = LlavaDataset(
             cfg.train_path(ctx.task), cfg.resolved_data_root(), self._processor, cfg.train.max_length

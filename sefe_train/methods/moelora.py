@@ -64,8 +64,9 @@ class MoELoRA(ContinualMethod):
             M.inject(model, lo.target_regex, r=lo.r, alpha=lo.alpha, experts=self.experts, dropout=lo.dropout)
         return model
 
-    def load_merged(self, ctx: StageContext, folder: Path) -> tuple[Any, Any]:
-        """`merged/` (base weights + projector) with the experts of the same stage folder re-injected."""
+    def _load_stage(self, folder: Path, cast: bool) -> tuple[Any, Any]:
+        """`merged/` (base weights + projector) with the experts of the same stage folder re-injected; in the
+        run's dtype for evaluation (`cast`), in their saved fp32 to continue training from."""
         import torch
 
         from sefe.sefe_train.methods import _moe_layer as M
@@ -78,10 +79,23 @@ class MoELoRA(ContinualMethod):
         state, _ = M.load(path)
         self._inject(model)
         M.load_state_dict(model, state)
-        dtype = torch_dtype(self.cfg.model.dtype)
-        for _, layer in M.layers(model):  # evaluated in the run's dtype, as the other methods' merged models
-            layer.to(dtype if isinstance(dtype, torch.dtype) else torch.float32)
+        dtype = torch_dtype(self.cfg.model.dtype) if cast else torch.float32
+        for _, layer in M.layers(model):
+            layer.lora_A.data = layer.lora_A.data.to(dtype)
+            layer.lora_B.data = layer.lora_B.data.to(dtype)
+            layer.router.to(dtype)
         return model, processor
+
+    def load_merged(self, ctx: StageContext, folder: Path) -> tuple[Any, Any]:
+        """A stage's model as evaluated: its `merged/` plus its experts, all in the run's dtype."""
+        return self._load_stage(folder, cast=True)
+
+    def load_base(self, ctx: StageContext) -> tuple[Any, Any]:
+        """Stage 1: the configured model; stage k: stage k-1's model with its experts kept in fp32 (no
+        rounding of the experts between tasks)."""
+        if ctx.prev_merged is None:
+            return super().load_base(ctx)
+        return self._load_stage(ctx.prev_merged, cast=False)
 
     def prepare_model(self, ctx: StageContext, model: Any) -> Any:
         """Experts (fresh on stage 1, stage k-1's otherwise: `load_base` brought them) and routers train in

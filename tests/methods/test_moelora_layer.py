@@ -113,3 +113,17 @@ def test_bad_configurations_are_named() -> None:
         M.MoELoRALinear(torch.nn.Linear(4, 4), r=6, alpha=12, experts=4)
     with pytest.raises(ValueError, match=r"no nn\.Linear"):
         M.inject(tiny_llama(0), r".*nothing$", r=R, alpha=ALPHA, experts=E)
+
+
+def test_plain_state_saves_a_plain_checkpoint() -> None:
+    plain = tiny_llama(0)
+    want = {k: v.clone() for k, v in plain.state_dict().items()}
+    model = _injected(0)
+    _randomise_b(model)
+    assert any(".lora_A" in k or ".base." in k for k in model.state_dict())  # training checkpoints: all
+    M.set_plain_state(model, True)
+    got = model.state_dict()
+    assert set(got) == set(want)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    M.set_plain_state(model, False)
+    assert any(".lora_B" in k for k in model.state_dict())

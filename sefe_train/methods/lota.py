@@ -14,6 +14,7 @@ trains with the same mask without calibrating again) and `lota_masks.safetensors
 from __future__ import annotations
 
 import re
+import shutil
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -172,7 +173,7 @@ class LoTA(ContinualMethod):
         n_steps = o.calibration_steps
         if cfg.train.max_steps > 0:  # a capped stage (smoke run) is not out-calibrated
             n_steps = min(n_steps, cfg.train.max_steps)
-        steps = cfg.train.model_copy(update={"max_steps": n_steps, "save_steps": 10**9})
+        steps = cfg.train.model_copy(update={"max_steps": n_steps})
         cal_cfg = cfg.model_copy(update={"train": steps})
         dataset = LlavaDataset(
             cfg.train_path(ctx.task), cfg.resolved_data_root(), self._processor, cfg.train.max_length
@@ -192,9 +193,13 @@ class LoTA(ContinualMethod):
             learning_rate=self.learning_rate(ctx),
             train_projector=self.trains_projector(),
         )
+        from transformers.trainer_utils import SaveStrategy
+
+        trainer.args.save_strategy = SaveStrategy.NO  # no checkpoint: a killed calibration just reruns
         trainer.train()
         del trainer
         free_memory()
+        shutil.rmtree(ctx.part / CALIBRATION_DIR, ignore_errors=True)
         by_module = {n: w for n, w in weights.items()}
         param_name = {id(p): n for n, p in trained.items()}
 

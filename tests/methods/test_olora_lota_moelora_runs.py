@@ -64,6 +64,7 @@ def _run(root: Path, method: str, extra: list[str]) -> Run:
     assert (out / "1_ScienceQA").is_dir() and not (out / "2_TextVQA").exists()
     assert [s["task"] for s in orjson.loads((out / "state.json").read_bytes())["done"]] == ["ScienceQA"]
     assert (part / "checkpoints" / "checkpoint-2").is_dir()
+    assert not (part / ".lota_calibration").exists()  # LoTA's calibration leaves no checkpoint behind
     before = {p.name: p.read_bytes() for p in part.glob("*.safetensors")}
     steps = Steps()
     ContinualRunner(cfg, callbacks=[steps]).run()

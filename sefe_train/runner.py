@@ -14,6 +14,7 @@ not a collective, so a long evaluation cannot hit a collective's timeout).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -350,6 +351,7 @@ class ContinualRunner:
         ctx = self.context(k, task)
         model, processor = self.load_stage_model(ctx)
         dataset = self.stage_dataset(ctx, processor)
+        ctx = dataclasses.replace(ctx, processor=processor, dataset=dataset)
         model = self.prepare_stage_model(ctx, model)
         trainer = self.stage_trainer(ctx, model, processor, dataset)
         metrics = self.fit(ctx, trainer)

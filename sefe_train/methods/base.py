@@ -61,6 +61,10 @@ class StageContext:
     task: TaskConfig
     run_dir: Path
     part: Path  # the stage folder being built: <run>/<k>_<Task>.partial/
+    #: While training stage k (from `prepare_model` on): the processor and the stage's training dataset (the
+    #: records `train_records` chose), e.g. for a calibration run. None in the hooks after training.
+    processor: Any = None
+    dataset: Any = None
 
     @property
     def earlier_tasks(self) -> list[TaskConfig]:

@@ -99,3 +99,57 @@ def test_a_method_in_one_file_registers_itself() -> None:
         from sefe.sefe_train import methods
 
         methods._REGISTRY.pop("dummy_for_test", None)
+
+
+@pytest.mark.slow
+def test_a_registered_method_gets_its_hooks_called_in_order(tmp_path: Path) -> None:
+    """A method written as docs/METHODS.md describes runs through `sefe train` with every hook in place."""
+    from sefe.sefe_train.data import load_records
+    from sefe.sefe_train.methods.base import LoRAMethod, LossTerm
+    from sefe.sefe_train.runner import ContinualRunner
+    from tests.methods.conftest import MethodRecorder, make_config
+
+    calls: list[tuple[str, int]] = []
+    seen: dict[str, object] = {}
+
+    @register
+    class Probe(LoRAMethod):
+        name = "probe_for_test"
+        summary, paper, kept_between_tasks = "x", "y", "probe.txt"
+
+        def train_records(self, ctx, records):
+            calls.append(("train_records", ctx.k))
+            return records[:4]  # which records stage k trains on
+
+        def prepare_model(self, ctx, model):
+            calls.append(("prepare_model", ctx.k))
+            seen["n_dataset"] = len(ctx.dataset)
+            return super().prepare_model(ctx, model)
+
+        def loss_terms(self, ctx, model):
+            calls.append(("loss_terms", ctx.k))
+            params = [p for n, p in model.named_parameters() if "lora_B" in n]
+            return [LossTerm("probe_l2", lambda: sum((p.float() ** 2).sum() for p in params), 1.0)]
+
+        def stage_files(self, ctx):
+            return ["probe.txt"]
+
+        def after_task(self, ctx, model):
+            calls.append(("after_task", ctx.k))
+            (ctx.part / "probe.txt").write_text(str(ctx.k))
+
+    try:
+        rec = MethodRecorder()
+        cfg = make_config(tmp_path, "probe_for_test", ["train.max_steps=2", "eval.enabled=false"])
+        ContinualRunner(cfg, callbacks=[rec]).run()
+        order = ["train_records", "prepare_model", "loss_terms", "after_task"]
+        assert calls == [(c, 1) for c in order] + [(c, 2) for c in order]
+        assert seen["n_dataset"] == 4 and [b["n_train"] for b in rec.begins] == [4, 4]
+        assert len(load_records(cfg.train_path(cfg.tasks[0]))) > 4
+        first = next(e["probe_l2"] for e in rec.logs if "probe_l2" in e)
+        assert first == pytest.approx(0.0)  # B starts at 0
+        assert (tmp_path / "2_TextVQA" / "probe.txt").read_text() == "2"
+    finally:
+        from sefe.sefe_train import methods
+
+        methods._REGISTRY.pop("probe_for_test", None)

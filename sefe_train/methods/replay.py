@@ -40,7 +40,7 @@ class ReplayOptions(MethodOptions):
 class TaskBuffer(BaseModel):
     """One earlier task's buffer: which records of which training file."""
 
-    train_file: str
+    train_file: str  # relative to the data root when inside it (the run survives a moved data root)
     n_records: int
     indices: list[int]
     ids: list[Any]
@@ -74,6 +74,14 @@ class Replay(LoRAMethod):
     def _seed(self) -> int:
         return self.cfg.train.seed if self.opts.seed is None else self.opts.seed
 
+    def _relative(self, path: Path) -> str:
+        root = self.cfg.resolved_data_root()
+        return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+    def _resolve(self, train_file: str) -> Path:
+        path = Path(train_file)
+        return path if path.is_absolute() else self.cfg.resolved_data_root() / path
+
     def buffers(self, ctx: StageContext) -> dict[str, TaskBuffer]:
         """The buffers of tasks 1..k-1 (stage k-1's file); empty on stage 1."""
         path = self.earlier_stage_file(ctx, BUFFER_FILE)
@@ -87,7 +95,7 @@ class Replay(LoRAMethod):
 
         mixed = list(records)
         for task, buf in self.buffers(ctx).items():
-            path = Path(buf.train_file)
+            path = self._resolve(buf.train_file)
             earlier = load_records(path)
             same = len(earlier) == buf.n_records and all(
                 earlier[i][0] == rid for i, rid in zip(buf.indices, buf.ids, strict=True)
@@ -113,7 +121,7 @@ class Replay(LoRAMethod):
         idx = draw_buffer(len(own), self.opts.share, self.opts.min_per_task, self._seed(), ctx.task.name)
         buffers = {t: b.model_dump(mode="json") for t, b in self.buffers(ctx).items()}
         buffers[ctx.task.name] = TaskBuffer(
-            train_file=str(path), n_records=len(own), indices=idx, ids=[own[i][0] for i in idx]
+            train_file=self._relative(path), n_records=len(own), indices=idx, ids=[own[i][0] for i in idx]
         ).model_dump(mode="json")
         doc = {"share": self.opts.share, "seed": self._seed(), "buffers": buffers}
         atomic_write_bytes(ctx.part / BUFFER_FILE, orjson.dumps(doc, option=orjson.OPT_INDENT_2))

@@ -93,3 +93,11 @@ def test_changed_earlier_train_file_is_an_error(tmp_path: Path) -> None:
     sqa.write_bytes(orjson.dumps(orjson.loads(sqa.read_bytes())[:-1]))
     with pytest.raises(ValueError, match="training file changed"):
         method.train_records(_ctx(cfg, 2), [])
+
+
+def test_buffer_file_names_the_train_file_relative_to_the_data_root(tmp_path: Path) -> None:
+    cfg = select_tasks(load_config(None, [f"output_dir={tmp_path}", "method=replay"]), ["ScienceQA"])
+    c1 = _ctx(cfg, 1)
+    Replay(cfg, cfg.options_for()).after_task(c1, model=None)
+    doc = orjson.loads((c1.part / BUFFER_FILE).read_bytes())
+    assert doc["buffers"]["ScienceQA"]["train_file"] == "annotations/ScienceQA/train.json"

@@ -115,7 +115,9 @@ def _run_both(root: Path) -> None:
 
 
 def test_runner_files_equal_the_pre_interface_stage_written_out(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path / "runner", "reglora", ["reglora.lam=1e5", *SETTINGS])
+    cfg = make_config(
+        tmp_path / "runner", "reglora", ["reglora.lam=1e5", "train.max_steps=2", "eval.enabled=false"]
+    )
     ContinualRunner(cfg).run()
     legacy = tmp_path / "legacy"
     for k in (1, 2):

@@ -28,7 +28,7 @@ from rich.console import Console
 
 from sefe.sefe_train import run_layout as L
 from sefe.sefe_train.config import ConfigError, RunConfig, TaskConfig, dump_config
-from sefe.sefe_train.methods.base import StageContext
+from sefe.sefe_train.methods.base import ContinualMethod, StageContext
 from sefe.sefe_train.progress import JsonlLogCallback, RichProgressCallback
 
 console = Console(stderr=True)
@@ -177,6 +177,7 @@ class ContinualRunner:
     cfg: RunConfig
     callbacks: list[Any] = field(default_factory=list)
     poll_seconds: float = 2.0
+    method: ContinualMethod = field(init=False)  # the run's method, from the registry
 
     def __post_init__(self) -> None:
         from sefe.sefe_train.methods import get_method

@@ -81,7 +81,8 @@ class ContinualTrainer(Trainer):
             return_outputs=return_outputs,
             num_items_in_batch=None if micro else num_items_in_batch,
         )
-        loss, outputs = out if return_outputs else (out, None)
+        loss: torch.Tensor
+        loss, outputs = out if return_outputs else (out, None)  # type: ignore[assignment]
         if micro:
             # The model returned this micro-batch's token mean. `training_step` sees a global token count
             # and takes the loss as already divided by the accumulation steps: divide here, as 4.37 did.
@@ -119,13 +120,14 @@ class ContinualTrainer(Trainer):
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         """Length grouping from the dataset's precomputed lengths: the default would load every image."""
         dataset = self.train_dataset if train_dataset is None else train_dataset
-        if self.group_by_modality_length and getattr(dataset, "modality_lengths", None) is not None:
+        modality_lengths = getattr(dataset, "modality_lengths", None)
+        if self.group_by_modality_length and modality_lengths is not None:
             from sefe.sefe_train.sampling import ModalityLengthGroupedSampler
 
             # LLaVA's arguments: per-device batch, and "world" = processes x accumulation steps, so every
             # device micro-batch of one optimizer step comes from one single-modality megabatch.
             return ModalityLengthGroupedSampler(
-                dataset.modality_lengths,
+                modality_lengths,
                 batch_size=self.args.train_batch_size,
                 world_size=self.args.world_size * self.args.gradient_accumulation_steps,
             )

@@ -116,12 +116,12 @@ class ContinualMethod:
     paper: ClassVar[str] = ""
     #: What carries over from task to task, in words.
     kept_between_tasks: ClassVar[str] = ""
-    #: The options model (`method_options.<name>`).
-    options_cls: ClassVar[type[MethodOptions]] = MethodOptions
+    #: The options model (`method_options.<name>`); a `MethodOptions` subclass (RegLoRA keeps its own model).
+    options_cls: ClassVar[type[BaseModel]] = MethodOptions
     #: The stage's trained artefact, reused on resume. None: the trained model is saved as `merged/` at once.
     trained_dir: ClassVar[str | None] = None
 
-    def __init__(self, cfg: RunConfig, options: MethodOptions | None = None) -> None:
+    def __init__(self, cfg: RunConfig, options: BaseModel | None = None) -> None:
         self.cfg = cfg
         self.options = options if options is not None else self.options_cls()
 

@@ -5,6 +5,12 @@ fingerprint (Need key, template sha256, model, schema, sampling). A fingerprint 
 without a request. The others go to the backend; each answer is parsed leniently, validated strictly and
 written to the cache at once. Invalid output is asked again (up to `max_retries` more times, at a raised
 temperature so a greedy model can answer differently); what still fails is quarantined with its raw output.
+
+A request nobody answered (server down, timeout, 5xx after the SDK's retries, a crashed engine, a pending
+batch, the spend cap) is never quarantined: it is returned as *open* and the next run asks it again. The
+backend is checked before the first request (`Backend.check`), a circuit breaker stops sending after
+`max_consecutive_failures` unanswered results in a row, and Ctrl-C / SIGTERM stops sending, lets in-flight
+answers reach the cache and raises `RunInterrupted` (see `backends/guard.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import mimetypes
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +26,10 @@ from typing import Any, overload
 import orjson
 from rich.console import Console
 
+from sefe.asd_gen import tokens
 from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult
 from sefe.asd_gen.backends.factory import make_backend
+from sefe.asd_gen.backends.guard import RESUME_HINT, RunGuard, RunInterrupted
 from sefe.asd_gen.cache import ResultCache
 from sefe.asd_gen.needs import (
     Estimate,
@@ -38,12 +45,10 @@ from sefe.asd_gen.progress import GenerationProgress
 from sefe.asd_gen.prompt_templates import PromptError, PromptSet, ResolvedPrompt
 from sefe.asd_gen.schemas import OutputSpec, output_spec
 from sefe.asd_gen.stats import RunStats, cost_usd
+from sefe.atomic import atomic_write_bytes
 
 QUARANTINE_NAME = "asd_quarantine.jsonl"
 RETRY_TEMPERATURE = 0.7
-# Rough output sizes per question, for `sefe asd plan` only (JSON overhead included).
-_OUT_TOKENS = {"mcq": 30, "yn": 12, "brief": 40, "detail": 90}
-_IMAGE_TOKENS = 600  # order of magnitude of one image in a chat request (LLaVA-1.5: 576; OpenAI: 85..765)
 
 
 @dataclass
@@ -55,7 +60,21 @@ class _Job:
     attempts: int = 0
     last_raw: str | None = None
     last_error: str | None = None
-    sent: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    """The state of one `fulfil` call, shared by its steps."""
+
+    cache: ResultCache
+    stats: RunStats
+    report: GenerationReport = field(default_factory=lambda: GenerationReport(backend="", model=""))
+    results: dict[str, NeedResult] = field(default_factory=dict)  # Need.key -> answer
+    quarantined: list[NeedFailure] = field(default_factory=list)  # invalid output / rejected request
+    open: list[NeedFailure] = field(default_factory=list)  # not answered: asked again by the next run
+    queue: list[_Job] = field(default_factory=list)  # to send in the next round
+    by_req: dict[str, _Job] = field(default_factory=dict)  # request key -> job, while in flight
+    guard: RunGuard | None = None
 
 
 class _LazyRequests(Sequence[ChatRequest]):
@@ -100,6 +119,7 @@ class Engine:
         self.prompts = PromptSet(options.prompts_dir)
         self._schema_hash: dict[str, str] = {}
         self._specs: dict[tuple[str, int, str], OutputSpec] = {}
+        self._checked = False
 
     # ---- identities ------------------------------------------------------------------------------------
     @property
@@ -125,7 +145,7 @@ class Engine:
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
-    def _jobs(self, needs: list[Need]) -> tuple[dict[str, _Job], list[NeedFailure]]:
+    def _jobs(self, needs: list[Need]) -> dict[str, _Job]:
         """One job per distinct Need key. A broken prompt file raises PromptError (naming the file) before
         anything is sent: it is a configuration error, not a bad record."""
         jobs: dict[str, _Job] = {}
@@ -135,7 +155,7 @@ class Engine:
                 rp = self.prompts.resolve(need.task, need.kind, need.image is not None)
                 spec = self._spec(need, rp)
                 jobs[key] = _Job(need, rp, spec, self.fingerprint(need, rp, spec))
-        return jobs, []
+        return jobs
 
     # ---- requests --------------------------------------------------------------------------------------
     def _image_url(self, need: Need) -> tuple[str, str]:
@@ -173,13 +193,17 @@ class Engine:
         )
 
     def _backend_for(self, out_dir: str) -> Backend:
+        """The backend, created and checked (`Backend.check`: endpoint up, model served) on first use."""
         if self._backend is None:
             self._backend = make_backend(self.options, out_dir=out_dir)
+        if not self._checked:
+            self._backend.check()
+            self._checked = True
         return self._backend
 
     # ---- Generator protocol ----------------------------------------------------------------------------
     def estimate(self, needs: list[Need], out_dir: str) -> Estimate:
-        jobs, _ = self._jobs(needs)
+        jobs = self._jobs(needs)
         cache = ResultCache(out_dir)
         todo = [j for j in jobs.values() if j.fingerprint not in cache]
         tokens_in = tokens_out = 0
@@ -188,127 +212,173 @@ class Engine:
                 _, system, user = self.prompts.render(j.need, self.data_root)
             except PromptError:
                 continue
-            tokens_in += (len(system) + len(user)) // 4 + (_IMAGE_TOKENS if j.need.image else 0)
-            tokens_out += 8 + _OUT_TOKENS[j.need.kind] * len(j.need.items)
+            tokens_in += tokens.tokens_in_rendered(j.need, system, user)
+            tokens_out += tokens.tokens_out(j.need)
         return Estimate(
             requests=len(todo), cached=len(jobs) - len(todo), tokens_in=tokens_in, tokens_out=tokens_out
         )
 
     def fulfil(self, needs: list[Need], out_dir: str) -> GenerationOutcome:
+        """Cache first, then rounds of requests (first tries, then retries of invalid output) until every
+        Need is answered, quarantined or left open; raises `RunInterrupted` after a graceful Ctrl-C."""
         out = Path(out_dir)
-        jobs, failures = self._jobs(needs)
+        run = self._start(needs, out)
+        try:
+            self._send_rounds(run, out_dir)
+        finally:
+            run.cache.close()
+            if run.guard is None or not run.guard.interrupted:
+                self._write_quarantine(out, run.quarantined)
+        if run.guard is not None and run.guard.interrupted:
+            raise RunInterrupted(
+                f"{run.guard.stop_reason}: {run.stats.done} new answers are cached, "
+                f"{len(run.open)} requests left open; {RESUME_HINT}"
+            )
+        return self._outcome(run)
+
+    # ---- fulfil, step by step --------------------------------------------------------------------------
+    def _start(self, needs: list[Need], out: Path) -> _Run:
+        """Jobs, cache hits, the report's identities and the queue of what must be asked."""
+        jobs = self._jobs(needs)
         cache = ResultCache(out)
-        stats = RunStats(total=len(jobs) + len(failures), failed=len(failures))
-        results: dict[str, NeedResult] = {}
-        queue: list[_Job] = []
+        run = _Run(cache=cache, stats=RunStats(total=len(jobs)))
         for key, job in jobs.items():
             hit = cache.get(job.fingerprint)
             if hit is not None:
-                results[key] = hit
-                stats.cached += 1
+                run.results[key] = hit
+                run.stats.cached += 1
             else:
-                queue.append(job)
+                run.queue.append(job)
         answered_by = {
             cache.model_of[j.fingerprint] for j in jobs.values() if j.fingerprint in cache.model_of
         }
-        report = GenerationReport(
+        run.report = GenerationReport(
             backend=self.options.backend,
             model=", ".join(sorted(answered_by)) or self.model_id,  # replaced by the backend's name once used
             prompt_hashes={j.prompt.name: j.prompt.sha256 for j in jobs.values()},
-            cached=stats.cached,
+            cached=run.stats.cached,
         )
-        max_tries = 1 + self.options.max_retries
-        by_req: dict[str, _Job] = {}
-        retry: list[_Job] = []
-        progress = GenerationProgress(stats, enabled=self.show_progress and bool(queue), console=self.console)
+        return run
 
-        def fail(job: _Job, error: str, raw: str | None, attempts: int) -> None:
-            failures.append(_failure(job.need, job.need.key, error, raw, attempts))
-            stats.failed += 1
+    def _send_rounds(self, run: _Run, out_dir: str) -> None:
+        """Round after round until the queue is empty or the guard (breaker, Ctrl-C) stops the run."""
+        enabled = self.show_progress and bool(run.queue)
+        progress = GenerationProgress(run.stats, enabled=enabled, console=self.console)
+        guard = run.guard = RunGuard(self.options.max_consecutive_failures)
+        with guard, progress:
+            while run.queue and not guard.stop_reason:
+                items = self._dispatch(run)
+                if items:
+                    backend = self._backend_for(out_dir)
+                    run.report.model = backend.model_name
+                    guard.attach(backend)
+                    requests = _LazyRequests(self._request, items)
+                    backend.run(requests, lambda res: self._on_result(run, res, progress))
+                    self._collect_skipped(run)
+            if run.queue:
+                self._leave_open(run, run.queue, f"not sent: {guard.stop_reason}")
+                run.queue = []
 
-        def on_result(res: ChatResult) -> None:
-            job = by_req.pop(res.key, None)
-            if job is None:
-                return  # unknown or duplicate delivery: never double-count
-            stats.tokens_in += res.tokens_in
-            stats.tokens_out += res.tokens_out
+    def _dispatch(self, run: _Run) -> list[tuple[_Job, int, str]]:
+        """This round's requests: the queue minus what the spend cap holds back or cannot be built."""
+        queue, run.queue = run.queue, []
+        cap = self.options.max_requests
+        items: list[tuple[_Job, int, str]] = []
+        for job in queue:
+            if cap is not None and run.stats.sent >= cap:
+                self._leave_open(run, [job], f"not sent: --max-requests {cap} reached")
+                continue
+            problem = self._precheck(job)
+            if problem is not None:
+                self._quarantine(run, job, f"prompt: {problem}", None, job.attempts)
+                continue
+            attempt = job.attempts + 1
+            key = _request_key(job, attempt)
+            run.by_req[key] = job
+            items.append((job, attempt, key))
+            run.stats.sent += 1
+        return items
+
+    def _on_result(self, run: _Run, res: ChatResult, progress: GenerationProgress) -> None:
+        job = run.by_req.pop(res.key, None)
+        if job is None:
+            return  # unknown or duplicate delivery: never double-count
+        stats = run.stats
+        stats.tokens_in += res.tokens_in
+        stats.tokens_out += res.tokens_out
+        if run.guard is not None:
+            run.guard.observe(res)
+        if res.error is not None and res.unanswered:
             if res.extra.get("pending"):
                 stats.pending += 1
-                failures.append(_failure(job.need, job.need.key, str(res.error), None, job.attempts))
-            elif res.error is not None:
-                fail(job, res.error, res.text, job.attempts + res.attempts)
-            else:
-                job.attempts += 1
-                try:
-                    if res.finish_reason == "length":
-                        raise OutputError(
-                            f"truncated output (finish_reason=length at max_tokens={self.options.max_tokens})"
-                        )
-                    value = parse_and_validate(job.need, job.spec, res.text or "")
-                except OutputError as e:
-                    stats.invalid += 1
-                    job.last_raw, job.last_error = res.text, str(e)
-                    if job.attempts >= max_tries:
-                        fail(job, str(e), res.text, job.attempts)
-                    else:
-                        retry.append(job)
-                else:
-                    cache.put(
-                        job.fingerprint,
-                        value,
-                        need=job.need.key,
-                        model=report.model,
-                        record_id=job.need.record_id,
-                        kind=job.need.kind,
-                        raw=res.text,
-                        tokens_in=res.tokens_in,
-                        tokens_out=res.tokens_out,
-                    )
-                    results[job.need.key] = value
-                    stats.done += 1
-            progress.advance()
+            self._leave_open(run, [job], res.error)
+        elif res.error is not None:
+            self._quarantine(run, job, res.error, res.text, job.attempts + res.attempts)
+        else:
+            self._accept(run, job, res)
+        progress.advance()
 
-        cap = self.options.max_requests
+    def _accept(self, run: _Run, job: _Job, res: ChatResult) -> None:
+        """An answer: validated and cached, or asked again, or quarantined once its tries are used up."""
+        job.attempts += 1
         try:
-            with progress:
-                while queue:
-                    items: list[tuple[_Job, int, str]] = []
-                    for job in queue:
-                        if cap is not None and stats.sent >= cap:
-                            stats.pending += 1
-                            msg = f"not sent: --max-requests {cap} reached"
-                            failures.append(_failure(job.need, job.need.key, msg, None, 0))
-                            continue
-                        problem = self._precheck(job)
-                        if problem is not None:
-                            fail(job, f"prompt: {problem}", None, job.attempts)
-                            continue
-                        attempt = job.attempts + 1
-                        key = _request_key(job, attempt)
-                        by_req[key] = job
-                        items.append((job, attempt, key))
-                        stats.sent += 1
-                    retry.clear()
-                    if items:
-                        backend = self._backend_for(out_dir)
-                        report.model = backend.model_name
-                        backend.run(_LazyRequests(self._request, items), on_result)
-                        for key in list(by_req):  # a backend that skipped a request: report, never hang
-                            fail(by_req.pop(key), "backend returned no result", None, 0)
-                    queue = list(retry)
-        finally:
-            cache.close()
-            self._write_quarantine(out, [f for f in failures if _quarantined(f)])
+            if res.finish_reason == "length":
+                raise OutputError(
+                    f"truncated output (finish_reason=length at max_tokens={self.options.max_tokens})"
+                )
+            value = parse_and_validate(job.need, job.spec, res.text or "")
+        except OutputError as e:
+            run.stats.invalid += 1
+            job.last_raw, job.last_error = res.text, str(e)
+            if job.attempts >= 1 + self.options.max_retries:
+                self._quarantine(run, job, str(e), res.text, job.attempts)
+            else:
+                run.queue.append(job)
+            return
+        run.cache.put(
+            job.fingerprint,
+            value,
+            need=job.need.key,
+            model=run.report.model,
+            record_id=job.need.record_id,
+            kind=job.need.kind,
+            raw=res.text,
+            tokens_in=res.tokens_in,
+            tokens_out=res.tokens_out,
+        )
+        run.results[job.need.key] = value
+        run.stats.done += 1
+
+    def _collect_skipped(self, run: _Run) -> None:
+        """Requests the backend gave no result for (stopped early, or a backend bug): open, never lost."""
+        reason = run.guard.stop_reason if run.guard is not None else None
+        skipped = [run.by_req.pop(k) for k in list(run.by_req)]
+        self._leave_open(run, skipped, f"not sent: {reason}" if reason else "backend returned no result")
+
+    def _quarantine(self, run: _Run, job: _Job, error: str, raw: str | None, attempts: int) -> None:
+        run.quarantined.append(_failure(job.need, error, raw, attempts))
+        run.stats.failed += 1
+
+    def _leave_open(self, run: _Run, jobs: list[_Job], reason: str) -> None:
+        for job in jobs:
+            run.open.append(_failure(job.need, reason, None, job.attempts))
+            run.stats.open += 1
+
+    def _outcome(self, run: _Run) -> GenerationOutcome:
+        stats, report = run.stats, run.report
         report.requests_sent = stats.sent
         report.failed = stats.failed
+        report.open = len(run.open)
         report.tokens_in = stats.tokens_in
         report.tokens_out = stats.tokens_out
         report.cost_usd = cost_usd(
             stats.tokens_in, stats.tokens_out, self.options.price_in_per_mtok, self.options.price_out_per_mtok
         )
+        if run.guard is not None and run.guard.tripped:
+            report.stopped = run.guard.tripped
         if self._backend is not None:
             report.pending_batch_files = list(getattr(self._backend, "pending_files", []))
-        return GenerationOutcome(results=results, failures=failures, report=report)
+        return GenerationOutcome(results=run.results, failures=run.quarantined, open=run.open, report=report)
 
     def close(self) -> None:
         if self._backend is not None:
@@ -319,14 +389,7 @@ class Engine:
         path = out / QUARANTINE_NAME
         if not failures and not path.exists():
             return
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as f:
-            for fl in failures:
-                f.write(orjson.dumps(fl.model_dump()) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write_bytes(path, b"".join(orjson.dumps(f.model_dump()) + b"\n" for f in failures))
 
 
 def _request_key(job: _Job, attempt: int) -> str:
@@ -335,9 +398,9 @@ def _request_key(job: _Job, attempt: int) -> str:
     return job.fingerprint if attempt == 1 else f"{job.fingerprint}~{attempt}"
 
 
-def _failure(need: Need, key: str, error: str, raw: str | None, attempts: int) -> NeedFailure:
+def _failure(need: Need, error: str, raw: str | None, attempts: int) -> NeedFailure:
     return NeedFailure(
-        key=key,
+        key=need.key,
         task=need.task,
         record_id=need.record_id,
         kind=need.kind,
@@ -345,8 +408,3 @@ def _failure(need: Need, key: str, error: str, raw: str | None, attempts: int) -
         raw_output=raw,
         attempts=attempts,
     )
-
-
-def _quarantined(f: NeedFailure) -> bool:
-    """Pending batch answers and requests held back by --max-requests are not failures of the model."""
-    return not (f.error.startswith("pending:") or f.error.startswith("not sent:"))

@@ -57,7 +57,8 @@ class NeedResult(BaseModel):
 
 
 class NeedFailure(BaseModel):
-    """A Need the engine gave up on after its retries (quarantined with what the model said)."""
+    """A Need without an answer: quarantined after its retries (with what the model said), or left open
+    (nobody answered; `error` says why)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -91,6 +92,8 @@ class GenerationOptions(BaseModel):
     batch_input_dir: str | None = None  # batch backend: where the provider's output files are read from
     vllm_args: dict[str, object] = Field(default_factory=dict)  # tensor_parallel_size, data_parallel_size
     chunk_size: int = 256  # vllm/local: requests per flushed chunk
+    # circuit breaker: stop sending after this many requests in a row got no answer (0: never stop early)
+    max_consecutive_failures: int = Field(default=8, ge=0)
 
 
 class GenerationReport(BaseModel):
@@ -103,7 +106,9 @@ class GenerationReport(BaseModel):
     prompt_hashes: dict[str, str] = Field(default_factory=dict)  # template name -> sha256
     requests_sent: int = 0
     cached: int = 0
-    failed: int = 0
+    failed: int = 0  # quarantined
+    open: int = 0  # not answered (server down, pending, spend cap, interrupted): asked again by a rerun
+    stopped: str | None = None  # why the circuit breaker stopped sending, if it did
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float | None = None
@@ -112,7 +117,8 @@ class GenerationReport(BaseModel):
 
 class GenerationOutcome(BaseModel):
     results: dict[str, NeedResult] = Field(default_factory=dict)  # Need.key -> result
-    failures: list[NeedFailure] = Field(default_factory=list)
+    failures: list[NeedFailure] = Field(default_factory=list)  # quarantined: invalid output, rejected request
+    open: list[NeedFailure] = Field(default_factory=list)  # not answered: left for the next run
     report: GenerationReport
 
 
@@ -133,5 +139,8 @@ class Generator(Protocol):
         ...
 
     def fulfil(self, needs: list[Need], out_dir: str) -> GenerationOutcome:
-        """Answer every Need (cache first, then the backend); never raises for a single bad request."""
+        """Answer every Need (cache first, then the backend); never raises for a single bad request.
+
+        A Need neither in `results` nor in `failures` is open (listed in `open` with the reason, when known).
+        """
         ...

@@ -25,7 +25,7 @@ class _StatsColumn(ProgressColumn):
         eta_txt = "--:--" if eta is None else time.strftime("%H:%M:%S", time.gmtime(eta))
         return Text(
             f"{s.finished}/{s.total}  {s.rate():.1f} req/s  tok in {s.tokens_in:,} out {s.tokens_out:,}  "
-            f"failed {s.failed}  invalid {s.invalid}  cached {s.cached}  ETA {eta_txt}"
+            f"failed {s.failed}  open {s.open}  invalid {s.invalid}  cached {s.cached}  ETA {eta_txt}"
         )
 
 

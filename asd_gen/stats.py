@@ -12,7 +12,8 @@ class RunStats:
     cached: int = 0
     done: int = 0  # validated answers received in this run
     failed: int = 0  # quarantined after all tries
-    pending: int = 0  # batch: written to a file, no output yet; or not sent because of --max-requests
+    open: int = 0  # not answered: server down, pending batch, spend cap, stopped early
+    pending: int = 0  # batch: written to a file, no output yet (counted in `open` too)
     sent: int = 0  # requests handed to the backend (retries of invalid output included)
     invalid: int = 0  # outputs that failed parsing/validation (each may be retried)
     tokens_in: int = 0
@@ -21,7 +22,7 @@ class RunStats:
 
     @property
     def finished(self) -> int:
-        return self.cached + self.done + self.failed + self.pending
+        return self.cached + self.done + self.failed + self.open
 
     def rate(self) -> float:
         """Answered requests per second since the start (cache hits excluded)."""

@@ -121,7 +121,12 @@ class BatchBackend(Backend):
             f = name or placed[key]
             files.add(str(self.dir / f))
             on_result(
-                ChatResult(key=key, error=f"pending: in batch file {f}", extra={"pending": True, "file": f})
+                ChatResult(
+                    key=key,
+                    error=f"pending: in batch file {f}",
+                    unanswered=True,
+                    extra={"pending": True, "file": f},
+                )
             )
         self.pending_files = sorted(set(self.pending_files) | files)
 

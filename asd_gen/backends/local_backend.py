@@ -12,6 +12,10 @@ shared CPU cores, 16 requests of ~25 output tokens: one thread, batch 1: 13 tok/
 threads, lightly loaded, batch 4: 46 tok/s, batch 8: 67 tok/s. With other jobs on the same cores, torch's own
 thread pool collapses for batched matmuls (batch 4: 1.4 tok/s), so `SEFE_LOCAL_THREADS=1` is the setting for a
 busy machine; by default torch picks its thread count.
+
+A batch that fails is rerun row by row. A row that fails on its input (`ValueError`, `OSError`) is rejected
+(quarantined); one that fails in the model (`RuntimeError`, out of memory) is *not answered* and stays open
+for the next run. `request_stop()` takes effect between batches.
 """
 
 from __future__ import annotations
@@ -279,6 +283,8 @@ class LocalBackend(Backend):
         lm = self._load()
         window = max(self.options.chunk_size, self.batch_size)
         for start in range(0, len(requests), window):
+            if self.stopping:
+                return
             ready: list[_Prepared] = []
             for i in range(start, min(start + window, len(requests))):
                 req = requests[i]
@@ -291,6 +297,8 @@ class LocalBackend(Backend):
             ready.sort(key=lambda p: (*self._shape(p), len(p.text)))
             batch: list[_Prepared] = []
             for item in ready:
+                if self.stopping:
+                    return
                 if batch and (len(batch) >= self.batch_size or self._shape(batch[0]) != self._shape(item)):
                     self._run_batch(lm, batch, on_result)
                     batch = []
@@ -306,12 +314,15 @@ class LocalBackend(Backend):
     def _run_batch(self, lm: _Loaded, batch: list[_Prepared], on_result: ResultCallback) -> None:
         try:
             results = self._generate(lm, batch)
-        except (RuntimeError, ValueError, OSError) as e:  # one bad batch must not stop the build
+        except (RuntimeError, MemoryError, ValueError, OSError) as e:  # one bad batch must not stop the build
             if len(batch) > 1:  # retry one by one so a single bad request fails alone
                 for prepared in batch:
-                    self._run_batch(lm, [prepared], on_result)
+                    if not self.stopping:
+                        self._run_batch(lm, [prepared], on_result)
                 return
-            results = [ChatResult(key=batch[0].request.key, error=f"{type(e).__name__}: {e}")]
+            unanswered = isinstance(e, RuntimeError | MemoryError)  # the model failed, not the input
+            error = f"{type(e).__name__}: {str(e)[:300]}"
+            results = [ChatResult(key=batch[0].request.key, error=error, unanswered=unanswered)]
         for r in results:
             on_result(r)
 

@@ -2,8 +2,11 @@
 
 Every request carries a strict `json_schema` response format, so a server with structured decoding can only
 produce the expected shape. Transport retries (429 honouring `retry-after`, 5xx, timeouts, dropped
-connections, with exponential backoff) are the SDK's own; the number taken is read back per request. The
-asyncio loop lives inside `run`, so callers stay synchronous. The API key comes from `OPENAI_API_KEY` and is
+connections, with exponential backoff) are the SDK's own; the number taken is read back per request. What
+still fails after them is *not answered* (`ChatResult.unanswered`: the request stays open for the next run)
+except a 400 / 413 / 422, which rejects this request itself. `check()` lists the served models before the
+first request, so a dead port or a model the server does not serve fails in a second. The asyncio loop lives
+inside `run`, so callers stay synchronous. The API key comes from `OPENAI_API_KEY` and is
 handed to the SDK only: it is never logged or stored.
 """
 
@@ -16,10 +19,20 @@ from typing import Any
 
 import orjson
 
-from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult, ResultCallback
+from sefe.asd_gen.backends.base import (
+    Backend,
+    BackendConfigError,
+    BackendUnreachable,
+    ChatRequest,
+    ChatResult,
+    ResultCallback,
+    safe_url,
+)
 from sefe.asd_gen.needs import GenerationOptions
 
 _RETRIED = {408, 409, 429, 500, 502, 503, 504}
+_REJECTED = {400, 413, 422}  # the request itself is refused: quarantined, not retried by a rerun
+CHECK_TIMEOUT_S = 10.0
 _LOCAL_KEY = "sk-no-key"  # servers such as `vllm serve` without --api-key accept any key
 
 
@@ -106,20 +119,55 @@ class OpenAIBackend(Backend):
     def model_name(self) -> str:
         """The named model, or the first one the server lists (what `vllm serve` serves)."""
         if self._model is None:
-            client = self._openai.OpenAI(
-                base_url=self.options.base_url,
-                api_key=_api_key(self.options.base_url),
-                timeout=self.options.request_timeout_s,
-                max_retries=self.options.max_retries,
-            )
-            try:
-                models = [m.id for m in client.models.list()]
-            finally:
-                client.close()
+            models = self._served_models()
             if not models:
-                raise RuntimeError(f"{self.options.base_url}: the server lists no models; pass --model")
+                raise BackendConfigError(f"{self._where()}: the server lists no models; pass --model")
             self._model = models[0]
         return self._model
+
+    def _where(self) -> str:
+        return safe_url(self.options.base_url) or "the OpenAI API"
+
+    def _served_models(self) -> list[str]:
+        """`GET /models` through the SDK (one retry, short timeout); errors become one-line messages."""
+        oa = self._openai
+        client = oa.OpenAI(
+            base_url=self.options.base_url,
+            api_key=_api_key(self.options.base_url),
+            timeout=min(self.options.request_timeout_s, CHECK_TIMEOUT_S),
+            max_retries=1,
+        )
+        try:
+            return [m.id for m in client.models.list()]
+        except (oa.APIConnectionError, oa.APITimeoutError) as e:
+            raise BackendUnreachable(
+                f"{self._where()}: cannot reach the model server ({_short(str(e), 120)}); is it running?"
+            ) from None
+        except (oa.AuthenticationError, oa.PermissionDeniedError) as e:
+            raise BackendConfigError(
+                f"{self._where()}: the server rejected the API key (HTTP {e.status_code}); set OPENAI_API_KEY"
+            ) from None
+        except oa.APIStatusError as e:
+            if e.status_code >= 500 or e.status_code == 429:
+                raise BackendUnreachable(
+                    f"{self._where()}: the model server answers HTTP {e.status_code}; try again later"
+                ) from None
+            return []  # no usable /models route (some servers lack it): nothing to check against
+        finally:
+            client.close()
+
+    def check(self) -> None:
+        """Fail fast: the server answers and serves the named model (else it names what it serves)."""
+        models = self._served_models()
+        if self._model is None:
+            if not models:
+                raise BackendConfigError(f"{self._where()}: the server lists no models; pass --model")
+            self._model = models[0]
+        elif models and self._model not in models:
+            shown = ", ".join(models[:8]) + (", ..." if len(models) > 8 else "")
+            raise BackendConfigError(
+                f"{self._where()}: model {self._model!r} is not served here (it serves: {shown})"
+            )
 
     def run(self, requests: Sequence[ChatRequest], on_result: ResultCallback) -> None:
         if not requests:
@@ -149,6 +197,8 @@ class OpenAIBackend(Backend):
 
         async def worker() -> None:
             for req in todo:  # shared iterator: each request is taken by exactly one worker
+                if self.stopping:
+                    return  # breaker or Ctrl-C: start nothing new; in-flight requests still report
                 on_result(await self._one(client, model, req))
 
         try:
@@ -173,15 +223,23 @@ class OpenAIBackend(Backend):
             data = orjson.loads(resp.content)
         except oa.APIStatusError as e:
             tries = self._tries() if e.status_code in _RETRIED else 1
-            return ChatResult(key=req.key, error=f"HTTP {e.status_code}: {_short(e.message)}", attempts=tries)
+            return ChatResult(
+                key=req.key,
+                error=f"HTTP {e.status_code}: {_short(e.message)}",
+                attempts=tries,
+                unanswered=e.status_code not in _REJECTED,
+            )
         except oa.APITimeoutError:
-            return ChatResult(key=req.key, error="timed out", attempts=self._tries())
+            return ChatResult(key=req.key, error="timed out", attempts=self._tries(), unanswered=True)
         except oa.APIConnectionError as e:
             return ChatResult(
-                key=req.key, error=f"connection error: {_short(str(e))}", attempts=self._tries()
+                key=req.key,
+                error=f"connection error: {_short(str(e))}",
+                attempts=self._tries(),
+                unanswered=True,
             )
-        except orjson.JSONDecodeError as e:
-            return ChatResult(key=req.key, error=f"response is not JSON: {e}")
+        except orjson.JSONDecodeError as e:  # a proxy's error page, a half-sent body: nobody answered
+            return ChatResult(key=req.key, error=f"response is not JSON: {e}", unanswered=True)
         retries = resp.request.headers.get("x-stainless-retry-count", "0")
         return result_from_completion(req.key, data, attempts=1 + int(retries))
 

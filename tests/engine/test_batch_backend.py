@@ -29,7 +29,8 @@ def test_round_trip_split_pending_and_ingest(tmp_path: Path, server: ChatServer)
     files = sorted((out / "batch").glob("input_*.jsonl"))
     assert [len(f.read_bytes().splitlines()) for f in files] == [4, 4, 2]
     assert first.report.pending_batch_files == [str(f) for f in files]
-    assert not first.results and all(f.error.startswith("pending:") for f in first.failures)
+    assert not first.results and not first.failures and len(first.open) == 10
+    assert all(f.error.startswith("pending:") for f in first.open)
     assert not (out / QUARANTINE_NAME).exists()
     line = orjson.loads(files[0].read_bytes().splitlines()[0])
     assert set(line) == {"custom_id", "method", "url", "body"} and line["url"] == "/v1/chat/completions"
@@ -71,7 +72,8 @@ def test_provider_errors_are_quarantined_and_invalid_output_is_asked_again(tmp_p
     assert good.key in res.results
     by_id = {f.record_id: f for f in res.failures}
     assert "batch HTTP 400: bad image" in by_id["e"].error
-    assert by_id["i"].error.startswith("pending:")  # its retry went into a new request file
+    assert [f.record_id for f in res.open] == ["i"]  # its retry went into a new request file: open
+    assert res.open[0].error.startswith("pending:") and set(by_id) == {"e"}
     assert [r["record_id"] for r in map(orjson.loads, (out / QUARANTINE_NAME).read_bytes().splitlines())] == [
         "e"
     ]

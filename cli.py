@@ -70,6 +70,9 @@ def asd_build_cmd(
     concurrency: int = typer.Option(16, help="Requests in flight (openai backend)."),
     prompts: Path | None = typer.Option(None, "--prompts", help="Template or official SEFE prompt folder."),
     strict: bool = typer.Option(False, "--strict", help="Fail when any request is quarantined."),
+    allow_partial: bool = typer.Option(
+        False, "--allow-partial", help="Write tasks with unanswered needs too (marked partial)."
+    ),
     max_requests: int | None = typer.Option(None, help="Spend cap: send at most this many new requests."),
     price_in: float | None = typer.Option(None, help="USD per million input tokens (cost)."),
     price_out: float | None = typer.Option(None, help="USD per million output tokens."),
@@ -87,9 +90,19 @@ def asd_build_cmd(
     from pydantic import ValidationError
     from rich.console import Console
 
-    from sefe.asd_gen.build import BuildError, BuildOptions, build, plan
+    from sefe.asd_gen.backends.base import BackendConfigError, BackendUnreachable
+    from sefe.asd_gen.backends.guard import RESUME_HINT
+    from sefe.asd_gen.build import (
+        EXIT_INTERRUPTED,
+        EXIT_OPEN,
+        EXIT_PENDING,
+        BuildError,
+        BuildOptions,
+        build,
+        plan,
+    )
     from sefe.asd_gen.needs import GenerationOptions
-    from sefe.asd_gen.summary import build_table, plan_table
+    from sefe.asd_gen.summary import build_table, open_needs_text, plan_table
     from sefe.coin.records import RecordsError
     from sefe.coin.tasks import TaskError, load_task_file
     from sefe.data import coin_mini_root
@@ -124,12 +137,23 @@ def asd_build_cmd(
             xs=xs,
             seed=seed,
             distractors=distractors,
+            allow_partial=allow_partial,
             generation=gen,  # type: ignore[arg-type]
         )
         if dry_run:
             console.print(plan_table(plan(opts)))
             return
         result = build(opts)
+    except KeyboardInterrupt as e:  # graceful (RunInterrupted) or not: every stored answer is on disk
+        msg = str(e) or f"interrupted; {RESUME_HINT}"
+        console.print(f"[yellow]{msg}[/yellow]", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except BackendUnreachable as e:
+        console.print(f"[red]error:[/red] {e}; nothing was written, rerun once it is up", highlight=False)
+        raise typer.Exit(EXIT_OPEN) from None
+    except BackendConfigError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(2) from None
     except (BuildError, RecordsError, TaskError, ValidationError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}", highlight=False)
         raise typer.Exit(1) from None
@@ -137,10 +161,14 @@ def asd_build_cmd(
         console.print("[yellow]batch files written; rerun this command once the provider is done:[/yellow]")
         for p in result.pending_batch_files:
             console.print(f"  {p}", highlight=False)
-        raise typer.Exit(3)
+        raise typer.Exit(EXIT_PENDING)
     console.print(build_table(result))
     for m in result.manifests:
         console.print(f"manifest: {m}", highlight=False)
+    if result.status in ("open", "partial"):
+        console.print(open_needs_text(result), highlight=False)
+    if result.status == "open":
+        raise typer.Exit(EXIT_OPEN)
 
 
 def asd_plan_cmd(**kwargs: object) -> None:

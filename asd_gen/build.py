@@ -13,12 +13,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from sefe.asd_gen import tokens
+from sefe.asd_gen.backends.base import safe_url
 from sefe.asd_gen.candidates import AnswerPool, BoxPool, ClassPool
 from sefe.asd_gen.needs import Estimate, GenerationOptions, GenerationOutcome, Generator, Need
 from sefe.asd_gen.selection import SELECTION_RULE, Selection, running_offsets, select
@@ -44,10 +45,12 @@ ENGINE_HINT = (
     "Use `--distractors pool` to draw yes/no and MCQ distractors from the task's own answers (no model); "
     "explanations (brief/detail) always need a model backend (`--backend local|openai|vllm|batch`)."
 )
-# Rough per-item output sizes for `plan` when the engine cannot estimate (JSON around the content included).
-ROUGH_OUT_TOKENS: dict[str, int] = {"yn": 16, "mcq": 40, "brief": 45, "detail": 100}
-ROUGH_PROMPT_TOKENS = 250  # instructions of a generation prompt
-ROUGH_IMAGE_TOKENS = 576  # LLaVA-1.5 image tokens; API backends differ
+# Exit codes of `sefe asd build` (README, "ASD"): 0 every file written; 2 bad input or options; 3 batch files
+# are waiting for the provider; 4 some needs got no answer (model server down, spend cap): the tasks they
+# belong to were not written, rerunning resumes; 130 interrupted (Ctrl-C / SIGTERM), rerunning resumes.
+EXIT_PENDING = 3
+EXIT_OPEN = 4
+EXIT_INTERRUPTED = 130
 
 
 class BuildError(RuntimeError):
@@ -63,6 +66,7 @@ class BuildOptions(BaseModel):
     xs: list[float] = Field(default_factory=lambda: [20.0])
     seed: int = 0
     distractors: DistractorMode = "model"
+    allow_partial: bool = False  # write a task's files even while some of its needs are open (say so)
     generation: GenerationOptions = Field(default_factory=GenerationOptions)
 
     @field_validator("xs")
@@ -224,15 +228,9 @@ class Plan(BaseModel):
 
 
 def rough_estimate(needs: list[Need]) -> Estimate:
-    """Characters / 4 of what each Need sends, plus fixed prompt and image costs; clearly a ballpark."""
-    tin = tout = 0
-    for n in needs:
-        chars = sum(
-            len(i.question) + len(i.answer) + len(i.context or "") + sum(map(len, i.options or []))
-            for i in n.items
-        )
-        tin += ROUGH_PROMPT_TOKENS + chars // 4 + (ROUGH_IMAGE_TOKENS if n.image else 0)
-        tout += ROUGH_OUT_TOKENS[n.kind] * len(n.items)
+    """Estimate without rendering prompts (no engine): `sefe.asd_gen.tokens`, clearly a ballpark."""
+    tin = sum(tokens.tokens_in_rough(n) for n in needs)
+    tout = sum(tokens.tokens_out(n) for n in needs)
     return Estimate(requests=len(needs), cached=0, tokens_in=tin, tokens_out=tout)
 
 
@@ -282,7 +280,7 @@ def plan(opts: BuildOptions, works: list[TaskWork] | None = None, generator: Gen
 
 
 class TaskOutput(BaseModel):
-    """Per task and X, for the manifest."""
+    """Per task and X, for the manifest and the summary."""
 
     records: int
     selected: int
@@ -290,26 +288,34 @@ class TaskOutput(BaseModel):
     kept_original: dict[str, list[dict[str, Any]]]  # why -> [{"index", "id", "style", "reason"}]
     distractor_sources: dict[str, list[str | int]]  # source -> record ids (yes/no and MCQ records)
     yes_no: dict[str, int]  # turns answered Yes / No
-    output: str
+    output: str | None  # None: not written (needs still open)
     input_sha256: str
+    status: Literal["complete", "partial", "not_written"] = "complete"
+    open: dict[str, int] = Field(default_factory=dict)  # why not answered -> selected records waiting
+    x: float = 0.0  # requested percentage
+    effective_x: float = 0.0  # converted records as a percentage of the task
+    effective_by_style: dict[str, float] = Field(default_factory=dict)  # style -> % of the task converted
+    requested_by_style: dict[str, float] = Field(default_factory=dict)  # style -> % of the task selected
 
 
 class BuildResult(BaseModel):
-    status: Literal["done", "pending"]
+    """`done`: every file written; `open`: some tasks not written (needs open, exit 4); `partial`: written
+    with open needs (--allow-partial); `pending`: batch files wait for the provider (exit 3)."""
+
+    status: Literal["done", "open", "partial", "pending"]
     outputs: list[str]
     manifests: list[str]
     tasks: dict[str, dict[str, TaskOutput]]  # X -> task -> output
     pending_batch_files: list[str] = Field(default_factory=list)
+    stopped: str | None = None  # why generation stopped early (circuit breaker)
 
-
-def _safe_url(url: str | None) -> str | None:
-    """Drop user:password from a URL before it reaches the manifest."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    @property
+    def open_by_task(self) -> dict[str, dict[str, int]]:
+        """Task -> reason -> open needs, at the largest X (which holds every smaller X's needs)."""
+        if not self.tasks:
+            return {}
+        top = max(self.tasks, key=float)
+        return {name: t.open for name, t in self.tasks[top].items() if t.open}
 
 
 def _sha256(path: Path) -> str:
@@ -324,12 +330,21 @@ def _sha256(path: Path) -> str:
 class _Converted:
     record: TrainRecord | None  # None: keeps the original
     source: str | None = None
-    why: str | None = None  # quarantined / unconvertible / invalid_model_output
+    why: str | None = None  # open / quarantined / unconvertible / invalid_model_output
     reason: str | None = None
+
+
+def open_reason(error: str) -> str:
+    """A short, countable reason for an open need: `connection error`, `HTTP 503`, `not sent: ...`."""
+    if error.startswith("not sent:"):
+        return error
+    head = error.split(":", 1)[0].strip()
+    return head or "no answer"
 
 
 def _convert_all(w: TaskWork, opts: BuildOptions, outcome: GenerationOutcome | None) -> dict[int, _Converted]:
     failed = {f.key: f for f in outcome.failures} if outcome else {}
+    open_ = {f.key: f for f in outcome.open} if outcome else {}
     out: dict[int, _Converted] = {}
     for idx in w.top.ordered:
         style = w.top.styles[idx]
@@ -344,8 +359,11 @@ def _convert_all(w: TaskWork, opts: BuildOptions, outcome: GenerationOutcome | N
                 f = failed.get(need.key)
                 if f is not None:
                     out[idx] = _Converted(None, why="quarantined", reason=f.error)
-                else:  # e.g. the --max-requests cap stopped before it: a rerun fills it in
-                    out[idx] = _Converted(None, why="not_generated", reason="no result from the engine")
+                else:  # nobody answered (server down, spend cap, ...): a rerun asks again
+                    o = open_.get(need.key)
+                    out[idx] = _Converted(
+                        None, why="open", reason=o.error if o else "no answer from the engine"
+                    )
                 continue
         try:
             rec, src = convert_record(
@@ -375,13 +393,62 @@ def _yes_no_counts(w: TaskWork, sel: Selection, conv: dict[int, _Converted]) -> 
     return dict(c)
 
 
+def _pct(n: int, total: int) -> float:
+    return round(100.0 * n / total, 2) if total else 0.0
+
+
+def _task_output(
+    w: TaskWork, x: float, sel: Selection, conv: dict[int, _Converted], path: Path, opts: BuildOptions
+) -> TaskOutput:
+    """What one task at one X got: converted and kept records, open needs, effective X."""
+    kept: dict[str, list[dict[str, Any]]] = {}
+    sources: dict[str, list[str | int]] = {}
+    converted: Counter[str] = Counter()
+    waiting: Counter[str] = Counter()
+    for idx in sel.ordered:
+        c = conv[idx]
+        rid = w.ids[idx]
+        if c.record is None:
+            kept.setdefault(c.why or "kept", []).append(
+                {"index": idx, "id": rid, "style": sel.styles[idx], "reason": c.reason}
+            )
+            if c.why == "open":
+                waiting[open_reason(c.reason or "")] += 1
+            continue
+        converted[sel.styles[idx]] += 1
+        if c.source:
+            sources.setdefault(c.source, []).append(rid)
+    n = len(w.ids)
+    publish = not waiting or opts.allow_partial
+    return TaskOutput(
+        records=n,
+        selected=len(sel.styles),
+        converted=dict(sorted(converted.items())),
+        kept_original=kept,
+        distractor_sources=sources,
+        yes_no=_yes_no_counts(w, sel, conv),
+        output=os.path.relpath(path, opts.out) if publish else None,
+        input_sha256=w.input_sha256,
+        status="not_written" if not publish else "partial" if waiting else "complete",
+        open=dict(sorted(waiting.items())),
+        x=x,
+        effective_x=_pct(sum(converted.values()), n),
+        effective_by_style={s: _pct(converted.get(s, 0), n) for s in w.spec.target_styles},
+        requested_by_style={s: _pct(c, n) for s, c in sorted(sel.counts().items())},
+    )
+
+
 def _manifest(
     opts: BuildOptions, x: float, tasks: dict[str, TaskOutput], outcome: GenerationOutcome | None
 ) -> dict[str, Any]:
     g = opts.generation
     report = outcome.report if outcome else None
+    statuses = {t.status for t in tasks.values()}
+    status = "incomplete" if "not_written" in statuses else "partial" if "partial" in statuses else "complete"
     return {
         "x": int(x) if float(x).is_integer() else x,
+        "status": status,  # complete / partial (--allow-partial, needs open) / incomplete (tasks not written)
+        "effective_x": {name: t.effective_x for name, t in tasks.items()},
         "seed": opts.seed,
         "selection_rule": SELECTION_RULE,
         "distractors": opts.distractors,
@@ -393,7 +460,7 @@ def _manifest(
         "data_root": str(opts.data_root),
         "backend": report.backend if report else None,
         "model": report.model if report else None,
-        "base_url": _safe_url(g.base_url),
+        "base_url": safe_url(g.base_url),
         "prompt_hashes": report.prompt_hashes if report else {},
         "generation": report.model_dump(mode="json") if report else None,
         "generation_options": g.model_dump(mode="json", exclude={"base_url"}),
@@ -404,80 +471,90 @@ def _manifest(
     }
 
 
+# ---- build, step by step -----------------------------------------------------------------------------
+
+_COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+
+
+def _generate(
+    opts: BuildOptions, works: list[TaskWork], generator: Generator | None
+) -> GenerationOutcome | None:
+    """Ask the engine for every Need of the largest X (one run serves every X); None when no Need."""
+    needs = all_needs(works)
+    if not needs:
+        return None
+    engine = generator or load_engine(opts, works)
+    return engine.fulfil(needs, str(opts.out))
+
+
+def _check_strict(opts: BuildOptions, outcome: GenerationOutcome | None) -> None:
+    if opts.generation.strict and outcome is not None and outcome.failures:
+        first = outcome.failures[0]
+        raise BuildError(
+            f"{len(outcome.failures)} requests were quarantined and --strict is set "
+            f"(first: {first.task} id {first.record_id}: {first.error})"
+        )
+
+
+def _write_task(
+    w: TaskWork, opts: BuildOptions, outcome: GenerationOutcome | None
+) -> dict[str, tuple[TaskOutput, Path]]:
+    """Convert one task once and write `train_x{X}.json` for every X whose selected records are settled
+    (or every X with --allow-partial). Only this task's records are in memory."""
+    conv = _convert_all(w, opts, outcome)
+    records = load_train(w.path)
+    if _sha256(w.path) != w.input_sha256:
+        raise BuildError(f"{w.path}: changed while the build was running; rerun the build")
+    out: dict[str, tuple[TaskOutput, Path]] = {}
+    for x in opts.xs:
+        sel = w.selection(x, opts.seed)
+        path = layout.asd_train_path(opts.out, w.spec.name, x)
+        summary = _task_output(w, x, sel, conv, path, opts)
+        if summary.output is not None:
+            save_train(path, [conv[i].record or r if i in sel.styles else r for i, r in enumerate(records)])
+        out[layout.format_x(x)] = (summary, path)
+    return out
+
+
 def build(
     opts: BuildOptions, console: Console | None = None, generator: Generator | None = None
 ) -> BuildResult:
     """Write `train_x{X}.json` for every chosen task and X, plus one manifest per X.
 
-    `generator` defaults to `sefe.asd_gen.engine.Engine`; any object with the `Generator` protocol works.
+    A task whose selected records still have open needs (nobody answered them) gets no file unless
+    `allow_partial`; the result's status says so. `generator` defaults to `sefe.asd_gen.engine.Engine`;
+    any object with the `Generator` protocol works.
     """
     console = console or Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*_COLUMNS, console=console, transient=True) as progress:
         works = prepare(opts, progress)
-    needs = all_needs(works)
-    outcome: GenerationOutcome | None = None
-    if needs:
-        engine = generator or load_engine(opts, works)
-        outcome = engine.fulfil(needs, str(opts.out))
-        if outcome.report.pending_batch_files:
-            return BuildResult(
-                status="pending",
-                outputs=[],
-                manifests=[],
-                tasks={},
-                pending_batch_files=outcome.report.pending_batch_files,
-            )
-        if opts.generation.strict and outcome.failures:
-            raise BuildError(
-                f"{len(outcome.failures)} requests were quarantined and --strict is set "
-                f"(first: {outcome.failures[0].task} id {outcome.failures[0].record_id}: "
-                f"{outcome.failures[0].error})"
-            )
+    outcome = _generate(opts, works, generator)
+    if outcome is not None and outcome.report.pending_batch_files:
+        return BuildResult(
+            status="pending",
+            outputs=[],
+            manifests=[],
+            tasks={},
+            pending_batch_files=outcome.report.pending_batch_files,
+        )
+    _check_strict(opts, outcome)
     outputs: list[str] = []
-    manifests: list[str] = []
     per_x: dict[str, dict[str, TaskOutput]] = {}
-    with Progress(*columns, console=console, transient=True) as progress:
-        bar = progress.add_task("writing", total=len(works) * len(opts.xs))
+    with Progress(*_COLUMNS, console=console, transient=True) as progress:
+        bar = progress.add_task("writing", total=len(works))
         for w in works:
             progress.update(bar, description=f"converting {w.spec.name}")
-            conv = _convert_all(w, opts, outcome)
-            records = load_train(w.path)  # re-read: only one task's records are in memory at a time
-            if _sha256(w.path) != w.input_sha256:
-                raise BuildError(f"{w.path}: changed while the build was running; rerun the build")
-            for x in opts.xs:
-                sel = w.selection(x, opts.seed)
-                rows = [conv[i].record or r if i in sel.styles else r for i, r in enumerate(records)]
-                path = layout.asd_train_path(opts.out, w.spec.name, x)
-                save_train(path, rows)
-                outputs.append(str(path))
-                kept: dict[str, list[dict[str, Any]]] = {}
-                sources: dict[str, list[str | int]] = {}
-                converted: Counter[str] = Counter()
-                for idx in sel.ordered:
-                    c = conv[idx]
-                    rid = w.ids[idx]
-                    if c.record is None:
-                        kept.setdefault(c.why or "kept", []).append(
-                            {"index": idx, "id": rid, "style": sel.styles[idx], "reason": c.reason}
-                        )
-                        continue
-                    converted[sel.styles[idx]] += 1
-                    if c.source:
-                        sources.setdefault(c.source, []).append(rid)
-                per_x.setdefault(layout.format_x(x), {})[w.spec.name] = TaskOutput(
-                    records=len(w.ids),
-                    selected=len(sel.styles),
-                    converted=dict(sorted(converted.items())),
-                    kept_original=kept,
-                    distractor_sources=sources,
-                    yes_no=_yes_no_counts(w, sel, conv),
-                    output=os.path.relpath(path, opts.out),
-                    input_sha256=w.input_sha256,
-                )
-                progress.advance(bar)
+            for x, (summary, path) in _write_task(w, opts, outcome).items():
+                per_x.setdefault(x, {})[w.spec.name] = summary
+                if summary.output is not None:
+                    outputs.append(str(path))
+            progress.advance(bar)
+    manifests: list[str] = []
     for x in opts.xs:
         mpath = layout.asd_manifest_path(opts.out, x)
         atomic_write_bytes(mpath, dump_json(_manifest(opts, x, per_x[layout.format_x(x)], outcome)))
         manifests.append(str(mpath))
-    return BuildResult(status="done", outputs=outputs, manifests=manifests, tasks=per_x)
+    statuses = {t.status for tasks in per_x.values() for t in tasks.values()}
+    status = "open" if "not_written" in statuses else "partial" if "partial" in statuses else "done"
+    stopped = outcome.report.stopped if outcome else None
+    return BuildResult(status=status, outputs=outputs, manifests=manifests, tasks=per_x, stopped=stopped)

@@ -58,12 +58,17 @@ def plan_table(plan: Plan) -> Group:
 
 
 def build_table(result: BuildResult) -> Table:
+    """Per X and task: converted records per style, kept originals, effective X beside the requested X."""
     t = Table(title="ASD build", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
-    for col in ("X", "task", "n", "sel", *STYLES, "kept", "output"):
+    for col in ("X", "task", "n", "sel", *STYLES, "kept", "eff X", "output"):
         t.add_column(col, justify="left" if col in ("task", "output") else "right", no_wrap=col != "output")
     for x, tasks in result.tasks.items():
         for name, o in tasks.items():
             kept = sum(len(v) for v in o.kept_original.values())
+            eff = f"{o.effective_x:.1f}"
+            shown = o.output or "[yellow]not written: needs open[/yellow]"
+            if o.status == "partial":
+                eff, shown = f"[yellow]{eff}[/yellow]", f"{o.output} [yellow](partial)[/yellow]"
             t.add_row(
                 x,
                 name,
@@ -71,6 +76,28 @@ def build_table(result: BuildResult) -> Table:
                 str(o.selected),
                 *(str(o.converted.get(s, "-")) for s in STYLES),
                 str(kept),
-                o.output,
+                eff,
+                shown,
             )
     return t
+
+
+def open_needs_text(result: BuildResult) -> str:
+    """Per task: how many selected records wait for an answer, and why; what to do next."""
+    lines = []
+    if result.stopped:
+        lines.append(f"generation {result.stopped}")
+    for task, reasons in result.open_by_task.items():
+        why = "; ".join(f"{n} {reason}" for reason, n in reasons.items())
+        lines.append(f"{task}: {sum(reasons.values())} needs open ({why})")
+    if result.status == "partial":
+        lines.append(
+            "--allow-partial: these tasks were written with the open records in their original style "
+            "(status 'partial' and the effective X are in the manifest)."
+        )
+    else:
+        lines.append(
+            "These tasks were not written (a file named x{X} must hold X percent). "
+            "Rerunning the same command resumes: answered requests are cached and not sent again."
+        )
+    return "\n".join(lines)

@@ -75,11 +75,31 @@ def test_quarantined_records_keep_their_original(data_root: Path, tmp_path: Path
     q = m["tasks"]["GQA"]["kept_original"]["quarantined"]
     assert [e["id"] for e in q] == [raw[i]["id"]] and q[0]["reason"] == "scripted failure"
     assert m["quarantined"][0]["record_id"] == victim and "raw_output" not in m["quarantined"][0]
+    assert m["status"] == "complete" and m["tasks"]["GQA"]["status"] == "complete"
+    n = m["tasks"]["GQA"]["records"]
+    converted = sum(m["tasks"]["GQA"]["converted"].values())
+    assert m["tasks"]["GQA"]["effective_x"] == m["effective_x"]["GQA"] == round(100 * converted / n, 2)
+    assert converted == m["tasks"]["GQA"]["selected"] - 1  # the quarantined record is a visible shortfall
+    # a need nobody answered (server down, spend cap) is open: no file named x50 that does not hold 50%
     gen3 = ScriptedGenerator(skip={victim})
-    build(BuildOptions(data_root=data_root, out=tmp_path / "d", xs=[50], tasks=["GQA"]), generator=gen3)
-    assert _load(output_path(tmp_path / "d", "GQA", 50))[i] == raw[i]
+    res = build(BuildOptions(data_root=data_root, out=tmp_path / "d", xs=[50], tasks=["GQA"]), generator=gen3)
+    assert res.status == "open" and res.outputs == [] and not output_path(tmp_path / "d", "GQA", 50).exists()
+    assert res.open_by_task == {"GQA": {"no answer from the engine": 1}}
     m = orjson.loads(manifest_path(tmp_path / "d", 50).read_bytes())
-    assert [e["id"] for e in m["tasks"]["GQA"]["kept_original"]["not_generated"]] == [raw[i]["id"]]
+    assert m["status"] == "incomplete" and m["tasks"]["GQA"]["status"] == "not_written"
+    assert m["tasks"]["GQA"]["output"] is None
+    # --allow-partial writes it anyway, and says so
+    opts = BuildOptions(data_root=data_root, out=tmp_path / "d", xs=[50], tasks=["GQA"], allow_partial=True)
+    res = build(opts, generator=ScriptedGenerator(skip={victim}))
+    assert res.status == "partial" and _load(output_path(tmp_path / "d", "GQA", 50))[i] == raw[i]
+    m = orjson.loads(manifest_path(tmp_path / "d", 50).read_bytes())
+    t = m["tasks"]["GQA"]
+    assert m["status"] == t["status"] == "partial" and [e["id"] for e in t["kept_original"]["open"]] == [
+        raw[i]["id"]
+    ]
+    assert t["x"] == 50 and t["effective_x"] == round(100 * converted / n, 2) < 50
+    style = t["kept_original"]["open"][0]["style"]
+    assert t["effective_by_style"][style] == pytest.approx(t["requested_by_style"][style] - 100 / n, abs=0.011)
     with pytest.raises(BuildError, match="quarantined and --strict"):
         opts = BuildOptions(data_root=data_root, out=tmp_path / "c", xs=[50], tasks=["GQA"])
         opts.generation.strict = True

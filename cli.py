@@ -149,7 +149,10 @@ def asd_build_cmd(
         console.print(f"[yellow]{msg}[/yellow]", highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except BackendUnreachable as e:
-        console.print(f"[red]error:[/red] {e}; nothing was written, rerun once it is up", highlight=False)
+        console.print(
+            f"[red]error:[/red] {e}. Is it running? Nothing was written; rerun the same command once it is up.",
+            highlight=False,
+        )
         raise typer.Exit(EXIT_OPEN) from None
     except BackendConfigError as e:
         console.print(f"[red]error:[/red] {e}", highlight=False)

@@ -129,20 +129,19 @@ class OpenAIBackend(Backend):
         return safe_url(self.options.base_url) or "the OpenAI API"
 
     def _served_models(self) -> list[str]:
-        """`GET /models` through the SDK (one retry, short timeout); errors become one-line messages."""
+        """`GET /models` through the SDK (no retry, short timeout); errors become one-line messages."""
         oa = self._openai
         client = oa.OpenAI(
             base_url=self.options.base_url,
             api_key=_api_key(self.options.base_url),
             timeout=min(self.options.request_timeout_s, CHECK_TIMEOUT_S),
-            max_retries=1,
+            max_retries=0,  # a refused connection is final here: a dead server must cost a second
         )
         try:
             return [m.id for m in client.models.list()]
         except (oa.APIConnectionError, oa.APITimeoutError) as e:
-            raise BackendUnreachable(
-                f"{self._where()}: cannot reach the model server ({_short(str(e), 120)}); is it running?"
-            ) from None
+            detail = _short(str(e.__cause__ or e), 120)  # the SDK's own text is just "Connection error."
+            raise BackendUnreachable(f"{self._where()}: cannot reach the model server ({detail})") from None
         except (oa.AuthenticationError, oa.PermissionDeniedError) as e:
             raise BackendConfigError(
                 f"{self._where()}: the server rejected the API key (HTTP {e.status_code}); set OPENAI_API_KEY"

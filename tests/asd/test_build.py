@@ -99,7 +99,9 @@ def test_quarantined_records_keep_their_original(data_root: Path, tmp_path: Path
     ]
     assert t["x"] == 50 and t["effective_x"] == round(100 * converted / n, 2) < 50
     style = t["kept_original"]["open"][0]["style"]
-    assert t["effective_by_style"][style] == pytest.approx(t["requested_by_style"][style] - 100 / n, abs=0.011)
+    assert t["effective_by_style"][style] == pytest.approx(
+        t["requested_by_style"][style] - 100 / n, abs=0.011
+    )
     with pytest.raises(BuildError, match="quarantined and --strict"):
         opts = BuildOptions(data_root=data_root, out=tmp_path / "c", xs=[50], tasks=["GQA"])
         opts.generation.strict = True

@@ -10,7 +10,15 @@ engine's validation passes) and `GET /v1/models`. Faults are injected per prompt
   malformed  200 with text that is not JSON
   truncated  200 with half the JSON and finish_reason "length"
   invalid    200 with valid JSON whose distractors repeat the correct answer / explanation too short
-Every request is logged (prompt hash, time, fault served) so tests can assert exact request counts.
+Server-wide faults, for the runs that must survive a failing server:
+  fail_mod / fail_times  requests whose prompt hash is 0 modulo `fail_mod` get HTTP 500 on their first
+                         `fail_times` tries (a share of requests fails, the SDK's retries get through)
+  die_after              after this many answered requests the server goes down: the listening socket closes
+                         (connection refused) and kept-alive connections are dropped; a new `ChatServer` on
+                         the same port brings it back
+The answer to a request depends only on the request (its body's hash seeds the generated text), so a run
+that saw faults and a run that did not produce byte-identical outputs.
+Every request is logged (prompt hash, time, fault served, status) so tests can assert exact request counts.
 Run as a script (`python chat_server.py --latency 0.1`), an asyncio variant without faults serves in its own
 process and prints its port (the throughput benchmark uses it).
 """
@@ -59,6 +67,7 @@ class Hit:
     t: float
     images: list[str] = field(default_factory=list)  # data-URL prefixes of images sent
     body_keys: list[str] = field(default_factory=list)  # top-level request fields, to check the protocol
+    answered: bool = True  # False: dropped because the server was down
 
 
 def _user_text(body: dict[str, Any]) -> str:
@@ -84,10 +93,12 @@ def _explanation(n: int) -> str:
 
 
 class Generator:
-    """A valid instance of a strict JSON schema, with distinct strings (never an answer from the prompt)."""
+    """A valid instance of a strict JSON schema, with distinct strings (never an answer from the prompt).
 
-    def __init__(self) -> None:
-        self.counter = 0
+    With a `seed` (the request's hash) the instance depends only on the request."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.counter = seed
 
     def make(self, schema: dict[str, Any], name: str = "", index: int = 0) -> Any:
         t = schema.get("type")
@@ -106,13 +117,25 @@ class Generator:
 class ChatServer:
     """Threaded HTTP/1.1 server (keep-alive) with a request log; `start()` runs it in a daemon thread."""
 
-    def __init__(self, latency_s: float = 0.0, port: int = 0) -> None:
+    def __init__(
+        self,
+        latency_s: float = 0.0,
+        port: int = 0,
+        *,
+        fail_mod: int = 0,
+        fail_times: int = 1,
+        die_after: int | None = None,
+    ) -> None:
         self.latency_s = latency_s
+        self.fail_mod = fail_mod
+        self.fail_times = fail_times
+        self.die_after = die_after
+        self.down = False
+        self.answered = 0  # requests answered with a model response (not dropped, not a fault)
         self.hits: list[Hit] = []
         self.served: dict[str, int] = {}
         self.auth_headers: set[str] = set()
         self._lock = threading.Lock()
-        self._gen = Generator()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -161,6 +184,8 @@ class ChatServer:
         self.httpd = Server(("127.0.0.1", port), Handler)
         self.port = self.httpd.server_address[1]
         self._thread: threading.Thread | None = None
+        self._stop_lock = threading.Lock()
+        self._stopped = False
 
     @property
     def base_url(self) -> str:
@@ -171,14 +196,28 @@ class ChatServer:
         prompt = hashlib.sha256(text.encode()).hexdigest()[:16]
         fault = None
         with self._lock:
-            n = self.served.get(prompt, 0)
-            self.served[prompt] = n + 1
-            m = FAULT.search(text)
-            if m and n < int(m.group(2)):
-                fault = m.group(1)
-            self.hits.append(Hit(prompt, fault, time.monotonic(), _images(body), sorted(body)))
-            schema = body["response_format"]["json_schema"]["schema"]
-            content_obj = self._gen.make(schema)
+            if self.down:
+                self.hits.append(Hit(prompt, "down", time.monotonic(), answered=False))
+                fault = "down"
+            else:
+                n = self.served.get(prompt, 0)
+                self.served[prompt] = n + 1
+                m = FAULT.search(text)
+                if m and n < int(m.group(2)):
+                    fault = m.group(1)
+                elif self.fail_mod and int(prompt, 16) % self.fail_mod == 0 and n < self.fail_times:
+                    fault = "500"
+                self.hits.append(Hit(prompt, fault, time.monotonic(), _images(body), sorted(body)))
+                if fault is None:
+                    self.answered += 1
+                    if self.die_after is not None and self.answered >= self.die_after:
+                        self.go_down()
+        if fault == "down":
+            h.close_connection = True
+            h.connection.shutdown(socket.SHUT_RDWR)
+            return
+        seed = int(hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:8], 16)
+        content_obj = Generator(seed).make(body["response_format"]["json_schema"]["schema"])
         if self.latency_s:
             time.sleep(self.latency_s)
         if fault == "429":
@@ -201,7 +240,21 @@ class ChatServer:
             content, finish = content[: len(content) // 2], "length"
         elif fault == "invalid":
             content = orjson.dumps(_invalid(content_obj)).decode()
-        h._send(200, completion(body, text, content, finish, f"{prompt}-{n}"))
+        h._send(200, completion(body, text, content, finish, f"{prompt}-{seed}"))
+
+    def go_down(self) -> None:
+        """Stop listening (new connections are refused) and drop every later request on open connections."""
+        self.down = True
+        threading.Thread(target=self.stop, daemon=True).start()
+
+    def answers(self) -> dict[str, int]:
+        """Prompt hash -> model answers served (faults and drops excluded)."""
+        out: dict[str, int] = {}
+        with self._lock:
+            for x in self.hits:
+                if x.fault is None:
+                    out[x.prompt] = out.get(x.prompt, 0) + 1
+        return out
 
     def count(self, fault: str | None = "any") -> int:
         with self._lock:
@@ -219,6 +272,10 @@ class ChatServer:
         return self
 
     def stop(self) -> None:
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -92,7 +92,9 @@ def test_faults_retries_and_quarantine(tmp_path: Path, server: ChatServer) -> No
     assert t429[1] - t429[0] >= 0.9
     failed = {f.record_id: f for f in out.failures}
     assert set(failed) == {"always_invalid"}  # invalid output after its tries: quarantined
-    assert [(f.record_id, f.error[:8]) for f in out.open] == [("always_500", "HTTP 500")]  # not answered: open
+    assert [(f.record_id, f.error[:8]) for f in out.open] == [
+        ("always_500", "HTTP 500")
+    ]  # not answered: open
     assert set(out.results) == {needs[n].key for n in faults if n not in ("always_invalid", "always_500")}
     assert "duplicate" in failed["always_invalid"].error and failed["always_invalid"].attempts == 3
     assert failed["always_invalid"].raw_output and "candidate" in failed["always_invalid"].raw_output

@@ -150,7 +150,7 @@ def asd_build_cmd(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except BackendUnreachable as e:
         console.print(
-            f"[red]error:[/red] {e}. Is it running? Nothing was written; rerun the same command once it is up.",
+            f"[red]error:[/red] {e}. Is it running? Nothing was written; rerun this command once it is up.",
             highlight=False,
         )
         raise typer.Exit(EXIT_OPEN) from None

@@ -7,10 +7,14 @@ Each section below is owned by one area; keep commands thin.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from sefe.sefe_train.evaluation.inference import DEFAULT_MAX_NEW_TOKENS
+
+if TYPE_CHECKING:
+    from sefe.sefe_train.evaluation.judge import JudgeResult
 
 app = typer.Typer(
     name="sefe",
@@ -447,7 +451,10 @@ def eval_judge_cmd(
     """Knowledge capability: an LLM judge rates each answer 0-10; score = sum / (10 N) x 100. Resumable."""
     import orjson
 
+    from sefe.asd_gen.backends.base import BackendConfigError, BackendUnreachable
     from sefe.asd_gen.backends.factory import BackendUnavailable, make_backend
+    from sefe.asd_gen.backends.guard import RESUME_HINT
+    from sefe.asd_gen.build import EXIT_INTERRUPTED, EXIT_OPEN
     from sefe.asd_gen.needs import GenerationOptions
     from sefe.sefe_train.evaluation.judge import run_judge
     from sefe.sefe_train.evaluation.loading import ScoringError
@@ -458,12 +465,26 @@ def eval_judge_cmd(
         )
         engine = make_backend(opts)
         res = run_judge(task, predictions, annotations, engine, cache or Path(f"{predictions}.judge.jsonl"))
-    except (ScoringError, BackendUnavailable, ValueError) as exc:
+    except KeyboardInterrupt as exc:  # ratings received so far are in the cache
+        typer.echo(str(exc) or f"interrupted; {RESUME_HINT}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except BackendUnreachable as exc:
+        typer.echo(f"error: {exc}. Is it running? Rerun this command once it is up.", err=True)
+        raise typer.Exit(EXIT_OPEN) from None
+    except (ScoringError, BackendUnavailable, BackendConfigError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if as_json:
         typer.echo(orjson.dumps(res.model_dump(mode="json")).decode())
-        return
+    else:
+        _print_judge(res)
+    if res.open:
+        why = "; ".join(f"{n} {reason}" for reason, n in res.open_reasons.items())
+        typer.echo(f"{res.open} ratings open ({why}); {RESUME_HINT}", err=True)
+        raise typer.Exit(EXIT_OPEN)
+
+
+def _print_judge(res: JudgeResult) -> None:
     score = "–" if res.score is None else f"{res.score:.2f}"
     typer.echo(
         f"{res.task} judge ({res.judge_model}): {score} over {res.judged} answers "

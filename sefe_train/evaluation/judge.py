@@ -4,20 +4,28 @@ score = sum of ratings / (10 N) x 100 over the N judged answers. The judge sees 
 instruction line (CoIN treats the last line as the instruction), the gt answer and the model's answer, and
 must reply with `{"score": n}` under a strict JSON schema. Requests go through the ASD generation backends
 (`asd_gen/backends`), so any OpenAI-compatible server, vLLM or the embedded local model can judge.
-Ratings are appended to a cache file as they arrive: a rerun only asks for what is missing.
+Ratings are appended to a cache file (`sefe.jsonl_store`) as they arrive: a rerun only asks for what is
+missing. The same rules as ASD generation: the backend is checked before the first request, a request
+nobody answered (server down, timeout, 5xx after retries, crashed engine) is *open*, not a failure, and no
+score is given while any is open (`JudgeResult.open`; the CLI exits 4, rerunning resumes); a circuit breaker
+stops sending to a dead server, and Ctrl-C / SIGTERM lets in-flight ratings land, then raises
+`RunInterrupted`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from sefe.asd_gen.backends.guard import DEFAULT_BREAKER_THRESHOLD, RESUME_HINT, RunGuard, RunInterrupted
 from sefe.coin.records import TestField
+from sefe.jsonl_store import JsonlStore
 from sefe.sefe_train.evaluation.loading import ScoringError, load_predictions, load_test_records
 from sefe.sefe_train.evaluation.scorers import canonical_task
 
@@ -53,11 +61,14 @@ class JudgeResult(BaseModel):
 
     task: str
     judge_model: str
-    score: float | None  # percent over the judged answers
+    score: float | None  # percent over the judged answers; None while ratings are open
     rating_sum: int
     judged: int
     failed: int  # answers the judge gave no usable rating for (not in the score; listed in failures)
     missing: int  # test records with no prediction (not judged)
+    open: int = 0  # requests nobody answered (server down, ...): rerun to finish; no score until then
+    open_reasons: dict[str, int] = Field(default_factory=dict)  # why -> count
+    stopped: str | None = None  # why the circuit breaker stopped sending, if it did
     failures: list[dict[str, str]] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 
@@ -125,37 +136,15 @@ def request_key(model: str, messages: list[dict[str, Any]], temperature: float, 
 
 
 def _read_cache(path: Path) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    if path.is_file():
-        for raw in path.read_bytes().splitlines():
-            try:
-                entry = orjson.loads(raw)
-            except orjson.JSONDecodeError:  # a line cut by a kill: that request is simply asked again
-                continue
-            if isinstance(entry, dict) and entry.get("rating") is not None:
-                out[entry["key"]] = entry
-    return out
+    return {row["key"]: row for _, row in JsonlStore(path).rows() if row.get("rating") is not None}
 
 
-def run_judge(
-    task: str,
-    predictions: Path,
-    annotations: Path,
-    backend: Any,
-    cache_path: Path,
-    temperature: float = JUDGE_TEMPERATURE,
-    max_tokens: int = JUDGE_MAX_TOKENS,
-) -> JudgeResult:
-    """Rate every prediction with `backend` (an asd_gen `Backend`), resuming from `cache_path`."""
-    from rich.progress import Progress
+def _requests(
+    items: list[JudgeItem], model: str, temperature: float, max_tokens: int, cache: dict[str, Any]
+) -> tuple[dict[str, JudgeItem], list[Any]]:
+    """Request key -> item for every item, and the requests of those not rated yet."""
+    from sefe.asd_gen.backends.base import ChatRequest
 
-    from sefe.asd_gen.backends.base import ChatRequest, ChatResult
-
-    name = canonical_task(task)
-    items, missing = build_items(Path(predictions), Path(annotations))
-    model = backend.model_name
-    cache_path = Path(cache_path)
-    cache = _read_cache(cache_path)
     by_key: dict[str, JudgeItem] = {}
     requests: list[ChatRequest] = []
     for item in items:
@@ -173,46 +162,98 @@ def run_judge(
                     temperature=temperature,
                 )
             )
+    return by_key, requests
+
+
+def run_judge(
+    task: str,
+    predictions: Path,
+    annotations: Path,
+    backend: Any,
+    cache_path: Path,
+    temperature: float = JUDGE_TEMPERATURE,
+    max_tokens: int = JUDGE_MAX_TOKENS,
+    max_consecutive_failures: int = DEFAULT_BREAKER_THRESHOLD,
+) -> JudgeResult:
+    """Rate every prediction with `backend` (an asd_gen `Backend`), resuming from `cache_path`."""
+    from rich.progress import Progress
+
+    from sefe.asd_gen.backends.base import ChatResult
+
+    name = canonical_task(task)
+    items, missing = build_items(Path(predictions), Path(annotations))
+    cache_path = Path(cache_path)
+    cache = _read_cache(cache_path)
+    model = backend.model_name
+    by_key, requests = _requests(items, model, temperature, max_tokens, cache)
+    if requests:
+        backend.check()  # before the first request: a dead server or an unserved model fails here
     errors: dict[str, str] = {}
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    with cache_path.open("ab") as fh, Progress(transient=True) as progress:
+    unanswered: dict[str, str] = {}
+    guard = RunGuard(max_consecutive_failures)
+    with JsonlStore(cache_path) as store, guard, Progress(transient=True) as progress:
         bar = progress.add_task(f"judging {name}", total=len(requests))
 
         def on_result(res: ChatResult) -> None:
-            rating = parse_rating(res.text) if res.error is None else None
-            if rating is None:
-                errors[res.key] = res.error or f"no 0-10 rating in {res.text!r}"
+            guard.observe(res)
+            if res.error is not None and res.unanswered:
+                unanswered[res.key] = res.error
             else:
-                entry = {
-                    "key": res.key,
-                    "question_id": by_key[res.key].question_id,
-                    "rating": rating,
-                    "raw": res.text,
-                }
-                cache[res.key] = entry
-                fh.write(orjson.dumps(entry) + b"\n")
-                fh.flush()
+                rating = parse_rating(res.text) if res.error is None else None
+                if rating is None:
+                    errors[res.key] = res.error or f"no 0-10 rating in {res.text!r}"
+                else:
+                    entry = {
+                        "key": res.key,
+                        "question_id": by_key[res.key].question_id,
+                        "rating": rating,
+                        "raw": res.text,
+                    }
+                    cache[res.key] = entry
+                    store.append(entry)
             progress.advance(bar)
 
-        backend.run(requests, on_result)
+        if requests:
+            guard.attach(backend)
+            backend.run(requests, on_result)
+    if guard.interrupted:
+        raise RunInterrupted(f"{guard.stop_reason}: ratings received so far are cached; {RESUME_HINT}")
+    return _result(name, model, by_key, cache, errors, unanswered, missing, guard.tripped)
+
+
+def _result(
+    name: str,
+    model: str,
+    by_key: dict[str, JudgeItem],
+    cache: dict[str, dict[str, Any]],
+    errors: dict[str, str],
+    unanswered: dict[str, str],
+    missing: int,
+    stopped: str | None,
+) -> JudgeResult:
     ratings = [cache[k]["rating"] for k in by_key if k in cache]
-    failures = [
-        {"question_id": by_key[k].question_id, "error": errors.get(k, "no result")}
-        for k in by_key
-        if k not in cache
-    ]
+    open_keys = [k for k in by_key if k not in cache and k not in errors]  # not answered, or not sent
+    reasons = Counter(
+        unanswered.get(k, f"not sent: {stopped}" if stopped else "no answer").split(":")[0] for k in open_keys
+    )
+    failures = [{"question_id": by_key[k].question_id, "error": errors[k]} for k in by_key if k in errors]
     notes = [f"{len(failures)} answer(s) got no usable rating and are not in the score"] if failures else []
     if missing:
         notes.append(f"{missing} test record(s) have no prediction and were not judged")
+    if open_keys:
+        notes.append(f"{len(open_keys)} rating request(s) got no answer: no score yet; {RESUME_HINT}")
     total = sum(ratings)
     return JudgeResult(
         task=name,
         judge_model=model,
-        score=100.0 * total / (10 * len(ratings)) if ratings else None,
+        score=100.0 * total / (10 * len(ratings)) if ratings and not open_keys else None,
         rating_sum=total,
         judged=len(ratings),
         failed=len(failures),
         missing=missing,
+        open=len(open_keys),
+        open_reasons=dict(sorted(reasons.items())),
+        stopped=stopped,
         failures=failures,
         notes=notes,
     )

@@ -1,6 +1,7 @@
 """A real chat-completions server on loopback that grades like a judge: 10 when the model answer equals the
 reference (case-insensitive), 4 when one contains the other, else 0; `[[garbage]]` in an answer gets text
-that is not a rating. Every request is counted so tests can prove a rerun asks nothing twice."""
+that is not a rating; answers listed in `fail_500` get HTTP 500 (a server that does not answer them). Every
+request is counted so tests can prove a rerun asks nothing twice."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ MODEL = "loopback-judge"
 class JudgeServer:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.fail_500: set[str] = set()
         self._lock = threading.Lock()
         outer = self
 
@@ -42,6 +44,14 @@ class JudgeServer:
                 user = next(m["content"] for m in body["messages"] if m["role"] == "user")
                 gt = re.search(r"^Reference answer: (.*)$", user, re.M).group(1).strip().lower()
                 ans = re.search(r"^Model answer: (.*)$", user, re.M).group(1).strip().lower()
+                if ans in outer.fail_500:
+                    data = orjson.dumps({"error": {"message": "internal error"}})
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 score = 10 if ans == gt else 4 if (ans and (ans in gt or gt in ans)) else 0
                 text = "I refuse" if "[[garbage]]" in ans else orjson.dumps({"score": score}).decode()
                 self._send(

@@ -94,3 +94,75 @@ def test_judge_cli(
         app, ["eval", "judge", "-t", "VQAv2", "-p", str(preds), "-a", str(ann), "--backend", "nope"]
     )
     assert bad.exit_code == 2 and "error:" in bad.output
+
+
+def test_judge_never_scores_while_ratings_are_open_and_resumes(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    write_json: Callable[[str, Any], Path],
+    write_preds: Callable[..., Path],
+) -> None:
+    import orjson
+    from typer.testing import CliRunner
+
+    from sefe.cli import app
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    ann = write_json("t.json", short_records([(1, "Red"), (2, "cat"), (3, "dog")]))
+    preds = write_preds([(1, "red"), (2, "a cat"), (3, "dog")])
+    with JudgeServer() as server:
+        server.fail_500 = {"a cat"}  # the server never answers this one (5xx after the SDK's retries)
+        args = [
+            "eval",
+            "judge",
+            "-t",
+            "VQAv2",
+            "-p",
+            str(preds),
+            "-a",
+            str(ann),
+            "--base-url",
+            server.base_url,
+        ]
+        res = CliRunner().invoke(app, [*args, "--json"])
+        assert res.exit_code == 4, res.output
+        assert "1 ratings open (1 HTTP 500)" in res.stderr and "rerun the same command" in res.stderr
+        obj = orjson.loads(res.stdout)
+        assert obj["score"] is None and (obj["open"], obj["judged"], obj["failed"]) == (
+            1,
+            2,
+            0,
+        )  # no score yet
+        asked = len(server.requests)
+        server.fail_500 = set()
+        res = CliRunner().invoke(app, [*args, "--json"])
+        assert res.exit_code == 0, res.output
+        obj = orjson.loads(res.stdout)
+        assert obj["score"] == pytest.approx(100 * (10 + 4 + 10) / 30) and obj["open"] == 0
+        assert len(server.requests) == asked + 1  # only the open one is asked again
+
+
+def test_judge_against_a_closed_port_fails_fast(
+    tmp_path: Path, write_json: Callable[[str, Any], Path], write_preds: Callable[..., Path]
+) -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from sefe.cli import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ann = write_json("t.json", short_records([(1, "Red")]))
+    preds = write_preds([(1, "red")])
+    url = f"http://127.0.0.1:{port}/v1"
+    res = CliRunner().invoke(
+        app,
+        ["eval", "judge", "-t", "VQAv2", "-p", str(preds), "-a", str(ann), "--base-url", url, "--model", "m"],
+    )
+    assert res.exit_code == 4 and "cannot reach the model server" in res.output
+    assert (
+        not (tmp_path / "preds.jsonl.judge.jsonl").exists()
+        or not (tmp_path / "preds.jsonl.judge.jsonl").read_bytes()
+    )

@@ -91,6 +91,17 @@ def open_needs_text(result: BuildResult) -> str:
         why = "; ".join(f"{n} {reason}" for reason, n in reasons.items())
         lines.append(f"{task}: {sum(reasons.values())} needs open ({why})")
     if result.status == "partial":
+        for x, tasks in result.tasks.items():
+            for name, o in tasks.items():
+                if o.status == "partial":
+                    shares = ", ".join(
+                        f"{s} {o.effective_by_style.get(s, 0.0):g}/{o.requested_by_style.get(s, 0.0):g}"
+                        for s in o.requested_by_style
+                    )
+                    lines.append(
+                        f"{name} x{x}: partial, effective X {o.effective_x:g} of {x} "
+                        f"(percent of the task per style, effective/requested: {shares})"
+                    )
         lines.append(
             "--allow-partial: these tasks were written with the open records in their original style "
             "(status 'partial' and the effective X are in the manifest)."

@@ -180,3 +180,31 @@ def test_generation_flags_reach_the_engine(
     bad = runner.invoke(app, [*args[:6], "--vllm-arg", "no-equals-sign"])
     assert bad.exit_code == 2
     assert "KEY=VALUE" in bad.output
+
+
+def test_open_needs_exit_4_and_allow_partial(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = ScriptedGenerator()
+    monkeypatch.setattr(build_mod, "load_engine", lambda opts, works: first)
+    base = ["asd", "build", "--data-root", str(data_root), "--tasks", "GQA,ImageNet", "--x", "40"]
+    assert runner.invoke(app, [*base, "--out", str(tmp_path / "probe")]).exit_code == 0
+    victim = next(n for n in first.calls[0] if n.task == "GQA").record_id
+    gen = ScriptedGenerator(skip={victim})  # that need gets no answer (as with a dead server)
+    monkeypatch.setattr(build_mod, "load_engine", lambda opts, works: gen)
+    out = tmp_path / "o"
+    r = runner.invoke(app, [*base, "--out", str(out)], env={"COLUMNS": "200"})
+    assert r.exit_code == 4, r.output
+    assert (
+        "GQA: 1 needs open (1 no answer from the engine)" in r.output
+        and "Rerunning the same command" in r.output
+    )
+    assert not (out / "annotations" / "GQA" / "train_x40.json").exists()
+    assert (out / "annotations" / "ImageNet" / "train_x40.json").is_file()  # the other task is written
+    r = runner.invoke(app, [*base, "--out", str(out), "--allow-partial"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert (out / "annotations" / "GQA" / "train_x40.json").is_file()
+    m = orjson.loads((out / "annotations" / "asd_manifest_x40.json").read_bytes())
+    t = m["tasks"]["GQA"]
+    assert m["status"] == t["status"] == "partial" and t["effective_x"] < 40
+    assert f"GQA x40: partial, effective X {t['effective_x']:g} of 40" in r.output

@@ -90,7 +90,10 @@ def asd_build_cmd(
         None, "--vllm-arg", help="vLLM engine argument KEY=VALUE, repeatable (tensor_parallel_size=2)."
     ),
 ) -> None:
-    """Convert X percent of each task into the other four answer styles; write train_x{X}.json + manifest."""
+    """Convert X percent of each task into the other four answer styles; write train_x{X}.json + manifest.
+
+    Exit codes: 0 written; 3 batch pending; 4 needs unanswered (tasks not written); 130 interrupted.
+    """
     from pydantic import ValidationError
     from rich.console import Console
 

@@ -25,9 +25,14 @@ app = typer.Typer(
 asd_app = typer.Typer(help="Answer Style Diversification: build train_x{X}.json files.", no_args_is_help=True)
 eval_app = typer.Typer(help="CoIN inference and scoring.", no_args_is_help=True)
 bench_app = typer.Typer(help="Micro-benchmarks on the current device.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="RegLoRA key files: convert the release's *_topP.pth to and from keys.safetensors.",
+    no_args_is_help=True,
+)
 app.add_typer(asd_app, name="asd")
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
+app.add_typer(keys_app, name="keys")
 
 
 # ---- asd (owner: ASD core) -------------------------------------------------------------------------------
@@ -570,6 +575,60 @@ def demo_cmd(
 
 
 # ---- end demo --------------------------------------------------------------------------------------------
+
+
+# ---- keys (owner: RegLoRA keys / release parity) ----------------------------------------------------------
+@keys_app.command("import")
+def keys_import_cmd(
+    files: list[Path] = typer.Argument(..., help="Release *_topP.pth files; their pairs are concatenated."),
+    model: Path = typer.Option(..., "--model", help="Model folder (or config.json) the keys belong to."),
+    out: Path = typer.Option(..., "--out", "-o", help="keys.safetensors to write."),
+    accumulate: str = typer.Option("concat", "--accumulate", help="concat (the release) | union."),
+    tasks: int | None = typer.Option(None, "--tasks", help="Tasks the keys cover (default: files given)."),
+) -> None:
+    """Import the release's key files, e.g. to continue a run begun with the release code."""
+    from sefe.sefe_train.reglora.release_keys import ReleaseKeysError, import_release_keys, linear_shapes
+
+    if accumulate not in ("concat", "union"):
+        typer.echo(f"error: --accumulate must be concat or union, got {accumulate!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        for f in files:
+            if not f.is_file():
+                raise ReleaseKeysError(f"{f}: no such file")
+        store = import_release_keys(files, linear_shapes(model), accumulate, tasks)  # type: ignore[arg-type]
+    except ReleaseKeysError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    store.save(out)
+    n = sum(
+        store.counts(m).sum() if store.counts(m) is not None else len(store.indices(m))
+        for m in store.module_names
+    )
+    typer.echo(f"{out}: {len(store)} modules, {int(n)} key pairs ({accumulate})")
+
+
+@keys_app.command("export")
+def keys_export_cmd(
+    keys: Path = typer.Argument(..., help="A sefe keys.safetensors file (a run stage's key elements)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Release-format *_topP.pth to write."),
+) -> None:
+    """Export sefe's key elements in the release's format (int64 (row, col) pairs per peft module name)."""
+    from safetensors import SafetensorError
+
+    from sefe.sefe_train.reglora.keys import KeyStore
+    from sefe.sefe_train.reglora.release_keys import export_release_keys
+
+    try:
+        store = KeyStore.load(keys)
+        export_release_keys(store, out)
+    except (OSError, ValueError, SafetensorError) as exc:  # ReleaseKeysError is a ValueError
+        typer.echo(f"error: {keys}: {exc}" if str(keys) not in str(exc) else f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{out}: {len(store)} modules")
+
+
+# ---- end keys --------------------------------------------------------------------------------------------
 
 
 if __name__ == "__main__":

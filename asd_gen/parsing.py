@@ -1,8 +1,9 @@
 """Model output -> validated `NeedResult`: lenient JSON extraction, then strict pydantic validation.
 
-Models (and the official SEFE prompt examples) fence their JSON, leave trailing commas and drop a comma
-between objects. Structure is repaired outside string literals only, so text inside answers is never changed.
-What is then accepted is strict: `extra="forbid"`, exact counts, distinct distractors, bounded explanations.
+Models (and the official SEFE prompt examples) fence their JSON, copy the examples' `// Repeat for each ...`
+comment lines, leave trailing commas and drop a comma between objects. Structure is repaired outside string
+literals only, so text inside answers is never changed. What is then accepted is strict: `extra="forbid"`,
+exact counts, distinct distractors, bounded explanations.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ def _json_spans(text: str) -> list[str]:
 
 
 def repair_json(text: str) -> str:
-    """Drop trailing commas and insert a missing comma between adjacent values, outside strings only."""
+    """Drop `//` and `/* */` comments, trailing commas, and insert a missing comma between adjacent values,
+    outside strings only (the official prompt files' example JSON has `// Repeat for each ...` lines that
+    models copy)."""
     out: list[str] = []
     i, n = 0, len(text)
     in_str = False
@@ -84,13 +87,14 @@ def repair_json(text: str) -> str:
                 _maybe_comma(text, i + 1, out)
             i += 1
             continue
+        if c == "/" and text.startswith(("//", "/*"), i):
+            i = _comment_end(text, i)
+            continue
         if c == '"':
             in_str = True
             out.append(c)
         elif c == ",":
-            j = i + 1
-            while j < n and text[j].isspace():
-                j += 1
+            j = _skip_blank(text, i + 1)
             if j < n and text[j] in "}]":
                 i += 1  # trailing comma
                 continue
@@ -104,12 +108,32 @@ def repair_json(text: str) -> str:
     return "".join(out)
 
 
+def _comment_end(text: str, i: int) -> int:
+    """Index just past the comment starting at `i` (a line comment keeps its newline)."""
+    if text.startswith("//", i):
+        end = text.find("\n", i)
+        return len(text) if end < 0 else end
+    end = text.find("*/", i + 2)
+    return len(text) if end < 0 else end + 2
+
+
+def _skip_blank(text: str, j: int) -> int:
+    """The next index at or after `j` that is neither whitespace nor inside a comment."""
+    n = len(text)
+    while j < n:
+        if text[j].isspace():
+            j += 1
+        elif text.startswith(("//", "/*"), j):
+            j = _comment_end(text, j)
+        else:
+            break
+    return j
+
+
 def _maybe_comma(text: str, j: int, out: list[str]) -> None:
     """After a closed value, a following value start (not `:`/`,`/closer) means a comma went missing."""
-    n = len(text)
-    while j < n and text[j].isspace():
-        j += 1
-    if j < n and text[j] in _VALUE_START:
+    j = _skip_blank(text, j)
+    if j < len(text) and text[j] in _VALUE_START:
         out.append(",")
 
 

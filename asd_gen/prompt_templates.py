@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -23,8 +24,9 @@ from typing import Any
 import jinja2
 import orjson
 
-from sefe.asd_gen.needs import Need, NeedKind
+from sefe.asd_gen.needs import Need, NeedKind, QAItem
 from sefe.asd_gen.schemas import N_DISTRACTORS, Shape
+from sefe.asd_gen.styles.boxes import format_box, referring_expression, unpad_box
 
 TARGET_WORDS = {"brief": 20, "detail": 50}
 _SYSTEM_MARK = "<SYSTEM PROMPT>"
@@ -70,8 +72,27 @@ def _official_shape(user: str, path: str) -> Shape:
     raise PromptError(f"{path}: no placeholder <question_list>, <question>, <gt_category> or <target_list>")
 
 
-def _box(answer: str, need: Need, data_root: Path | None) -> list[float]:
-    """Grounding boxes as fractions of the (square-padded) image; pixel boxes use the image size."""
+def _image_size(need: Need, data_root: Path | None) -> tuple[int, int]:
+    if not (need.image and data_root):
+        raise PromptError(
+            f"record {need.record_id}: a Grounding prompt needs the record's image (its width and height "
+            "convert the box the model is shown)"
+        )
+    from PIL import Image
+
+    try:
+        with Image.open(data_root / need.image) as im:
+            return im.size
+    except OSError as exc:
+        raise PromptError(f"record {need.record_id}: cannot read image {need.image}: {exc}") from None
+
+
+def _target_box(answer: str, need: Need, data_root: Path | None) -> list[float]:
+    """A Grounding box as the prompt promises it: fractions of the unpadded image's width and height.
+
+    CoIN's boxes are fractions of the square-padded image (converted with `unpad_box`); pixel boxes (a value
+    above 1) are divided by the width and height. The image sent to the model is the unpadded original.
+    """
     try:
         box = [float(v) for v in orjson.loads(answer)]
     except (orjson.JSONDecodeError, TypeError, ValueError):
@@ -80,15 +101,32 @@ def _box(answer: str, need: Need, data_root: Path | None) -> list[float]:
         ) from None
     if len(box) != 4:
         raise PromptError(f"record {need.record_id}: box {answer!r} needs 4 numbers")
+    width, height = _image_size(need, data_root)
     if max(box) > 1.0:
-        if not (need.image and data_root):
-            raise PromptError(f"record {need.record_id}: box {answer!r} is in pixels and there is no image")
-        from PIL import Image
+        out: Sequence[float] = [box[0] / width, box[1] / height, box[2] / width, box[3] / height]
+    else:
+        out = unpad_box(box, width, height)
+    return [round(v, 3) for v in out]
 
-        with Image.open(data_root / need.image) as im:
-            side = float(max(im.size))
-        box = [v / side for v in box]
-    return [round(v, 3) for v in box]
+
+def _full_question(item: QAItem) -> str:
+    """A single question as the record states it: its `Context:` line, the question, its lettered options.
+
+    The official ScienceQA prompts explain an option: without the context and the options they cannot.
+    """
+    lines = [f"Context: {item.context}"] if item.context else []
+    lines.append(item.question)
+    lines += [f"{chr(ord('A') + i)}. {opt}" for i, opt in enumerate(item.options or [])]
+    return "\n".join(lines)
+
+
+def _is_box_task(task: str) -> bool:
+    from sefe.asd_gen.tasks import TaskError, get_task
+
+    try:
+        return get_task(task).answer == "box"
+    except TaskError:
+        return False
 
 
 def _json_lines(rows: list[dict[str, Any]]) -> str:
@@ -116,7 +154,7 @@ class ResolvedPrompt:
                 f"{self.name}: single-question prompt, record {need.record_id} has {len(items)}"
             )
         values = {
-            "question": items[0].question,
+            "question": _full_question(items[0]),
             "answer": items[0].answer,
             "gt_category": items[0].answer,
             "question_list": _json_lines(
@@ -129,14 +167,34 @@ class ResolvedPrompt:
         if self.shape == "official_grounding":
             values["target_list"] = _json_lines(
                 [
-                    {"target_index": i, "expression": q.question, "bbox": _box(q.answer, need, data_root)}
+                    {
+                        "target_index": i,
+                        "expression": referring_expression(q.question),
+                        "bbox": _target_box(q.answer, need, data_root),
+                    }
                     for i, q in enumerate(items, 1)
                 ]
             )
         return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), self.user_src)
 
 
-def _context(need: Need) -> dict[str, Any]:
+def _context(need: Need, data_root: Path | None) -> dict[str, Any]:
+    """Template variables; Grounding items carry the referring expression and the unpadded box (as the
+    official prompts), since the image the model sees is the unpadded original."""
+    boxes = _is_box_task(need.task)
+
+    def shown(q: QAItem) -> tuple[str, str]:
+        if not boxes:
+            return q.question, q.answer
+        box = _target_box(q.answer, need, data_root)
+        return referring_expression(q.question), format_box(tuple(box), 3)  # type: ignore[arg-type]
+
+    items = []
+    for i, q in enumerate(need.items, 1):
+        question, answer = shown(q)
+        items.append(
+            {"index": i, "question": question, "answer": answer, "context": q.context, "options": q.options}
+        )
     return {
         "task": need.task,
         "kind": need.kind,
@@ -144,16 +202,7 @@ def _context(need: Need) -> dict[str, Any]:
         "n": len(need.items),
         "n_distractors": N_DISTRACTORS.get(need.kind, 0),
         "words": TARGET_WORDS.get(need.kind, 0),
-        "items": [
-            {
-                "index": i,
-                "question": q.question,
-                "answer": q.answer,
-                "context": q.context,
-                "options": q.options,
-            }
-            for i, q in enumerate(need.items, 1)
-        ],
+        "items": items,
     }
 
 
@@ -228,7 +277,7 @@ class PromptSet:
         if rp.official:
             return rp, rp.system_src, rp.fill_official(need, data_root)
         sys_t, user_t = self._compiled[rp.name]
-        ctx = _context(need)
+        ctx = _context(need, data_root)
         try:
             return rp, sys_t.render(**ctx).strip(), user_t.render(**ctx).strip()
         except jinja2.TemplateError as e:

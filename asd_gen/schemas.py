@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 from sefe.asd_gen.needs import NeedKind
 
@@ -130,10 +130,22 @@ class OfficialListMCQ(_Strict):
 
 
 class OfficialListYN(_Strict):
+    """The release's yes/no list entry: one wrong option, non-empty and not the entry's own answer."""
+
     question_index: int
     question: str
     correct_answer: str
     distractor_option: str
+
+    @field_validator("distractor_option")
+    @classmethod
+    def _one(cls, v: str, info: ValidationInfo) -> str:
+        return _check_distractors([v], info)[0]
+
+    @model_validator(mode="after")
+    def _not_the_answer(self) -> OfficialListYN:
+        check_not_answer([self.distractor_option], self.correct_answer)
+        return self
 
 
 class OfficialSingleExplanation(_Strict):

@@ -1,12 +1,14 @@
-"""Grounding boxes: parse and format `[x1, y1, x2, y2]` strings, IoU, and perturbed wrong boxes.
+"""Grounding boxes: parse and format `[x1, y1, x2, y2]` strings, IoU, perturbed wrong boxes, and the
+conversions a prompt to the assisting model needs (unpadded box, referring expression).
 
-Boxes are normalised to the padded square image (coordinates in [0, 1]); see the CoIN data spec.
+CoIN boxes are normalised to the image padded to a square (coordinates in [0, 1]); see the CoIN data spec.
 """
 
 from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 
 Box = tuple[float, float, float, float]
 _NUM = r"\s*(-?\d+(?:\.\d+)?(?:[eE]-?\d+)?)\s*"
@@ -22,6 +24,37 @@ def parse_box(text: str) -> Box | None:
     if x2 < x1 or y2 < y1:
         return None
     return (x1, y1, x2, y2)
+
+
+def unpad_box(box: Sequence[float], width: int, height: int) -> Box:
+    """A box normalised to the square-padded image, as fractions of the unpadded image's width and height.
+
+    CoIN pads the shorter side equally on both ends and divides by max(W, H); the assisting model is sent the
+    original image, and the official prompt says its boxes are "normalized with the image width and height
+    as 1". Values are clipped to [0, 1] (two-decimal CoIN boxes can overshoot the image by a rounding step).
+    """
+    side = float(max(width, height))
+    x1, y1, x2, y2 = (v * side for v in box)
+    dx, dy = (side - width) / 2, (side - height) / 2
+    out = ((x1 - dx) / width, (y1 - dy) / height, (x2 - dx) / width, (y2 - dy) / height)
+    return tuple(min(1.0, max(0.0, v)) for v in out)  # type: ignore[return-value]
+
+
+_REFERRING_HEAD = re.compile(r"\b(describes?|description|region|bounding box|coordinates?|locate)\b", re.I)
+
+
+def referring_expression(question: str) -> str:
+    """The phrase a Grounding question asks to locate, without the instruction sentence around it.
+
+    CoIN's question is `Please provide the bounding box coordinate of the region this sentence describes:
+    <expression>.`: the text after the instruction's colon, without the period the template adds. A question
+    without such an instruction head is already the expression.
+    """
+    text = question.strip()
+    head, sep, tail = text.partition(":")
+    if sep and tail.strip() and _REFERRING_HEAD.search(head):
+        text = tail.strip()
+    return text[:-1].rstrip() if text.endswith(".") and len(text) > 1 else text
 
 
 def decimals_of(text: str) -> int:

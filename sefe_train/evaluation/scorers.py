@@ -234,19 +234,19 @@ def _score_scienceqa(ctx: _Ctx) -> ScoreResult:
                 raise ctx.test_id_unknown(rec, f"{ctx.gt}/problems.json")
         return _score_by_id(ctx, lambda p, rec: ok(p.text, *gold_of(rec.qid)))
 
-    # compat: the reference keeps the last prediction per id and walks the official test split
+    # compat: the reference keeps the last prediction per id, walks the official test split (a missing
+    # problem scores wrong) and divides by the number of distinct prediction ids, ids outside the split
+    # included; CoIN's older scorer divides by the whole split instead.
     by_id = {p.qid: p for p in ctx.preds}
     split = set(test_split)
     unknown = [q for q in by_id if q not in split]
-    correct = total = 0
-    for pid in test_split:
-        p = by_id.get(pid)
-        if p is None:
-            if ctx.variant == SCIENCEQA_LEGACY:
-                total += 1  # FAILED, counted in the denominator
-            continue
-        total += 1
-        correct += ok(p.text, *gold_of(pid))
+    correct = sum(ok(by_id[pid].text, *gold_of(pid)) for pid in test_split if pid in by_id)
+    total = len(test_split) if ctx.variant == SCIENCEQA_LEGACY else len(by_id)
+    if unknown and ctx.variant != SCIENCEQA_LEGACY:
+        ctx.notes.append(
+            f"{len(unknown)} prediction id(s) outside the official test split count in the denominator, "
+            "as in the published scorer"
+        )
     return ctx.result(correct, total, unknown)
 
 
@@ -358,15 +358,17 @@ def _score_gqa(ctx: _Ctx) -> ScoreResult:
         return flag
 
     if ctx.mode == "compat":
+        # the reference turns the predictions into a dict by id first: a repeated id counts once (last line)
+        by_id = {p.qid: p for p in ctx.preds}
         correct = total = 0
-        for p in ctx.preds:
+        for p in by_id.values():
             if p.qid not in questions:
                 raise ctx.unknown_pred(p, str(ctx.gt))
             if balanced(p.qid):
                 total += 1
                 correct += compat_norm(p.text) == questions[p.qid]["answer"]
-        if total < len(ctx.preds):
-            skipped = len(ctx.preds) - total
+        if total < len(by_id):
+            skipped = len(by_id) - total
             ctx.notes.append(f"{skipped} prediction(s) are on unbalanced questions (not counted)")
         return ctx.result(correct, total)
     for rec in ctx.unique:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import need, openai_options
+from PIL import Image
 
 from sefe.asd_gen.engine import Engine
 from sefe.asd_gen.needs import Need, QAItem
@@ -16,19 +17,23 @@ TASKS = ["ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz", "Grounding", "VQAv
 
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("kind", ["mcq", "yn", "brief", "detail"])
-def test_every_task_and_kind_renders_without_echo_request(task: str, kind: str) -> None:
+def test_every_task_and_kind_renders_without_echo_request(task: str, kind: str, tmp_path: Path) -> None:
     ps = PromptSet()
     nd = need("r1", kind, 1, task=task)  # type: ignore[arg-type]
-    if task == "Grounding":
+    shown = nd.items[0].answer
+    if task == "Grounding":  # a square image: the unpadded box the prompt shows equals CoIN's
+        Image.new("RGB", (50, 50)).save(tmp_path / "sq.png")
         nd = Need(
             task=task,
             record_id="g",
             kind=kind,
+            image="sq.png",
             items=[QAItem(question="man in red", answer="[0.1, 0.2, 0.5, 0.9]")],
         )
-    rp, system, user = ps.render(nd)
+        shown = "[0.100, 0.200, 0.500, 0.900]"
+    rp, system, user = ps.render(nd, tmp_path)
     assert "JSON" in system
-    assert nd.items[0].question in user and nd.items[0].answer in user
+    assert nd.items[0].question in user and shown in user
     assert "do not re" in user.lower()  # every template tells the model not to echo what it was given
     assert len(rp.sha256) == 64
 
@@ -117,13 +122,15 @@ def test_official_files_are_split_filled_and_shaped(tmp_path: Path) -> None:
     assert rp.shape == "official_single" and "Answer: red0" in user
     rp, _, user = ps.render(need("i", "brief", 1, task="ImageNet"))
     assert rp.shape == "official_imagenet" and "The object is a red0." in user
+    Image.new("RGB", (50, 50)).save(tmp_path / "sq.png")  # square: unpadded box = CoIN box
     g = Need(
         task="Grounding",
         record_id="g",
         kind="detail",
+        image="sq.png",
         items=[QAItem(question="left dog", answer="[0.1, 0.2, 0.55555, 0.9]")],
     )
-    rp, _, user = ps.render(g)
+    rp, _, user = ps.render(g, tmp_path)
     assert rp.shape == "official_grounding" and '"bbox":[0.1,0.2,0.556,0.9]' in user and "left dog" in user
     # a kind without an official file falls back to the shipped Jinja template
     assert not ps.resolve("GQA", "brief", False).official
@@ -150,9 +157,11 @@ def test_engine_answers_official_shapes_end_to_end(tmp_path: Path, server) -> No
             task="Grounding",
             record_id="e",
             kind="detail",
+            image="sq.png",
             items=[QAItem(question="dog", answer="[0.1, 0.1, 0.4, 0.4]")] * 2,
         ),
     ]
+    Image.new("RGB", (50, 50)).save(tmp_path / "sq.png")
     eng = Engine(openai_options(server, prompts_dir=str(prompts)), tmp_path, show_progress=False)
     out = eng.fulfil(needs, str(tmp_path / "out"))
     assert not out.failures, out.failures

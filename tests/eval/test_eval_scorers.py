@@ -112,7 +112,8 @@ def test_scienceqa_without_gt_uses_test_answers(sqa: dict[str, Path]) -> None:
 def test_scienceqa_prediction_outside_test_split(sqa: dict[str, Path], write_preds: WritePreds) -> None:
     preds = write_preds([("1", "B"), ("77", "A")], name="p2.jsonl")
     res = score_predictions("ScienceQA", preds, sqa["ann"], gt=sqa["gt"])
-    assert (res.correct, res.total, res.unknown_ids) == (1, 1, ["77"])
+    # the published scorer divides by the distinct prediction ids, "77" (outside the split) included
+    assert (res.correct, res.total, res.unknown_ids) == (1, 2, ["77"])
 
 
 # ---- TextVQA ------------------------------------------------------------------------------------------

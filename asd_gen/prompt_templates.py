@@ -121,7 +121,7 @@ def _full_question(item: QAItem) -> str:
 
 
 def _is_box_task(task: str) -> bool:
-    from sefe.asd_gen.tasks import TaskError, get_task
+    from sefe.coin.tasks import TaskError, get_task
 
     try:
         return get_task(task).answer == "box"

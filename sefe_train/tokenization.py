@@ -427,3 +427,41 @@ def cached_chunk_tokenizer(tokenizer: Any, backend: str = "auto") -> ChunkTokeni
     if backend not in cache:
         cache[backend] = chunk_tokenizer(tokenizer, backend)
     return cache[backend]
+
+
+def generation_inputs(processor: Any, prompts: Sequence[str], images: Sequence[Any]) -> dict[str, Any]:
+    """Left-padded generation inputs with the prompts tokenised as the release's evaluation does them.
+
+    LLaVA's evaluation scripts also go through `tokenizer_image_token`, so the ids around the image are the
+    chunked ones training used (not those of the processor's expanded text); the placeholder becomes the
+    model's image-token ids. `images` are those of the prompts that carry `<image>`, in order.
+    """
+    import torch
+
+    from sefe.sefe_train.model import image_token_count
+
+    tok = processor.tokenizer
+    enc = cached_chunk_tokenizer(tok)
+    image_id = getattr(processor, "image_token_id", None)
+    if image_id is None:
+        image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
+    count = image_token_count(processor) if images else 0
+    rows = []
+    for prompt in prompts:
+        ids = tokenizer_image_token(prompt, enc)
+        rows.append(expand_image(ids, ids, int(image_id), count)[0])
+    placeholders = sum(prompt.count(IMAGE_TOKEN) for prompt in prompts)
+    if placeholders != len(images):
+        raise ValueError(f"{placeholders} {IMAGE_TOKEN} tokens in the prompts but {len(images)} images")
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.unk_token_id
+    longest = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), longest), int(pad), dtype=torch.long)
+    attention = torch.zeros((len(rows), longest), dtype=torch.long)
+    for k, row in enumerate(rows):
+        input_ids[k, longest - len(row) :] = torch.tensor(row, dtype=torch.long)
+        attention[k, longest - len(row) :] = 1
+    out: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention}
+    if images:
+        pixels = processor.image_processor(images=list(images), return_tensors="pt")
+        out["pixel_values"] = pixels["pixel_values"]
+    return out

@@ -75,13 +75,9 @@ def generate_batch(
     """Greedy continuations of `prompts` (left padding); `images` are those of the prompts with `<image>`."""
     import torch
 
-    inputs = processor(
-        text=prompts,
-        images=images or None,
-        padding=True,
-        padding_side="left",
-        return_tensors="pt",
-    )
+    from sefe.sefe_train.tokenization import generation_inputs
+
+    inputs = generation_inputs(processor, prompts, images)  # the release's ids around the image
     device = next(model.parameters()).device
     inputs = {k: v.to(device) for k, v in inputs.items()}
     if "pixel_values" in inputs:

@@ -495,3 +495,28 @@ def test_sentencepiece_backend_is_chosen_and_differs_from_transformers_on_spaces
     ref = SlowLlama437(model_file, False)
     assert chunk_tokenizer(tok).encode(text) == ref(text)
     assert chunk_tokenizer(tok, backend="hf").encode(text)[1:] != ref(text)[1:]  # why SentencePiece is needed
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_evaluation_prompts_are_tokenised_as_the_release(model_file: Path, legacy: bool) -> None:
+    """LLaVA's evaluation also uses `tokenizer_image_token`: the generation ids match it, left-padded."""
+    from PIL import Image
+
+    from sefe.sefe_train.conversation import generation_prompt
+    from sefe.sefe_train.tokenization import generation_inputs
+
+    tok = _real_tokenizer(legacy)
+    processor = _processor(tok)
+    prompts = [generation_prompt("What is in the image?", True), generation_prompt("Why  not?", False)]
+    inputs = generation_inputs(processor, prompts, [Image.new("RGB", (40, 30), (9, 9, 9))])
+    ref = SlowLlama437(model_file, legacy)
+    want = [release_tokenizer_image_token(p, ref) for p in prompts]
+    assert IMAGE_INDEX in want[0] and IMAGE_INDEX not in want[1] and len(want[0]) != len(want[1])
+    width = inputs["input_ids"].shape[1]
+    for row, ids in enumerate(want):
+        mask = inputs["attention_mask"][row].bool()
+        got = inputs["input_ids"][row][mask].tolist()
+        assert collapse(got, 32000) == ids
+        assert not mask[: width - len(got)].any()  # left padding
+    assert int((inputs["input_ids"] == 32000).sum()) == 576
+    assert inputs["pixel_values"].shape == (1, 3, 336, 336)

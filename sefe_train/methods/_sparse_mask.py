@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -86,6 +86,15 @@ def select_masks(source: MagnitudeSource, k: int) -> dict[str, torch.Tensor]:
     return out
 
 
+def _single(name: str, mag: torch.Tensor) -> MagnitudeSource:
+    """A re-iterable source of one matrix."""
+
+    def source() -> Iterator[tuple[str, torch.Tensor]]:
+        yield name, mag
+
+    return source
+
+
 def lottery_masks(
     task_vector: Mapping[str, torch.Tensor] | Callable[[], Iterator[tuple[str, torch.Tensor]]],
     keep_percent: float,
@@ -122,9 +131,7 @@ def lottery_masks(
         for name, mag in items():
             k = min(n_keep(mag.numel(), keep_percent), free(mag))
             out[name] = (
-                select_masks(lambda m=mag, n=name: iter([(n, m)]), k)[name]
-                if k
-                else torch.zeros_like(mag, dtype=torch.bool)
+                select_masks(_single(name, mag), k)[name] if k else torch.zeros_like(mag, dtype=torch.bool)
             )
         return out
     total = sum(mag.numel() for _, mag in items())
@@ -148,7 +155,7 @@ class GradientMask:
         if missing:
             raise ValueError(f"no mask for parameter(s) {missing[:3]} (of {len(missing)})")
         self.masks: dict[str, torch.Tensor] = {}
-        self._handles = []
+        self._handles: list[Any] = []
         for name, p in params.items():
             m = masks[name].to(p.device, torch.bool)
             if m.shape != p.shape:

@@ -131,6 +131,7 @@ def test_olora_keeps_every_tasks_a_and_penalises_overlap_from_task_two(runs: dic
         logs = [orjson.loads(x) for x in (run / s / "train_log.jsonl").read_bytes().splitlines()]
         orth = [x["olora_orth"] for x in logs if "olora_orth" in x]
         assert len(orth) >= STEPS and all(v > 0 for v in orth)
+        assert orth[-1] < 0.9 * orth[0], f"{s}: training did not lower the overlap with earlier A's: {orth}"
 
 
 # ---- LoTA ----------------------------------------------------------------------------------------------

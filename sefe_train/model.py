@@ -298,6 +298,9 @@ def save_llava(model: Any, processor: Any, folder: str | Path) -> Path:
     try:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
+        from sefe.sefe_train.tokenization import save_tokenizer_files
+
+        save_tokenizer_files(processor.tokenizer, tmp)  # the SentencePiece model and `legacy` survive a merge
         if folder.exists():
             old = folder.with_name(f".{folder.name}-old-{os.getpid()}")
             os.replace(folder, old)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -465,3 +466,24 @@ def generation_inputs(processor: Any, prompts: Sequence[str], images: Sequence[A
         pixels = processor.image_processor(images=list(images), return_tensors="pt")
         out["pixel_values"] = pixels["pixel_values"]
     return out
+
+
+def save_tokenizer_files(tokenizer: Any, folder: str | Path) -> None:
+    """Keep what the release's tokenisation needs in a saved model folder (a merged stage).
+
+    transformers 5 saves a Llama tokenizer as `tokenizer.json` only: without this, the next stage would lose
+    the SentencePiece model (falling back to transformers' tokenizer and offset labels) and the `legacy`
+    flag the run used. The model file is copied beside it and `legacy` written into `tokenizer_config.json`.
+    """
+    folder = Path(folder)
+    src = sentencepiece_file(tokenizer)
+    if src is None:
+        return
+    dest = folder / "tokenizer.model"
+    if not dest.exists():
+        shutil.copyfile(src, dest)
+    config = folder / "tokenizer_config.json"
+    data = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+    if data.get("legacy") is None:
+        data["legacy"] = release_legacy(tokenizer)
+        config.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -520,3 +520,24 @@ def test_evaluation_prompts_are_tokenised_as_the_release(model_file: Path, legac
         assert not mask[: width - len(got)].any()  # left padding
     assert int((inputs["input_ids"] == 32000).sum()) == 576
     assert inputs["pixel_values"].shape == (1, 3, 336, 336)
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_saved_folder_keeps_the_release_tokenisation(model_file: Path, tmp_path: Path, legacy: bool) -> None:
+    """A merged stage reloads with the same SentencePiece tokenisation and `legacy` flag (stage 2 onward)."""
+    from transformers import AutoTokenizer
+
+    from sefe.sefe_train.tokenization import SentencePieceLlama, chunk_tokenizer, save_tokenizer_files
+
+    tok = _real_tokenizer(legacy)
+    folder = tmp_path / "merged"
+    tok.save_pretrained(folder)
+    bare = AutoTokenizer.from_pretrained(folder)
+    assert not isinstance(chunk_tokenizer(bare), SentencePieceLlama)  # what transformers 5 alone keeps
+    save_tokenizer_files(tok, folder)
+    again = AutoTokenizer.from_pretrained(folder)
+    enc = chunk_tokenizer(again)
+    assert isinstance(enc, SentencePieceLlama) and enc.legacy is legacy
+    ref = SlowLlama437(model_file, legacy)
+    text = f"{SYSTEM} USER: say?  Reference ASSISTANT: 2</s>USER: more ASSISTANT: ok</s>"
+    assert enc.encode(text) == ref(text)

@@ -362,33 +362,55 @@ def eval_run_cmd(
 def eval_score_cmd(
     task: str = typer.Option(..., "--task", "-t", help="CoIN task, e.g. ScienceQA, TextVQA, Grounding."),
     predictions: Path = typer.Option(..., "--predictions", "-p", help="Prediction JSONL (`sefe eval run`)."),
-    annotations: Path = typer.Option(..., "--annotations", "-a", help="The task's test.json."),
+    data_root: Path | None = typer.Option(
+        None,
+        "--data-root",
+        help="CoIN data root: annotations/<Task>/test.json and the official ground truth are found in it.",
+    ),
+    annotations: Path | None = typer.Option(
+        None, "--annotations", "-a", help="The task's test.json (default: from --data-root)."
+    ),
     gt: Path | None = typer.Option(
         None,
         "--gt",
         help="Official ground truth: ScienceQA folder with problems.json + pid_splits.json, "
-        "TextVQA_0.5.1_val.json, or GQA testdev_balanced_questions.json.",
+        "TextVQA_0.5.1_val.json, or GQA testdev_balanced_questions.json (default: found in the data root).",
     ),
     mode: str = typer.Option("compat", "--mode", help="compat (published scorers, quirks kept) | fixed."),
     variant: str | None = typer.Option(
         None, "--variant", help="ScienceQA only: coin-legacy (CoIN's older scorer)."
+    ),
+    allow_approximate: bool = typer.Option(
+        False,
+        "--allow-approximate",
+        help="Without the official ground truth, score from test.json's answer (marked approximate).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Score one prediction file with the CoIN rules; the output always names the scoring mode."""
     import orjson
 
-    from sefe.sefe_train.evaluation.scorers import score_predictions
+    from sefe.sefe_train.evaluation.scorers import score_in_root
 
     if mode not in ("compat", "fixed"):
         typer.echo(f"error: --mode must be compat or fixed, not {mode!r}", err=True)
         raise typer.Exit(2)
     try:
+        from sefe.coin.layout import root_of_annotations
         from sefe.root_tasks import register_root
 
-        register_root(Path(annotations).resolve().parent.parent.parent)  # <root>/annotations/<Task>/test.json
+        register_root(data_root or root_of_annotations(annotations))
         mode_ = "fixed" if mode == "fixed" else "compat"
-        res = score_predictions(task, predictions, annotations, gt=gt, mode=mode_, variant=variant)
+        res = score_in_root(
+            task,
+            predictions,
+            data_root=data_root,
+            annotations=annotations,
+            gt=gt,
+            mode=mode_,
+            variant=variant,
+            allow_approximate=allow_approximate,
+        )
     except ValueError as exc:  # ScoringError, RootTaskError
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -402,7 +424,7 @@ def eval_score_cmd(
     for col in ("accuracy", "correct", "total", "missing", "unknown ids", "ground truth"):
         table.add_column(col)
     table.add_row(
-        f"{res.accuracy:.2f}",
+        res.shown_accuracy,
         f"{res.correct:g}",
         str(res.total),
         str(res.missing),

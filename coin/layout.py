@@ -75,6 +75,14 @@ def tasks_with(root: Path, filename: str) -> list[str]:
     return in_coin_order(p.parent.name for p in annotations_dir(root).glob(f"*/{filename}") if p.is_file())
 
 
+def root_of_annotations(path: Path | None) -> Path | None:
+    """The data root of an `<root>/annotations/<Task>/<file>` path, or None for a file elsewhere."""
+    if path is None:
+        return None
+    p = Path(path).resolve()
+    return p.parents[2] if len(p.parents) > 2 and p.parents[1].name == ANNOTATIONS else None
+
+
 # ---- official ground truth ------------------------------------------------------------------------------
 
 

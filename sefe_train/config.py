@@ -63,9 +63,9 @@ class TaskConfig(_Strict):
 
     name: str
     train: str | None = None  # default: RunConfig.train_file with {task} filled in
-    gt: str | None = (
-        None  # official ground truth (ScienceQA folder, TextVQA / GQA file); default: scorer's guess
-    )
+    # official ground truth (ScienceQA folder, TextVQA / GQA file); default: found in the data root
+    # (sefe.coin.layout: where the release reads it, then eval_gt/)
+    gt: str | None = None
 
 
 class LoraOptions(_Strict):
@@ -124,6 +124,8 @@ class TrainOptions(_Strict):
 class EvalOptions(_Strict):
     enabled: bool = True  # evaluate tasks 1..k after stage k
     mode: Literal["compat", "fixed"] = "compat"
+    # score a task whose official ground truth is not in the data root from test.json (marked approximate)
+    allow_approximate: bool = False
     batch_size: int = Field(16, gt=0)
     max_new_tokens: int = Field(1024, gt=0)  # the release's cap; shorter cuts long answers (PARITY.md)
     # ScienceQA's letter line: "always" appended (the release), "once" (de-duplicated if the text has it)

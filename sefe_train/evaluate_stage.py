@@ -47,7 +47,7 @@ def evaluate_stage(
     """Evaluate tasks 1..k (1-based k) and record them; `model` is the in-memory merged pair, if at hand."""
     from sefe.sefe_train.evaluation.inference import run_inference
     from sefe.sefe_train.evaluation.metrics import AccuracyMatrix
-    from sefe.sefe_train.evaluation.scorers import default_gt, score_predictions
+    from sefe.sefe_train.evaluation.scorers import find_gt, score_predictions
 
     root = cfg.resolved_data_root()
     tasks = cfg.tasks[:k]
@@ -81,7 +81,7 @@ def evaluate_stage(
     scores: dict[str, Any] = {}
     for i, task in enumerate(tasks):
         test = _limited_test_file(cfg.test_path(task), cfg.eval.max_samples, eval_dir, task.name)
-        gt = cfg.gt_path(task) or default_gt(root, task.name)
+        gt = cfg.gt_path(task) or find_gt(root, task.name, cfg.eval.mode, cfg.eval.allow_approximate)
         result = score_predictions(task.name, preds[task.name], test, gt=gt, mode=cfg.eval.mode)
         matrix.record(k - 1, i, result)
         scores[task.name] = result.model_dump(mode="json")

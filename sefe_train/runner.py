@@ -217,7 +217,7 @@ class ContinualRunner:
         return state
 
     def _preflight(self) -> None:
-        """Fail before hours of training: every train file exists, every evaluated task has a scorer."""
+        """Fail before hours of training: train files, and a scorer and ground truth per evaluated task."""
         from sefe.root_tasks import register_root
 
         register_root(self.cfg.resolved_data_root())  # tasks the data root declares (Micro-CoIN)
@@ -226,11 +226,14 @@ class ContinualRunner:
         if missing:
             raise FileNotFoundError(f"train file(s) not found: {', '.join(missing)}")
         if self.cfg.eval.enabled:
-            from sefe.sefe_train.evaluation.scorers import ScoringError, canonical_task
+            from sefe.sefe_train.evaluation.scorers import ScoringError, canonical_task, find_gt
 
+            ev = self.cfg.eval
             for t in self.cfg.tasks:
                 try:
                     canonical_task(t.name)
+                    if self.cfg.gt_path(t) is None:
+                        find_gt(self.cfg.resolved_data_root(), t.name, ev.mode, ev.allow_approximate)
                 except ScoringError as exc:
                     raise ConfigError(f"task {t.name!r}: {exc} (or run with --no-eval)") from None
 

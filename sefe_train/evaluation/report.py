@@ -51,6 +51,7 @@ class TaskScore(BaseModel):
     total: int | None = None
     missing: int | None = None
     gt_source: str | None = None
+    approximate: bool = False  # scored without the official ground truth (see ScoreResult.approximate)
     notes: list[str] = Field(default_factory=list)
 
 
@@ -131,6 +132,7 @@ def _latest_scores(m: AccuracyMatrix) -> list[TaskScore]:
                     total=d.get("total"),
                     missing=d.get("missing"),
                     gt_source=d.get("gt_source"),
+                    approximate=bool(d.get("approximate", False)),
                     notes=list(d.get("notes", [])),
                 )
             )
@@ -191,8 +193,13 @@ def _nan(v: float | None) -> float:
     return float("nan") if v is None else v
 
 
-def _fmt(v: float | None) -> str:
-    return "–" if v is None else f"{v:.2f}"
+def _fmt(v: float | None, approximate: bool = False) -> str:
+    return "–" if v is None else f"{v:.2f}" + (" (approximate)" if approximate else "")
+
+
+def _cell(m: AccuracyMatrix, k: int, i: int) -> str:
+    """A matrix cell; "approximate" beside a number scored without the official ground truth."""
+    return _fmt(m.get(k, i), bool(m.details.get(f"{k},{i}", {}).get("approximate", False)))
 
 
 # ---- plots --------------------------------------------------------------------------------------------
@@ -315,7 +322,7 @@ def _config_value(run: RunSummary, key: str) -> str:
 def matrix_table(m: AccuracyMatrix) -> list[str]:
     """Markdown rows of a lower-triangular percent matrix (row = after stage, column = task)."""
     rows = [
-        [f"{k + 1}: {m.tasks[k]}", *(_fmt(m.get(k, i)) if i <= k else "" for i in range(len(m.tasks)))]
+        [f"{k + 1}: {m.tasks[k]}", *(_cell(m, k, i) if i <= k else "" for i in range(len(m.tasks)))]
         for k in range(len(m.rows))
     ]
     return _table(["after stage", *m.tasks], rows)
@@ -347,7 +354,7 @@ def render_markdown(report: Report) -> str:
             lines += [f"Partial run: {r.metrics.stages} of {len(m.tasks)} stages complete.", ""]
         lines += ["Accuracy matrix (row = after training stage, column = evaluated task):", ""]
         mrows = [
-            [f"{k + 1}: {m.tasks[k]}", *(_fmt(m.get(k, i)) if i <= k else "" for i in range(len(m.tasks)))]
+            [f"{k + 1}: {m.tasks[k]}", *(_cell(m, k, i) if i <= k else "" for i in range(len(m.tasks)))]
             for k in range(len(m.rows))
         ]
         lines += _table(["after stage", *m.tasks], mrows)
@@ -368,7 +375,7 @@ def render_markdown(report: Report) -> str:
             [
                 s.task,
                 str(s.after_stage),
-                _fmt(s.accuracy),
+                _fmt(s.accuracy, s.approximate),
                 "–" if s.correct is None else f"{s.correct:g}",
                 "–" if s.total is None else str(s.total),
                 "–" if s.missing is None else str(s.missing),

@@ -59,7 +59,14 @@ class ScoreResult(BaseModel):
     duplicates: int = 0  # prediction lines repeating an earlier question_id
     variant: str | None = None
     gt_source: str = ""
+    # scored without the official ground truth its published scorer reads (test.json's single answer):
+    # not comparable with published numbers; reports print "approximate" next to the accuracy
+    approximate: bool = False
     notes: list[str] = Field(default_factory=list)
+
+    @property
+    def shown_accuracy(self) -> str:
+        return f"{self.accuracy:.2f}" + (" (approximate)" if self.approximate else "")
 
 
 @dataclass
@@ -136,6 +143,7 @@ class _Ctx:
             duplicates=self.duplicates,
             variant=self.variant,
             gt_source=self.gt_source,
+            approximate=self.gt is None and layout.needs_official_gt(self.task),
             notes=self.notes,
         )
 
@@ -528,19 +536,6 @@ def canonical_task(task: str) -> str:
     raise ScoringError(f"no scorer for task {task!r}; CoIN tasks: {', '.join(TASKS)}")
 
 
-def default_gt(data_root: Path, task: str) -> Path | None:
-    """The official ground truth under `<data_root>/eval_gt/` for the tasks that need it, if present."""
-    name = canonical_task(task)
-    rels = layout.OFFICIAL_GT.get(name)
-    if rels is None:
-        return None
-    base = Path(data_root) / layout.EVAL_GT
-    if not all((base / rel).is_file() for rel in rels):
-        return None
-    first = base / rels[0]
-    return first.parent if name == "ScienceQA" else first
-
-
 def default_annotations(data_root: Path, task: str) -> Path:
     """`<data_root>/annotations/<Task>/test.json`."""
     folder = task if task.lower() in _ALIASES else canonical_task(task)
@@ -553,6 +548,59 @@ def scoring_fields(task: str, official: bool) -> tuple[TestField, ...]:
     if official and layout.needs_official_gt(name):
         return ()
     return answer_fields(get_task(name).answer)
+
+
+def find_gt(
+    data_root: Path | None, task: str, mode: Mode = "compat", allow_approximate: bool = False
+) -> Path | None:
+    """The official ground truth of `task` under `data_root`: where the release reads it, then `eval_gt/`.
+
+    None for tasks scored from test.json alone. When the files are not there: in compat mode an error naming
+    every path looked for, unless `allow_approximate` (then None: scored from test.json, marked approximate);
+    fixed mode approximates with a note, as it always did.
+    """
+    name = canonical_task(task)
+    if not layout.needs_official_gt(name):
+        return None
+    hint = "give --gt (tasks[].gt in a run config) or allow the approximation with --allow-approximate"
+    if data_root is None:
+        if mode == "compat" and not allow_approximate:
+            raise ScoringError(
+                f"{name}: compat scoring needs the official ground truth and no data root is known; {hint}"
+            )
+        return None
+    try:
+        found = layout.find_official_gt(Path(data_root), name)
+    except layout.GroundTruthNotFound as exc:
+        if mode == "compat" and not allow_approximate:
+            raise ScoringError(f"{exc}; {hint} (eval.allow_approximate in a run config)") from None
+        return None
+    return found.path if found is not None else None
+
+
+def score_in_root(
+    task: str,
+    predictions: Path,
+    *,
+    data_root: Path | None = None,
+    annotations: Path | None = None,
+    gt: Path | None = None,
+    mode: Mode = "compat",
+    variant: str | None = None,
+    allow_approximate: bool = False,
+) -> ScoreResult:
+    """`sefe eval score`: test.json and official ground truth from the data root unless given explicitly.
+
+    The root is `data_root`, else the one `annotations` sits in (`<root>/annotations/<Task>/test.json`).
+    """
+    root = data_root if data_root is not None else layout.root_of_annotations(annotations)
+    if annotations is None:
+        if root is None:
+            raise ScoringError("give --data-root (annotations and ground truth are found in it) or -a")
+        annotations = default_annotations(root, task)
+    if gt is None:
+        gt = find_gt(root, task, mode, allow_approximate)
+    return score_predictions(task, predictions, annotations, gt=gt, mode=mode, variant=variant)
 
 
 def score_predictions(

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from sefe.data.make_coin_mini import TASKS
-from sefe.sefe_train.evaluation.scorers import default_annotations, default_gt, score_predictions
+from sefe.sefe_train.evaluation.scorers import default_annotations, find_gt, score_predictions
 
 from .conftest import load, test_records
 
@@ -52,7 +52,7 @@ def _textvqa_expected() -> float:
 @pytest.mark.parametrize("task", TASKS)
 def test_gold_answers_score_full_marks_and_wrong_ones_zero(root: Path, tmp_path: Path, task: str) -> None:
     recs = test_records(task)
-    gt = default_gt(root, task)
+    gt = find_gt(root, task)
     assert (gt is not None) == (task in {"ScienceQA", "TextVQA", "GQA"})
     ann = default_annotations(root, task)
     gold = _write_predictions(tmp_path / "gold.jsonl", recs, lambda r: r.get("answer", r.get("answer_bbox")))

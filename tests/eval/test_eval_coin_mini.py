@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from sefe.sefe_train.evaluation.normalize import normalize_answer
-from sefe.sefe_train.evaluation.scorers import TASKS, default_annotations, default_gt, score_predictions
+from sefe.sefe_train.evaluation.scorers import TASKS, default_annotations, find_gt, score_predictions
 
 ROOT = Path(__file__).resolve().parents[2] / "data" / "coin-mini"
 pytestmark = pytest.mark.skipif(not (ROOT / "annotations").is_dir(), reason="data/coin-mini not generated")
@@ -58,7 +58,7 @@ def _expected(task: str, gt: Path | None) -> float:
 @pytest.mark.parametrize("task", TASKS)
 def test_oracle_scores_full_marks_with_official_gt(task: str, tmp_path: Path) -> None:
     preds = _oracle(task, tmp_path / f"{task}.jsonl")
-    gt = default_gt(ROOT, task)
+    gt = find_gt(ROOT, task)
     assert (gt is not None) == (task in ("ScienceQA", "TextVQA", "GQA"))
     for mode in ("compat", "fixed"):
         res = score_predictions(task, preds, default_annotations(ROOT, task), gt=gt, mode=mode)
@@ -69,5 +69,5 @@ def test_oracle_scores_full_marks_with_official_gt(task: str, tmp_path: Path) ->
 def test_spoiled_answers_lose_marks(tmp_path: Path) -> None:
     for task in ("ScienceQA", "GQA", "VQAv2"):
         preds = _oracle(task, tmp_path / f"{task}.jsonl", spoil=True)
-        res = score_predictions(task, preds, default_annotations(ROOT, task), gt=default_gt(ROOT, task))
+        res = score_predictions(task, preds, default_annotations(ROOT, task), gt=find_gt(ROOT, task))
         assert 0 < res.accuracy < 100

@@ -11,7 +11,7 @@ import pytest
 from sefe.sefe_train.evaluation.scorers import (
     ScoringError,
     box_iou,
-    default_gt,
+    find_gt,
     parse_box_compat,
     parse_box_fixed,
     parse_scienceqa_letter,
@@ -327,14 +327,22 @@ def test_unknown_and_duplicate_ids(write_json: WriteJson, write_preds: WritePred
         score_predictions("VQAv2", dup, ann, mode="fixed")
 
 
-def test_unknown_task_and_default_gt(tmp_path: Path) -> None:
+def test_unknown_task_and_find_gt(tmp_path: Path) -> None:
     with pytest.raises(ScoringError, match="no scorer for task 'Foo'"):
         score_predictions("Foo", tmp_path / "p.jsonl", tmp_path / "t.json")
-    assert default_gt(tmp_path, "gqa") is None
-    (tmp_path / "eval_gt" / "GQA").mkdir(parents=True)
-    (tmp_path / "eval_gt" / "GQA" / "testdev_balanced_questions.json").write_text("{}")
-    assert default_gt(tmp_path, "gqa") == tmp_path / "eval_gt" / "GQA" / "testdev_balanced_questions.json"
-    assert default_gt(tmp_path, "VQAv2") is None
+    release = tmp_path / "GQA" / "testdev_balanced_questions.json"
+    bundled = tmp_path / "eval_gt" / "GQA" / "testdev_balanced_questions.json"
+    with pytest.raises(ScoringError, match=f"missing {release}, {bundled}"):
+        find_gt(tmp_path, "gqa")
+    assert find_gt(tmp_path, "gqa", allow_approximate=True) is None
+    assert find_gt(tmp_path, "gqa", mode="fixed") is None
+    bundled.parent.mkdir(parents=True)
+    bundled.write_text("{}")
+    assert find_gt(tmp_path, "gqa") == bundled
+    release.parent.mkdir(parents=True)
+    release.write_text("{}")
+    assert find_gt(tmp_path, "gqa") == release  # where the release reads it comes first
+    assert find_gt(tmp_path, "VQAv2") is None
 
 
 def test_repeated_test_ids_count_once_in_fixed_mode(write_json: WriteJson, write_preds: WritePreds) -> None:

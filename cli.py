@@ -14,6 +14,8 @@ import typer
 from sefe.sefe_train.evaluation.inference import DEFAULT_MAX_NEW_TOKENS
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from sefe.sefe_train.evaluation.judge import JudgeResult
 
 app = typer.Typer(
@@ -178,12 +180,29 @@ def asd_build_cmd(
             console.print(f"  {p}", highlight=False)
         raise typer.Exit(EXIT_PENDING)
     console.print(build_table(result))
+    _print_quarantined(console, result.manifests)
     for m in result.manifests:
         console.print(f"manifest: {m}", highlight=False)
     if result.status in ("open", "partial"):
         console.print(open_needs_text(result), highlight=False)
     if result.status == "open":
         raise typer.Exit(EXIT_OPEN)
+
+
+def _print_quarantined(console: Console, manifests: list[str], shown: int = 20) -> None:
+    """Name the quarantined records (bad images, invalid model output) in the output, not only in files."""
+    import orjson
+
+    if not manifests:
+        return
+    failed = orjson.loads(Path(manifests[0]).read_bytes()).get("quarantined", [])
+    for f in failed[:shown]:
+        console.print(
+            f"[yellow]quarantined:[/yellow] {f['task']} id {f['record_id']!r} ({f['kind']}): {f['error']}",
+            highlight=False,
+        )
+    if len(failed) > shown:
+        console.print(f"... and {len(failed) - shown} more (asd_quarantine.jsonl)")
 
 
 def asd_plan_cmd(**kwargs: object) -> None:

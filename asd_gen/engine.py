@@ -46,6 +46,7 @@ from sefe.asd_gen.prompt_templates import PromptError, PromptSet, ResolvedPrompt
 from sefe.asd_gen.schemas import OutputSpec, output_spec
 from sefe.asd_gen.stats import RunStats, cost_usd
 from sefe.atomic import atomic_write_bytes
+from sefe.coin.images import ImageError, check_image, image_path, read_image_bytes
 
 QUARANTINE_NAME = "asd_quarantine.jsonl"
 RETRY_TEMPERATURE = 0.7
@@ -159,17 +160,24 @@ class Engine:
 
     # ---- requests --------------------------------------------------------------------------------------
     def _image_url(self, need: Need) -> tuple[str, str]:
-        path = self.data_root / str(need.image)
-        if not path.is_file():
-            raise PromptError(f"record {need.record_id}: image {need.image} not found under {self.data_root}")
+        """The record's image as a data URL (and its path): only a file inside the data root that decodes as
+        an image (`sefe.coin.images`); `_precheck` has already turned any other into a quarantined record."""
+        where = f"record {need.record_id}"
+        data = read_image_bytes(self.data_root, str(need.image), where)
+        path = image_path(self.data_root, str(need.image), where)
         mime = mimetypes.guess_type(path.name)[0] or "image/jpeg"
-        return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}", str(path.resolve())
+        return f"data:{mime};base64,{base64.b64encode(data).decode()}", str(path.resolve())
 
     def _precheck(self, job: _Job) -> str | None:
-        """What would make building this request fail, found before sending (cheap: no image is read)."""
+        """What would make building this request fail, found before sending: an image outside the data
+        root (absolute, or `..` leaving it), missing, or not decodable as an image is an error for this
+        record; nothing of it is read into a request."""
         need = job.need
-        if need.image is not None and not (self.data_root / need.image).is_file():
-            return f"record {need.record_id}: image {need.image} not found under {self.data_root}"
+        if need.image is not None:
+            try:
+                check_image(self.data_root, need.image, f"record {need.record_id}")
+            except ImageError as exc:
+                return str(exc)
         if job.prompt.shape == "official_single" and len(need.items) != 1:
             return f"{job.prompt.name}: single-question prompt, record {need.record_id} has {len(need.items)}"
         return None

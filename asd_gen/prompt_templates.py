@@ -78,13 +78,12 @@ def _image_size(need: Need, data_root: Path | None) -> tuple[int, int]:
             f"record {need.record_id}: a Grounding prompt needs the record's image (its width and height "
             "convert the box the model is shown)"
         )
-    from PIL import Image
+    from sefe.coin.images import ImageError, image_size
 
     try:
-        with Image.open(data_root / need.image) as im:
-            return im.size
-    except OSError as exc:
-        raise PromptError(f"record {need.record_id}: cannot read image {need.image}: {exc}") from None
+        return image_size(data_root, need.image, f"record {need.record_id}")
+    except ImageError as exc:
+        raise PromptError(str(exc)) from None
 
 
 def _target_box(answer: str, need: Need, data_root: Path | None) -> list[float]:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from sefe.coin.images import image_path, open_image
 from sefe.sefe_train.conversation import IGNORE_INDEX, IMAGE_TOKEN, move_image_to_front
 from sefe.sefe_train.model import image_token_count
 from sefe.sefe_train.tokenization import (
@@ -32,28 +33,22 @@ from sefe.sefe_train.tokenization import (
 log = logging.getLogger(__name__)
 
 
-def load_records(path: Path) -> list[tuple[Any, str | None, list[tuple[str, str]]]]:
-    """(id, image, turns) per record; bad records raise an error naming file, index, id and field."""
+def load_records(
+    path: Path, image_root: Path | None = None
+) -> list[tuple[Any, str | None, list[tuple[str, str]]]]:
+    """(id, image, turns) per record; bad records raise an error naming file, index, id and field.
+
+    With `image_root`, every image path is checked to stay inside it before training starts (no I/O; the
+    image itself is opened, and checked again, when the item is read).
+    """
     from sefe.coin.records import load_train
 
-    return [(rec.id, rec.image, rec.pairs()) for rec in load_train(path)]
-
-
-def load_image(path: Path, where: str, mode: str | None = "RGB"):
-    """A PIL image converted to `mode` (None: decoded as stored, e.g. palette or RGBA for release parity);
-    a clear error names the record when the file is missing or unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            if mode is None:
-                im.load()
-                return im.copy()
-            return im.convert(mode)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{where}: image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{where}: cannot read image {path}: {exc}") from None
+    records = load_train(path)
+    if image_root is not None:
+        for i, rec in enumerate(records):
+            if rec.image is not None:
+                image_path(image_root, rec.image, f"{path}, record {i}, id {rec.id!r}, field 'image'")
+    return [(rec.id, rec.image, rec.pairs()) for rec in records]
 
 
 class LlavaDataset(Dataset):
@@ -83,7 +78,7 @@ class LlavaDataset(Dataset):
         self.chunk_tokenizer = chunk_tokenizer(processor.tokenizer, tokenizer_backend)
         self.image_tokens = image_token_count(processor)
         self.mismatches = 0
-        self.set_records(load_records(self.records_path))
+        self.set_records(load_records(self.records_path, self.data_root))
 
     def set_records(self, records: list[tuple[Any, str | None, list[tuple[str, str]]]]) -> None:
         """Train on `records` (a continual method may mix in earlier tasks' ones) and refresh `lengths`."""
@@ -107,7 +102,7 @@ class LlavaDataset(Dataset):
         ids, labels = self.tokenize(turns, bool(image), where)
         pixel_values = None
         if image:
-            img = load_image(self.data_root / image, f"{where}, field 'image'")
+            img = open_image(self.data_root, image, f"{where}, field 'image'")
             pixel_values = self.processor.image_processor(images=img, return_tensors="pt")["pixel_values"][0]
         return {
             "input_ids": torch.tensor(ids, dtype=torch.long),

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sefe.sefe_train.data import load_image
+from sefe.coin.images import open_image
 
 #: Tasks whose evaluation images are opened as stored (no RGB conversion before padding).
 UNCONVERTED_TASKS = frozenset({"ScienceQA"})
@@ -43,12 +43,13 @@ def expand_to_square(image: Any, fill: tuple[int, ...]) -> Any:
     return canvas
 
 
-def open_eval_image(path: Path, where: str, task: str, fill: tuple[int, ...] | None) -> Any:
+def open_eval_image(root: Path, rel: str, where: str, task: str, fill: tuple[int, ...] | None) -> Any:
     """The image handed to the processor: RGB, or for ScienceQA as stored and padded like the release.
 
-    `fill` None (no processor at hand, e.g. the vLLM engine): ScienceQA images are only left unconverted.
+    `rel` is the record's `image`, opened inside `root` only (`sefe.coin.images`). `fill` None (no processor
+    at hand, e.g. the vLLM engine): ScienceQA images are only left unconverted.
     """
     if task not in UNCONVERTED_TASKS:
-        return load_image(path, where)
-    image = load_image(path, where, mode=None)
+        return open_image(root, rel, where)
+    image = open_image(root, rel, where, mode=None)
     return image if fill is None else expand_to_square(image, fill)

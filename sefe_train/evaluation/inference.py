@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sefe.coin import layout
+from sefe.coin.images import image_path
 from sefe.coin.records import TestField, load_test
 from sefe.jsonl_store import JsonlError, JsonlStore
 from sefe.sefe_train.conversation import (
@@ -175,6 +176,11 @@ def _plan(data_root: Path, tasks: Sequence[str], out_dir: Path, limit: int | Non
         records = load_test(test_path, require=INFERENCE_FIELDS)
         if limit is not None:
             records = records[:limit]
+        for i, rec in enumerate(records):  # untrusted paths fail here, before a model is loaded
+            if rec.image is not None:
+                image_path(
+                    data_root, rec.image, f"{test_path}, record {i}, id {rec.question_id!r}, field 'image'"
+                )
         jobs.append(_Job(task, test_path, _pending(records, read_done(predictions_path(out_dir, task)))))
     return jobs
 
@@ -228,7 +234,7 @@ def _batch_inputs(
         shown.append(prediction_prompt(question, has_image))
         if has_image:
             where = f"{job.test_path}, record {i}, id {rec.question_id!r}, field 'image'"
-            images.append(open_eval_image(writer.data_root / rec.image, where, job.task, writer.fill))
+            images.append(open_eval_image(writer.data_root, rec.image, where, job.task, writer.fill))
     return prompts, images, shown
 
 

@@ -161,7 +161,7 @@ def run_probe(
     reduction: Reduction = "sum",
 ) -> ProbeResult | None:
     """Rank the candidates of every item; None when the task has no probe items."""
-    from sefe.sefe_train.data import load_image
+    from sefe.coin.images import open_image
 
     if not items:
         return None
@@ -170,9 +170,7 @@ def run_probe(
     correct = 0
     try:
         for it in items:
-            img = (
-                load_image(Path(data_root) / it.image, f"probe {task} {it.question_id}") if it.image else None
-            )
+            img = open_image(data_root, it.image, f"probe {task} {it.question_id}") if it.image else None
             scores = candidate_scores(model, processor, it.question, it.candidates, img, reduction)
             mine = scores[it.correct]  # known: strictly above every other candidate (a tie is not known)
             correct += int(all(mine > s for j, s in enumerate(scores) if j != it.correct))

@@ -125,8 +125,11 @@ class ChatServer:
         fail_mod: int = 0,
         fail_times: int = 1,
         die_after: int | None = None,
+        keep_bodies: bool = False,
     ) -> None:
         self.latency_s = latency_s
+        self.keep_bodies = keep_bodies
+        self.bodies: list[bytes] = []  # every raw request body, when keep_bodies (what reached the server)
         self.fail_mod = fail_mod
         self.fail_times = fail_times
         self.die_after = die_after
@@ -157,7 +160,11 @@ class ChatServer:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
-                body = orjson.loads(self.rfile.read(length))
+                raw = self.rfile.read(length)
+                if server.keep_bodies:
+                    with server._lock:
+                        server.bodies.append(raw)
+                body = orjson.loads(raw)
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, {"error": {"message": "not found"}})
                     return

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER = ROOT / "tests" / "engine" / "chat_server.py"
+SERVER = ROOT / "tests" / "helpers" / "chat_server.py"
 SECTION = "## ASD generation throughput (`bench/bench_asd_throughput.py`)"
 
 

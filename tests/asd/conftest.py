@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from asd_factory import write_root
+from tests.helpers.asd_factory import write_root
 
 
 @pytest.fixture

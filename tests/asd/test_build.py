@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
 import pytest
-from asd_factory import ScriptedGenerator, write_root
 
 from sefe.asd_gen.build import BuildError, BuildOptions, build, plan
 from sefe.asd_gen.selection import select
@@ -15,6 +13,8 @@ from sefe.coin.layout import asd_manifest_path as manifest_path
 from sefe.coin.layout import asd_train_path as output_path
 from sefe.coin.records import RecordsError
 from sefe.coin.tasks import get_task
+from tests.helpers import child_env
+from tests.helpers.asd_factory import ScriptedGenerator, write_root
 
 
 def _load(p: Path) -> list[dict]:
@@ -163,9 +163,9 @@ def test_unconvertible_record_is_reported_not_fatal(tmp_path: Path) -> None:
 
 
 _SNIPPET = """
-import sys; sys.path.insert(0, sys.argv[1])
+import sys
 from pathlib import Path
-from asd_factory import ScriptedGenerator, write_root
+from tests.helpers.asd_factory import ScriptedGenerator, write_root
 from sefe.asd_gen.build import BuildOptions, build
 root = write_root(Path(sys.argv[2]) / "d", {"GQA": 30, "ScienceQA": 30, "Grounding": 30, "ImageNet": 30})
 build(BuildOptions(data_root=root, out=Path(sys.argv[2]) / "o", xs=[20, 60], distractors="pool"),
@@ -174,12 +174,11 @@ build(BuildOptions(data_root=root, out=Path(sys.argv[2]) / "o", xs=[20, 60], dis
 
 
 def test_same_bytes_across_processes_and_hash_seeds(tmp_path: Path) -> None:
-    here = str(Path(__file__).parent)
     for h in ("1", "999"):
         subprocess.run(
-            [sys.executable, "-c", _SNIPPET, here, str(tmp_path / h)],
+            [sys.executable, "-c", _SNIPPET, "-", str(tmp_path / h)],
             check=True,
-            env={**os.environ, "PYTHONHASHSEED": h},  # same PYTHONPATH: the code under test
+            env=child_env(PYTHONHASHSEED=h),  # the code under test, and tests.helpers
             capture_output=True,
         )
     a = sorted((tmp_path / "1" / "o").rglob("*.json"))

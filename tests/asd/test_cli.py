@@ -4,13 +4,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from asd_factory import ScriptedGenerator
 from typer.testing import CliRunner
 
 import sefe.asd_gen.build as build_mod
 from sefe.asd_gen.build import BuildError
 from sefe.cli import app
 from sefe.data import coin_mini_root
+from tests.helpers.asd_factory import ScriptedGenerator
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "tasks" / "example.yaml"
@@ -104,7 +104,7 @@ def test_bad_options_and_missing_engine(
 
 
 def test_task_file_option(tmp_path: Path, scripted: ScriptedGenerator) -> None:
-    from asd_factory import task_records
+    from tests.helpers.asd_factory import task_records
 
     p = tmp_path / "d" / "annotations" / "ChartQA" / "train.json"
     p.parent.mkdir(parents=True)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import subprocess
 import sys
 
@@ -10,6 +9,7 @@ from hypothesis import strategies as st
 
 from sefe.asd_gen.selection import select, selected_count, style_cycle
 from sefe.coin.tasks import get_task
+from tests.helpers import child_env
 
 STYLES4 = get_task("GQA").target_styles
 ids_strategy = st.lists(st.one_of(st.integers(0, 10**9), st.text(min_size=1, max_size=8)), max_size=120)
@@ -65,7 +65,7 @@ def test_deterministic_across_processes_and_hash_seeds() -> None:
             capture_output=True,
             text=True,
             check=True,
-            env={**os.environ, "PYTHONHASHSEED": h},  # same PYTHONPATH: the code under test
+            env=child_env(PYTHONHASHSEED=h),  # the code under test
         ).stdout
         for h in ("0", "1", "12345")
     }

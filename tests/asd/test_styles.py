@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from asd_factory import task_records
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,6 +19,7 @@ from sefe.asd_gen.styles.rng import seeded_rng
 from sefe.coin.instructions import CANDIDATE_PREFIX, GROUNDING_INSTRUCTIONS, INSTRUCTIONS
 from sefe.coin.records import TrainRecord
 from sefe.coin.tasks import coin_tasks, get_task
+from tests.helpers.asd_factory import task_records
 
 TASKS = [t.name for t in coin_tasks()]
 

@@ -6,14 +6,10 @@ cache folder, as in real use: the first run ever converts the GGUF, ~20 s; later
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 from sefe.asd_gen.needs import GenerationOptions
 

@@ -12,7 +12,9 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
-from backend_helpers import (
+
+from sefe.asd_gen.backends.base import ChatResult
+from tests.helpers.backends import (
     BRIEF_ONE,
     MCQ_TWO_QUESTIONS,
     OFFICIAL_SINGLE_MCQ,
@@ -20,8 +22,6 @@ from backend_helpers import (
     collect,
     request,
 )
-
-from sefe.asd_gen.backends.base import ChatResult
 
 pytestmark = pytest.mark.slow
 

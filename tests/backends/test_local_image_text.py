@@ -11,9 +11,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from backend_helpers import YN_ONE, collect, request
 
 from sefe.asd_gen.needs import GenerationOptions
+from tests.helpers.backends import YN_ONE, collect, request
 
 pytestmark = pytest.mark.slow
 

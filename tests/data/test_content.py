@@ -10,8 +10,7 @@ from PIL import Image
 
 from sefe.data.mini_coco import box_text, coco_box_to_padded
 from sefe.data.mini_draw import COLOURS
-
-from .conftest import human_turns, image, load, test_records, train
+from tests.helpers.coin_mini import human_turns, image, load, test_records, train
 
 
 def _near(arr: np.ndarray, rgb: tuple[int, int, int], tol: int = 60) -> np.ndarray:

@@ -12,8 +12,7 @@ import pytest
 from sefe.coin.records import load_test, load_train
 from sefe.data import coin_mini_root
 from sefe.data.make_coin_mini import MANAGED
-
-from .conftest import TASKS, human_turns, image, load, test_records, train
+from tests.helpers.coin_mini import TASKS, human_turns, image, load, test_records, train
 
 SHORT = "Answer the question using a single word or phrase."
 MCQ = "Answer with the option's letter from the given choices directly."

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from sefe.data.make_coin_mini import build, existing_files, main, write
-
-from .conftest import decode
+from tests.helpers.coin_mini import decode
 
 
 def test_committed_folder_is_exactly_what_the_generator_makes(root: Path, built: dict[str, bytes]) -> None:

@@ -14,8 +14,7 @@ import pytest
 
 from sefe.data.make_coin_mini import TASKS
 from sefe.sefe_train.evaluation.scorers import default_annotations, find_gt, score_predictions
-
-from .conftest import load, test_records
+from tests.helpers.coin_mini import load, test_records
 
 
 def _write_predictions(path: Path, recs: list[dict[str, Any]], text_of: Any) -> Path:

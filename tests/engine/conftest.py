@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from chat_server import ChatServer
-
-from sefe.asd_gen.needs import GenerationOptions, Need, NeedKind, QAItem
+from tests.helpers.chat_server import ChatServer
 
 
 @pytest.fixture
@@ -20,18 +14,3 @@ def server() -> Iterator[ChatServer]:
     srv = ChatServer().start()
     yield srv
     srv.stop()
-
-
-def need(record_id: str, kind: NeedKind = "mcq", n: int = 1, task: str = "GQA", tag: str = "") -> Need:
-    """A Need with distinct question text per record (the server counts requests per prompt text)."""
-    items = [
-        QAItem(question=f"What colour is object {i} in record {record_id}?{tag}", answer=f"red{i}")
-        for i in range(n)
-    ]
-    return Need(task=task, record_id=record_id, kind=kind, items=items)
-
-
-def openai_options(srv: ChatServer, **kw: object) -> GenerationOptions:
-    base = {"backend": "openai", "base_url": srv.base_url, "concurrency": 8, "max_retries": 2}
-    base.update(kw)
-    return GenerationOptions(**base)  # type: ignore[arg-type]

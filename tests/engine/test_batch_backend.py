@@ -6,13 +6,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from chat_server import ChatServer
-from conftest import need
-from provider import answer_batch_files
 
 from sefe.asd_gen.backends.batch_backend import BatchBackend, BatchFileError
 from sefe.asd_gen.engine import QUARANTINE_NAME, Engine
 from sefe.asd_gen.needs import GenerationOptions
+from tests.helpers.chat_server import ChatServer
+from tests.helpers.engine import need
+from tests.helpers.provider import answer_batch_files
 
 
 def _engine(tmp_path: Path, out: Path, **kw: object) -> Engine:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from chat_server import ChatServer
-from provider import answer_batch_files
 from typer.testing import CliRunner
 
 from sefe.asd_gen.build import BuildOptions, plan
 from sefe.asd_gen.needs import GenerationOptions
 from sefe.cli import app
+from tests.helpers.chat_server import ChatServer
+from tests.helpers.provider import answer_batch_files
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "coin-mini"
 pytestmark = pytest.mark.skipif(not (DATA / "annotations").is_dir(), reason="data/coin-mini not generated")

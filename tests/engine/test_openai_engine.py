@@ -16,8 +16,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from chat_server import ChatServer
-from conftest import need, openai_options
 from PIL import Image
 from rich.console import Console
 
@@ -26,6 +24,9 @@ from sefe.asd_gen import tokens
 from sefe.asd_gen.engine import QUARANTINE_NAME, Engine
 from sefe.asd_gen.needs import Need
 from sefe.asd_gen.prompt_templates import PromptSet
+from tests.helpers import child_env
+from tests.helpers.chat_server import ChatServer
+from tests.helpers.engine import need, openai_options
 
 
 def prompt_hash(nd: Need) -> str:
@@ -135,9 +136,7 @@ def test_exception_after_n_results_then_rerun(tmp_path: Path, server: ChatServer
 
 
 CHILD = """
-import sys
-sys.path.insert(0, {tests!r})
-from conftest import need
+from tests.helpers.engine import need
 from sefe.asd_gen.engine import Engine
 from sefe.asd_gen.needs import GenerationOptions
 opts = GenerationOptions(backend="openai", base_url={url!r}, concurrency=4)
@@ -150,10 +149,8 @@ def test_sigkill_mid_build_then_rerun_never_repeats_finished_work(tmp_path: Path
     srv = ChatServer(latency_s=0.05).start()
     try:
         n, out = 40, tmp_path / "o"
-        code = CHILD.format(
-            tests=str(Path(__file__).parent), url=srv.base_url, root=str(tmp_path), n=n, out=str(out)
-        )
-        child = subprocess.Popen([sys.executable, "-c", code])
+        code = CHILD.format(url=srv.base_url, root=str(tmp_path), n=n, out=str(out))
+        child = subprocess.Popen([sys.executable, "-c", code], env=child_env())
         deadline = time.monotonic() + 60
         while len(cache_rows(out)) < 8:
             assert child.poll() is None, "child finished before it could be killed"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import need
 
 from sefe.asd_gen.parsing import OutputError, parse_and_validate, parse_lenient, repair_json
 from sefe.asd_gen.schemas import normalise, output_spec
+from tests.helpers.engine import need
 
 
 def test_fenced_json_with_prose_is_extracted() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import need, openai_options
 from PIL import Image
 
 from sefe.asd_gen.engine import Engine
 from sefe.asd_gen.needs import Need, QAItem
 from sefe.asd_gen.prompt_templates import PromptError, PromptSet, split_official
+from tests.helpers.engine import need, openai_options
 
 TASKS = ["ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz", "Grounding", "VQAv2", "OCRVQA"]
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from chat_server import ChatServer
 from PIL import Image
 from typer.testing import CliRunner
 
 from sefe.cli import app
 from sefe.coin.instructions import SHORT_ANSWER
+from tests.helpers.chat_server import ChatServer
 
 SECRET = b"TOP-SECRET-4f1c9e0b-do-not-upload"
 
@@ -105,9 +105,8 @@ def test_asd_never_sends_files_outside_the_root_or_non_images(
 def test_engine_quarantines_each_unsafe_image_and_sends_the_rest(
     tmp_path: Path, keeping_server: ChatServer
 ) -> None:
-    from conftest import need, openai_options
-
     from sefe.asd_gen.engine import QUARANTINE_NAME, Engine
+    from tests.helpers.engine import need, openai_options
 
     root, images = _root(tmp_path)
     needs = [need(rid, "brief").model_copy(update={"image": rel}) for rid, rel in images.items()]

@@ -44,16 +44,3 @@ def write_json(tmp_path: Path) -> Callable[[str, Any], Path]:
         return path
 
     return _write
-
-
-def short_records(pairs: Iterable[tuple[Any, str]]) -> list[dict[str, Any]]:
-    """Test records with a short answer each."""
-    return [
-        {
-            "question_id": q,
-            "image": f"X/{q}.jpg",
-            "text": "Q?\nAnswer the question using a single word or phrase.",
-            "answer": a,
-        }
-        for q, a in pairs
-    ]

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from sefe.sefe_train.evaluation.judge import parse_rating, question_without_instruction, run_judge
-
-from .conftest import short_records
-from .judge_server import MODEL, JudgeServer
+from tests.helpers.judge_server import MODEL, JudgeServer
+from tests.helpers.scoring import short_records
 
 pytest.importorskip("openai")
 

@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 
 from sefe.cli import app
 from sefe.sefe_train.evaluation.metrics import AccuracyMatrix
-
-from .conftest import short_records
+from tests.helpers.scoring import short_records
 
 TASKS = ["ScienceQA", "TextVQA", "ImageNet"]
 

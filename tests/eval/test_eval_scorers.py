@@ -18,8 +18,7 @@ from sefe.sefe_train.evaluation.scorers import (
     score_predictions,
     textvqa_answer_scores,
 )
-
-from .conftest import short_records
+from tests.helpers.scoring import short_records
 
 WritePreds = Callable[..., Path]
 WriteJson = Callable[[str, Any], Path]

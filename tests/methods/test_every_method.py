@@ -12,7 +12,8 @@ from transformers import TrainerCallback
 
 from sefe.sefe_train.methods import method_names
 from sefe.sefe_train.runner import ContinualRunner
-from tests.methods.conftest import MethodRecorder, make_config
+from tests.helpers.methods import MethodRecorder
+from tests.helpers.train import make_config
 
 pytestmark = pytest.mark.slow
 

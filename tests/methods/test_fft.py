@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sefe.sefe_train.runner import ContinualRunner, load_base
-from tests.methods.conftest import MethodRecorder, make_config
+from tests.helpers.methods import MethodRecorder
+from tests.helpers.train import make_config
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from sefe.sefe_train.runner import ContinualRunner
-from tests.methods.conftest import make_config
+from tests.helpers.train import make_config
 
 pytestmark = pytest.mark.slow
 

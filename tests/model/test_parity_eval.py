@@ -117,18 +117,18 @@ def test_scienceqa_images_are_padded_unconverted_like_the_release(tmp_path: Path
     path = tmp_path / "ScienceQA" / "p.png"
     _palette_image(path)
     fill = fill_colour([0.48145466, 0.4578275, 0.40821073])
-    sqa = open_eval_image(path, "rec", "ScienceQA", fill)
+    sqa = open_eval_image(tmp_path, "ScienceQA/p.png", "rec", "ScienceQA", fill)
     assert sqa.mode == "P" and sqa.size == (40, 40)
     # converting first (what the other tasks do) keeps the colours; the release's order changes them
     rgb_first = expand_to_square(Image.open(path).convert("RGB"), fill)
     assert rgb_first.getpixel((30, 20)) == (10, 200, 30)
     assert sqa.convert("RGB").getpixel((30, 20)) != (10, 200, 30)
-    other = open_eval_image(path, "rec", "ImageNet", fill)
+    other = open_eval_image(tmp_path, "ScienceQA/p.png", "rec", "ImageNet", fill)
     assert other.mode == "RGB" and other.size == (40, 20)
     # modes the release cannot pad with a colour triple are converted first instead of failing
     grey = tmp_path / "g.png"
     Image.new("L", (10, 4), 7).save(grey)
-    assert open_eval_image(grey, "rec", "ScienceQA", fill).mode == "RGB"
+    assert open_eval_image(tmp_path, "g.png", "rec", "ScienceQA", fill).mode == "RGB"
 
 
 # ---- point 8: the prompt field --------------------------------------------------------------------------

@@ -3,42 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-LORA_TARGETS = (
-    r".*layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))$"
-)
-
-
-def make_peft_llama(seed: int = 0, r: int = 4, alpha: int = 8, dtype: torch.dtype = torch.float32):
-    """Tiny Llama (2 layers) with LoRA on all 7 linears per layer, B randomised so ΔW is non-zero."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=64,
-        hidden_size=24,
-        intermediate_size=40,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
-    base = LlamaForCausalLM(cfg).to(dtype)
-    lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGETS)
-    model = get_peft_model(base, lora)
-    randomise_lora(model, seed)
-    return model
-
-
-def randomise_lora(model: torch.nn.Module, seed: int) -> None:
-    """Give A and B fresh random values, as after some training."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_A" in name or "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen).to(p.dtype))
+from tests.helpers.reglora import make_peft_llama
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from sefe.sefe_train.reglora.config import RegLoRAConfig
 from sefe.sefe_train.reglora.keys import KeyStore
 from sefe.sefe_train.reglora.modules import adapted_linears, base_name
 from sefe.sefe_train.reglora.topk import n_top, top_k_mask
-from tests.reglora.conftest import make_peft_llama, randomise_lora
+from tests.helpers.reglora import make_peft_llama, randomise_lora
 
 
 def numpy_top_k(values: np.ndarray, k: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from sefe.sefe_train.reglora.config import RegLoRAConfig
 from sefe.sefe_train.reglora.keys import KeyStore
 from sefe.sefe_train.reglora.modules import adapted_linears
 from sefe.sefe_train.reglora.penalty import RegLoRAPenalty, choose_impl
-from tests.reglora.conftest import make_peft_llama, randomise_lora
+from tests.helpers.reglora import make_peft_llama, randomise_lora
 
 
 def direct_penalty(model: torch.nn.Module, store: KeyStore, scaled: bool) -> torch.Tensor:

@@ -13,7 +13,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
-from tests.train.conftest import LAM, STEPS, TwoTaskRuns
+from tests.helpers.train import LAM, STEPS, TwoTaskRuns
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sefe.sefe_train.runner import ContinualRunner, load_base
-from tests.train.conftest import Recorder, TwoTaskRuns, make_config
+from tests.helpers.train import Recorder, TwoTaskRuns, make_config
 
 pytestmark = pytest.mark.slow
 

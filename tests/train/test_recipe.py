@@ -13,7 +13,7 @@ import torch
 from sefe.sefe_train.config import load_config
 from sefe.sefe_train.runner import ContinualRunner, add_fresh_lora, build_trainer, load_base, tf32_kwargs
 from sefe.sefe_train.sampling import ModalityLengthGroupedSampler, modality_length_grouped_order
-from tests.train.conftest import Recorder, make_config
+from tests.helpers.train import Recorder, make_config
 
 REPO = Path(__file__).resolve().parents[2]
 

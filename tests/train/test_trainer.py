@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sefe.sefe_train.runner import add_fresh_lora, build_trainer, load_base
-from tests.train.conftest import make_config
+from tests.helpers.train import make_config
 
 pytestmark = pytest.mark.slow
 

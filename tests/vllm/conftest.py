@@ -8,21 +8,17 @@ built locally; its RAM share is kept small because the machine is shared.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "backends"))
-
-from vllm_helpers import ENGINE_ARGS
+from tests.helpers.vllm_helpers import ENGINE_ARGS
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_llama import build_tiny_llama
+    from tests.helpers.tiny_llama import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model")
 

@@ -13,11 +13,11 @@ import pytest
 pytest.importorskip("vllm", reason="vllm is not installed here: run `make test-vllm`")
 
 import jsonschema
-from backend_helpers import MCQ_TWO_QUESTIONS, YN_ONE, request
-from vllm_helpers import COIN_MINI, sefe_exe
 
 from sefe.asd_gen.backends.base import ChatResult
 from sefe.asd_gen.needs import GenerationOptions
+from tests.helpers.backends import MCQ_TWO_QUESTIONS, YN_ONE, request
+from tests.helpers.vllm_helpers import COIN_MINI, sefe_exe
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 

@@ -24,7 +24,7 @@ import pytest
 
 pytest.importorskip("vllm", reason="vllm is not installed here: run `make test-vllm`")
 
-from vllm_helpers import COIN_MINI, ENGINE_ARGS, sefe_exe
+from tests.helpers.vllm_helpers import COIN_MINI, ENGINE_ARGS, sefe_exe
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 SECRET = "sk-sefe-test-marker-0123456789"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sefe.sefe_train.methods._sparse_mask import GradientMask, lottery_masks, n_keep
-from tests.methods.tiny import LINEARS, batch, tiny_llama
+from tests.helpers.method_models import LINEARS, batch, tiny_llama
 
 
 def _brute_force(tv: dict[str, torch.Tensor], k: int, exclude=None) -> dict[str, np.ndarray]:

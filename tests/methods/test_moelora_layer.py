@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sefe.sefe_train.methods import _moe_layer as M
-from tests.methods.tiny import LINEARS, batch, tiny_llama
+from tests.helpers.method_models import LINEARS, batch, tiny_llama
 
 R, ALPHA, E = 8, 16, 4
 

@@ -19,7 +19,7 @@ from safetensors.numpy import load_file
 from transformers import TrainerCallback
 
 from sefe.sefe_train.runner import ContinualRunner
-from tests.train.conftest import make_config
+from tests.helpers.train import make_config
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from sefe.sefe_train.methods._orthogonal import (
     orthogonality_loss,
 )
 from sefe.sefe_train.reglora.modules import adapted_linears
-from tests.methods.tiny import peft_lora, tiny_llama
+from tests.helpers.method_models import peft_lora, tiny_llama
 
 
 def _two_tasks(r: int = 4) -> tuple[torch.nn.Module, PrevAStore]:

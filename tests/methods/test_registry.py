@@ -107,7 +107,8 @@ def test_a_registered_method_gets_its_hooks_called_in_order(tmp_path: Path) -> N
     from sefe.sefe_train.data import load_records
     from sefe.sefe_train.methods.base import LoRAMethod, LossTerm
     from sefe.sefe_train.runner import ContinualRunner
-    from tests.methods.conftest import MethodRecorder, make_config
+    from tests.helpers.methods import MethodRecorder
+    from tests.helpers.train import make_config
 
     calls: list[tuple[str, int]] = []
     seen: dict[str, object] = {}

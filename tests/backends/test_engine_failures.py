@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backend_helpers import YN_ONE, collect, request
 
 from sefe.asd_gen.backends.base import ChatResult
 from sefe.asd_gen.backends.vllm_backend import VllmBackend
 from sefe.asd_gen.engine import QUARANTINE_NAME, Engine
 from sefe.asd_gen.needs import GenerationOptions, Need, QAItem
+from tests.helpers.backends import YN_ONE, collect, request
 
 
 def _requests(n: int) -> list[Any]:

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from chat_server import ChatServer
-from conftest import need, openai_options
 from typer.testing import CliRunner
 
 from sefe.asd_gen.backends.base import BackendUnreachable
@@ -30,6 +28,8 @@ from sefe.asd_gen.engine import Engine
 from sefe.asd_gen.needs import GenerationOptions
 from sefe.cli import app
 from sefe.jsonl_store import JsonlStore
+from tests.helpers.chat_server import ChatServer
+from tests.helpers.engine import need, openai_options
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "coin-mini"
 pytestmark = pytest.mark.skipif(not (DATA / "annotations").is_dir(), reason="data/coin-mini not generated")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from conftest import need
 
 from sefe.asd_gen.parsing import OutputError, parse_and_validate, parse_lenient
 from sefe.asd_gen.schemas import OfficialListYN, output_spec
+from tests.helpers.engine import need
 
 COPIED_EXAMPLE = """```json
 [

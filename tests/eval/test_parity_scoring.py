@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from sefe.sefe_train.evaluation.scorers import score_predictions
-
-from .conftest import short_records
+from tests.helpers.scoring import short_records
 
 WritePreds = Callable[..., Path]
 WriteJson = Callable[[str, Any], Path]

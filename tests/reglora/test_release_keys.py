@@ -24,7 +24,7 @@ from sefe.sefe_train.reglora.release_keys import (
     linear_shapes,
     release_name,
 )
-from tests.reglora.conftest import make_peft_llama, randomise_lora
+from tests.helpers.reglora import make_peft_llama, randomise_lora
 
 LLAVA_TEXT = {
     "hidden_size": 24,

@@ -1,17 +1,28 @@
 """The `sefe` command line: parse, call, print. Logic lives in asd_gen/ and sefe_train/.
 
-Heavy imports (torch, transformers) happen inside commands so `sefe --help` stays fast.
-Each section below is owned by one area; keep commands thin.
+Heavy imports (torch, transformers) happen inside commands so `sefe --help` stays fast; the option models
+imported here are plain pydantic. Choices are the models' `Literal` types and defaults are read from the
+models, so the CLI never retypes them. Every command reports user errors (`sefe.errors.SefeError`) as one
+line with exit code 2 (see `_report_errors_everywhere` at the end). Each section below is owned by one area;
+keep commands thin.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
+from pydantic import BaseModel
 
-from sefe.sefe_train.evaluation.inference import DEFAULT_MAX_NEW_TOKENS
+from sefe.asd_gen.needs import BackendName, DistractorMode, GenerationOptions
+from sefe.asd_gen.options import BuildOptions
+from sefe.errors import report_errors
+from sefe.sefe_train.config import ScoringMode
+from sefe.sefe_train.conversation import ScienceQAInstruction
+from sefe.sefe_train.evaluation.inference import Engine, InferenceDType, run_inference
+from sefe.sefe_train.evaluation.judge import JudgeBackend
+from sefe.sefe_train.reglora.config import Accumulate, BenchDType, PenaltyImpl, RegDelta
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -37,7 +48,22 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(keys_app, name="keys")
 
 
+def _arg_default(func: Any, name: str) -> Any:
+    """The default of one keyword argument of a library function the command calls."""
+    import inspect
+
+    return inspect.signature(func).parameters[name].default
+
+
+def _default(model: type[BaseModel], name: str) -> Any:
+    """The default of one field of a pydantic model (the one source of CLI defaults)."""
+    return model.model_fields[name].get_default(call_default_factory=True)
+
+
 # ---- asd (owner: ASD core) -------------------------------------------------------------------------------
+_GEN = GenerationOptions
+
+
 def _split_list(values: list[str] | None) -> list[str]:
     """`--x 10 --x 20` and `--x 10,20` both work (same for --tasks)."""
     return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
@@ -58,105 +84,117 @@ def _key_values(items: list[str] | None) -> dict[str, object]:
 
 def asd_build_cmd(
     data_root: Path | None = typer.Option(None, help="CoIN data root (default: bundled coin-mini)."),
-    out: Path = typer.Option(Path("out/coin-asd"), help="Output root (<out>/annotations/<Task>/)."),
+    out: Path = typer.Option(_default(BuildOptions, "out"), help="Output root (<out>/annotations/<Task>/)."),
     tasks: list[str] | None = typer.Option(
         None, "--tasks", metavar="TASK", help="Tasks (repeat or comma list)."
     ),
     task_file: list[Path] | None = typer.Option(
         None, "--task-file", metavar="FILE", help="YAML task declaration (repeat)."
     ),
-    seed: int = typer.Option(0, help="Seed of selection, styles, option order and yes/no balance."),
-    x: list[str] | None = typer.Option(
-        None, "--x", metavar="X", help="Percent converted (repeat or comma list); default 20."
+    seed: int = typer.Option(
+        _default(BuildOptions, "seed"), help="Seed of selection, styles, option order and yes/no balance."
     ),
-    distractors: str = typer.Option(
-        "model", metavar="model|pool", help="model: the model writes distractors; pool: task answers."
+    x: list[str] | None = typer.Option(
+        None,
+        "--x",
+        metavar="X",
+        help="Percent converted (repeat or comma list); default "
+        + ",".join(f"{v:g}" for v in _default(BuildOptions, "xs"))
+        + ".",
+    ),
+    distractors: DistractorMode = typer.Option(
+        _default(BuildOptions, "distractors"), help="model: the model writes distractors; pool: task answers."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only print the plan (same as `sefe asd plan`)."),
-    backend: str = typer.Option(
-        "local", metavar="NAME", help="Generation backend: local | openai | vllm | batch."
-    ),
+    backend: BackendName = typer.Option(_default(_GEN, "backend"), help="Generation backend."),
     model: str | None = typer.Option(None, help="Model name or folder (default: the backend's default)."),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (key from OPENAI_API_KEY)."),
-    concurrency: int = typer.Option(16, help="Requests in flight (openai backend)."),
+    concurrency: int = typer.Option(
+        _default(_GEN, "concurrency"), help="Requests in flight (openai backend)."
+    ),
     prompts: Path | None = typer.Option(None, "--prompts", help="Template or official SEFE prompt folder."),
-    strict: bool = typer.Option(False, "--strict", help="Fail when any request is quarantined."),
+    strict: bool = typer.Option(
+        _default(_GEN, "strict"), "--strict", help="Fail when any request is quarantined."
+    ),
     allow_partial: bool = typer.Option(
-        False, "--allow-partial", help="Write tasks with unanswered needs too (marked partial)."
+        _default(BuildOptions, "allow_partial"),
+        "--allow-partial",
+        help="Write tasks with unanswered needs too (marked partial).",
     ),
     max_requests: int | None = typer.Option(None, help="Spend cap: send at most this many new requests."),
     price_in: float | None = typer.Option(None, help="USD per million input tokens (cost)."),
     price_out: float | None = typer.Option(None, help="USD per million output tokens."),
     batch_input: Path | None = typer.Option(None, help="Batch backend: provider output folder."),
-    max_retries: int = typer.Option(4, help="Tries per request before it is quarantined."),
-    max_tokens: int = typer.Option(512, help="Output token cap per request."),
-    temperature: float = typer.Option(0.0, help="Sampling temperature of first tries (retries sample)."),
-    request_timeout: float = typer.Option(120.0, help="Seconds per HTTP request (openai backend)."),
-    chunk_size: int = typer.Option(256, help="Requests per flushed chunk (vllm / local backends)."),
+    max_retries: int = typer.Option(
+        _default(_GEN, "max_retries"), help="Tries per request before it is quarantined."
+    ),
+    max_tokens: int = typer.Option(_default(_GEN, "max_tokens"), help="Output token cap per request."),
+    temperature: float = typer.Option(
+        _default(_GEN, "temperature"), help="Sampling temperature of first tries (retries sample)."
+    ),
+    request_timeout: float = typer.Option(
+        _default(_GEN, "request_timeout_s"), help="Seconds per HTTP request (openai backend)."
+    ),
+    chunk_size: int = typer.Option(
+        _default(_GEN, "chunk_size"), help="Requests per flushed chunk (vllm / local backends)."
+    ),
     vllm_arg: list[str] | None = typer.Option(
         None, "--vllm-arg", help="vLLM engine argument KEY=VALUE, repeatable (tensor_parallel_size=2)."
     ),
 ) -> None:
     """Convert X percent of each task into the other four answer styles; write train_x{X}.json + manifest.
 
-    Exit codes: 0 written; 3 batch pending; 4 needs unanswered (tasks not written); 130 interrupted.
+    Exit codes: 0 written; 2 a user error; 3 batch pending; 4 needs unanswered (tasks not written);
+    130 interrupted.
     """
-    from pydantic import ValidationError
     from rich.console import Console
 
-    from sefe.asd_gen.backends.base import BackendConfigError, BackendUnreachable
+    from sefe.asd_gen.backends.base import BackendUnreachable
     from sefe.asd_gen.backends.guard import RESUME_HINT
-    from sefe.asd_gen.build import (
-        EXIT_INTERRUPTED,
-        EXIT_OPEN,
-        EXIT_PENDING,
-        BuildError,
-        BuildOptions,
-        build,
-        plan,
-    )
-    from sefe.asd_gen.needs import GenerationOptions
+    from sefe.asd_gen.build import EXIT_INTERRUPTED, EXIT_OPEN, EXIT_PENDING, build, plan
     from sefe.asd_gen.summary import build_table, open_needs_text, plan_table
-    from sefe.coin.records import RecordsError
-    from sefe.coin.tasks import TaskError, load_task_file
+    from sefe.coin.tasks import load_task_file
     from sefe.data import coin_mini_root
 
     console = Console()
+    for f in task_file or []:
+        load_task_file(f)
     try:
-        for f in task_file or []:
-            load_task_file(f)
-        xs = [float(v) for v in _split_list(x)] or [20.0]
-        gen = GenerationOptions(
-            backend=backend,
-            model=model,
-            base_url=base_url,
-            concurrency=concurrency,  # type: ignore[arg-type]
-            prompts_dir=str(prompts) if prompts else None,
-            strict=strict,
-            max_requests=max_requests,
-            price_in_per_mtok=price_in,
-            price_out_per_mtok=price_out,
-            max_retries=max_retries,
-            batch_input_dir=str(batch_input) if batch_input else None,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            request_timeout_s=request_timeout,
-            chunk_size=chunk_size,
-            vllm_args=_key_values(vllm_arg),
-        )
-        opts = BuildOptions(
-            data_root=data_root or coin_mini_root(),
-            out=out,
-            tasks=_split_list(tasks) or None,
-            xs=xs,
-            seed=seed,
-            distractors=distractors,
-            allow_partial=allow_partial,
-            generation=gen,  # type: ignore[arg-type]
-        )
-        if dry_run:
-            console.print(plan_table(plan(opts)))
-            return
+        xs = [float(v) for v in _split_list(x)] or _default(BuildOptions, "xs")
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--x") from None
+    gen = GenerationOptions(
+        backend=backend,
+        model=model,
+        base_url=base_url,
+        concurrency=concurrency,
+        prompts_dir=str(prompts) if prompts else None,
+        strict=strict,
+        max_requests=max_requests,
+        price_in_per_mtok=price_in,
+        price_out_per_mtok=price_out,
+        max_retries=max_retries,
+        batch_input_dir=str(batch_input) if batch_input else None,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        request_timeout_s=request_timeout,
+        chunk_size=chunk_size,
+        vllm_args=_key_values(vllm_arg),
+    )
+    opts = BuildOptions(
+        data_root=data_root or coin_mini_root(),
+        out=out,
+        tasks=_split_list(tasks) or None,
+        xs=xs,
+        seed=seed,
+        distractors=distractors,
+        allow_partial=allow_partial,
+        generation=gen,
+    )
+    if dry_run:
+        console.print(plan_table(plan(opts)))
+        return
+    try:
         result = build(opts)
     except KeyboardInterrupt as e:  # graceful (RunInterrupted) or not: every stored answer is on disk
         msg = str(e) or f"interrupted; {RESUME_HINT}"
@@ -168,12 +206,6 @@ def asd_build_cmd(
             highlight=False,
         )
         raise typer.Exit(EXIT_OPEN) from None
-    except BackendConfigError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(2) from None
-    except (BuildError, RecordsError, TaskError, ValidationError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(1) from None
     if result.status == "pending":
         console.print("[yellow]batch files written; rerun this command once the provider is done:[/yellow]")
         for p in result.pending_batch_files:
@@ -264,13 +296,12 @@ def train_cmd(
     tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated task names, in training order."),
     data_root: Path | None = typer.Option(None, "--data-root", help="CoIN data root."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Cap the steps of every stage."),
-    reg_delta: str | None = typer.Option(None, "--reg-delta", help="RegLoRA ΔW: ba | scaled."),
-    accumulate: str | None = typer.Option(None, "--accumulate", help="Key accumulation: union | concat."),
+    reg_delta: RegDelta | None = typer.Option(None, "--reg-delta", help="RegLoRA ΔW."),
+    accumulate: Accumulate | None = typer.Option(None, "--accumulate", help="Key accumulation over tasks."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip evaluating tasks 1..k after each stage."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
 ) -> None:
     from sefe.sefe_train.config import (
-        ConfigError,
         cli_overrides,
         dump_config,
         load_config,
@@ -287,25 +318,17 @@ def train_cmd(
         accumulate=accumulate,
         no_eval=no_eval,
     )
-    try:
-        cfg = load_config(config, overrides + list(set_))
-        if option:
-            cfg = load_config(config, overrides + list(set_) + method_option_overrides(cfg.method, option))
-        if tasks:
-            cfg = select_tasks(cfg, [t.strip() for t in tasks.split(",") if t.strip()])
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    cfg = load_config(config, overrides + list(set_))
+    if option:
+        cfg = load_config(config, overrides + list(set_) + method_option_overrides(cfg.method, option))
+    if tasks:
+        cfg = select_tasks(cfg, [t.strip() for t in tasks.split(",") if t.strip()])
     if print_config:
         typer.echo(dump_config(cfg))
         return
     from sefe.sefe_train.runner import ContinualRunner
 
-    try:
-        state = ContinualRunner(cfg).run()
-    except (ConfigError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    state = ContinualRunner(cfg).run()
     typer.echo(f"run folder: {cfg.output_dir} ({len(state.done)}/{len(cfg.tasks)} stages done)")
 
 
@@ -321,54 +344,54 @@ def eval_run_cmd(
         None, "--tasks", help="Comma-separated tasks (default: every task with a test.json, CoIN order)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <Task>.jsonl prediction files."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Prompts per generate call (left padded)."),
+    batch_size: int = typer.Option(
+        _arg_default(run_inference, "batch_size"),
+        "--batch-size",
+        help="Prompts per generate call (left padded).",
+    ),
     max_new_tokens: int = typer.Option(
-        DEFAULT_MAX_NEW_TOKENS, "--max-new-tokens", help="Generation cap per answer (the release's 1024)."
+        _arg_default(run_inference, "max_new_tokens"),
+        "--max-new-tokens",
+        help="Generation cap per answer (the release's 1024).",
     ),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N test records per task."),
     model_id: str | None = typer.Option(None, "--model-id", help="model_id field (default: folder name)."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, else fp32) | float32 | bfloat16."),
+    dtype: InferenceDType = typer.Option(
+        _arg_default(run_inference, "dtype"), "--dtype", help="auto: bfloat16 on CUDA, else float32."
+    ),
     device: str | None = typer.Option(None, "--device", help="torch device (default: cuda if available)."),
-    engine: str = typer.Option("hf", "--engine", help="hf (transformers) | vllm (pip install 'sefe[vllm]')."),
-    scienceqa_instruction: str = typer.Option(
-        "always",
+    engine: Engine = typer.Option(
+        _arg_default(run_inference, "engine"),
+        "--engine",
+        help="hf: transformers; vllm: pip install 'sefe[vllm]'.",
+    ),
+    scienceqa_instruction: ScienceQAInstruction = typer.Option(
+        _arg_default(run_inference, "scienceqa_instruction"),
         "--scienceqa-instruction",
         help="ScienceQA letter line: always (appended, as the release) | once (not repeated).",
     ),
 ) -> None:
     """CoIN predictions, greedy, one JSONL per task. Rerun the same command to resume."""
-    from sefe.sefe_train.evaluation.inference import default_tasks, run_inference
+    from sefe.errors import MissingFile
+    from sefe.sefe_train.evaluation.inference import default_tasks
 
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else default_tasks(data_root)
     if not names:
-        typer.echo(f"error: no annotations/<Task>/test.json under {data_root}", err=True)
-        raise typer.Exit(2)
-    if engine not in ("hf", "vllm"):
-        typer.echo(f"error: --engine must be hf or vllm, got {engine!r}", err=True)
-        raise typer.Exit(2)
-    if scienceqa_instruction not in ("always", "once"):
-        typer.echo(
-            f"error: --scienceqa-instruction must be always or once, got {scienceqa_instruction!r}", err=True
-        )
-        raise typer.Exit(2)
-    try:
-        paths = run_inference(
-            model,
-            data_root,
-            names,
-            out,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            limit=limit,
-            model_id=model_id,
-            dtype=dtype,
-            device=device,
-            engine=engine,  # type: ignore[arg-type]
-            scienceqa_instruction=scienceqa_instruction,  # type: ignore[arg-type]
-        )
-    except (FileNotFoundError, ValueError, ImportError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise MissingFile(f"no annotations/<Task>/test.json under {data_root}")
+    paths = run_inference(
+        model,
+        data_root,
+        names,
+        out,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        limit=limit,
+        model_id=model_id,
+        dtype=dtype,
+        device=device,
+        engine=engine,
+        scienceqa_instruction=scienceqa_instruction,
+    )
     for task, path in paths.items():
         typer.echo(f"{task}: {path}")
 
@@ -395,7 +418,9 @@ def eval_score_cmd(
         help="Official ground truth: ScienceQA folder with problems.json + pid_splits.json, "
         "TextVQA_0.5.1_val.json, or GQA testdev_balanced_questions.json (default: found in the data root).",
     ),
-    mode: str = typer.Option("compat", "--mode", help="compat (published scorers, quirks kept) | fixed."),
+    mode: ScoringMode = typer.Option(
+        "compat", "--mode", help="compat: published scorers, quirks kept; fixed: quirks fixed."
+    ),
     variant: str | None = typer.Option(
         None, "--variant", help="ScienceQA only: coin-legacy (CoIN's older scorer)."
     ),
@@ -409,30 +434,21 @@ def eval_score_cmd(
     """Score one prediction file with the CoIN rules; the output always names the scoring mode."""
     import orjson
 
+    from sefe.coin.layout import root_of_annotations
+    from sefe.root_tasks import register_root
     from sefe.sefe_train.evaluation.scorers import score_in_root
 
-    if mode not in ("compat", "fixed"):
-        typer.echo(f"error: --mode must be compat or fixed, not {mode!r}", err=True)
-        raise typer.Exit(2)
-    try:
-        from sefe.coin.layout import root_of_annotations
-        from sefe.root_tasks import register_root
-
-        register_root(data_root or root_of_annotations(annotations))
-        mode_ = "fixed" if mode == "fixed" else "compat"
-        res = score_in_root(
-            task,
-            predictions,
-            data_root=data_root,
-            annotations=annotations,
-            gt=gt,
-            mode=mode_,
-            variant=variant,
-            allow_approximate=allow_approximate,
-        )
-    except ValueError as exc:  # ScoringError, RootTaskError
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    register_root(data_root or root_of_annotations(annotations))
+    res = score_in_root(
+        task,
+        predictions,
+        data_root=data_root,
+        annotations=annotations,
+        gt=gt,
+        mode=mode,
+        variant=variant,
+        allow_approximate=allow_approximate,
+    )
     if as_json:
         typer.echo(orjson.dumps(res.model_dump(mode="json")).decode())
         return
@@ -468,14 +484,10 @@ def report_cmd(
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
 ) -> None:
     """Write report.md, report.json and PNG plots (heatmap, accuracy over stages, runs side by side)."""
-    from sefe.sefe_train.evaluation.report import ReportError, build_report
+    from sefe.sefe_train.evaluation.report import build_report
 
     target = out or (runs[0] if len(runs) == 1 and runs[0].is_dir() else Path("sefe-report"))
-    try:
-        report = build_report(runs, target, plots=not no_plots)
-    except ReportError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    report = build_report(runs, target, plots=not no_plots)
     for r in report.runs:
         m = r.metrics
         typer.echo(
@@ -490,29 +502,27 @@ def eval_judge_cmd(
     task: str = typer.Option(..., "--task", "-t", help="CoIN task of the predictions."),
     predictions: Path = typer.Option(..., "--predictions", "-p", help="Prediction JSONL (`sefe eval run`)."),
     annotations: Path = typer.Option(..., "--annotations", "-a", help="The task's test.json."),
-    backend: str = typer.Option("openai", "--backend", help="openai | vllm | local (the ASD backends)."),
+    backend: JudgeBackend = typer.Option("openai", "--backend", help="The ASD backend the judge runs on."),
     model: str | None = typer.Option(None, "--model", help="Judge model (default: the backend's)."),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint URL."),
-    concurrency: int = typer.Option(16, "--concurrency", help="Requests in flight (openai backend)."),
+    concurrency: int = typer.Option(
+        _default(_GEN, "concurrency"), "--concurrency", help="Requests in flight (openai backend)."
+    ),
     cache: Path | None = typer.Option(None, "--cache", help="Ratings cache (default: <P>.judge.jsonl)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Knowledge capability: an LLM judge rates each answer 0-10; score = sum / (10 N) x 100. Resumable."""
     import orjson
 
-    from sefe.asd_gen.backends.base import BackendConfigError, BackendUnreachable
-    from sefe.asd_gen.backends.factory import BackendUnavailable, make_backend
+    from sefe.asd_gen.backends.base import BackendUnreachable
+    from sefe.asd_gen.backends.factory import make_backend
     from sefe.asd_gen.backends.guard import RESUME_HINT
     from sefe.asd_gen.build import EXIT_INTERRUPTED, EXIT_OPEN
-    from sefe.asd_gen.needs import GenerationOptions
     from sefe.sefe_train.evaluation.judge import run_judge
-    from sefe.sefe_train.evaluation.loading import ScoringError
 
+    opts = GenerationOptions(backend=backend, model=model, base_url=base_url, concurrency=concurrency)
+    engine = make_backend(opts)
     try:
-        opts = GenerationOptions.model_validate(
-            {"backend": backend, "model": model, "base_url": base_url, "concurrency": concurrency}
-        )
-        engine = make_backend(opts)
         res = run_judge(task, predictions, annotations, engine, cache or Path(f"{predictions}.judge.jsonl"))
     except KeyboardInterrupt as exc:  # ratings received so far are in the cache
         typer.echo(str(exc) or f"interrupted; {RESUME_HINT}", err=True)
@@ -520,9 +530,6 @@ def eval_judge_cmd(
     except BackendUnreachable as exc:
         typer.echo(f"error: {exc}. Is it running? Rerun this command once it is up.", err=True)
         raise typer.Exit(EXIT_OPEN) from None
-    except (ScoringError, BackendUnavailable, BackendConfigError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
     if as_json:
         typer.echo(orjson.dumps(res.model_dump(mode="json")).decode())
     else:
@@ -552,10 +559,10 @@ def bench_reglora(
     reps: int = typer.Option(5, min=1, help="Timed forward+backward steps per measurement (median)."),
     densities: str = typer.Option("2,6,14", help="Key densities in percent, comma-separated."),
     device: str = typer.Option("cpu", help="cpu or cuda (cuda:N)."),
-    dtype: str = typer.Option("float32", help="float32 or bfloat16 LoRA parameters."),
+    dtype: BenchDType = typer.Option("float32", help="dtype of the LoRA parameters."),
     shapes: str = typer.Option("4096x4096,11008x4096,4096x11008", help="OUTxIN weight shapes, comma list."),
     rank: int = typer.Option(128, min=1, help="LoRA rank."),
-    impl: str = typer.Option("auto", help="Our implementation: auto, dense or sampled."),
+    impl: PenaltyImpl = typer.Option("auto", help="Our implementation."),
     storage: bool = typer.Option(True, help="Also measure key storage after seven tasks."),
     threads: int | None = typer.Option(None, min=1, help="torch intra-op threads (default: torch's)."),
     out: Path | None = typer.Option(None, help="Also write rows + storage + machine as JSON here."),
@@ -570,10 +577,6 @@ def bench_reglora(
 
     from sefe.sefe_train.reglora.bench import markdown, parse_shapes, run_bench
 
-    if dtype not in ("float32", "bfloat16"):
-        raise typer.BadParameter("--dtype must be float32 or bfloat16")
-    if impl not in ("auto", "dense", "sampled"):
-        raise typer.BadParameter("--impl must be auto, dense or sampled")
     try:
         shape_list = parse_shapes(shapes)
         density_list = [float(d) for d in densities.split(",")]
@@ -586,7 +589,7 @@ def bench_reglora(
         device=device,
         dtype=dtype,
         rank=rank,
-        impl=impl,  # type: ignore[arg-type]
+        impl=impl,
         with_storage=storage,
         threads=threads,
     )
@@ -605,7 +608,9 @@ def bench_reglora(
 def demo_cmd(
     out: Path = typer.Option(Path("out/demo"), help="Where ASD data, both runs and the report go."),
     x: float = typer.Option(20.0, "--x", help="Percent of each task converted by ASD."),
-    backend: str = typer.Option("local", help="ASD generation backend (local = embedded SmolLM2)."),
+    backend: BackendName = typer.Option(
+        _default(_GEN, "backend"), help="ASD generation backend (local = embedded SmolLM2)."
+    ),
     max_steps: int | None = typer.Option(None, help="Cap the steps of every training stage."),
 ) -> None:
     """The main job on the bundled data: ASD, then LoRA vs RegLoRA over three tasks, then a report."""
@@ -624,26 +629,20 @@ def keys_import_cmd(
     files: list[Path] = typer.Argument(..., help="Release *_topP.pth files; their pairs are concatenated."),
     model: Path = typer.Option(..., "--model", help="Model folder (or config.json) the keys belong to."),
     out: Path = typer.Option(..., "--out", "-o", help="keys.safetensors to write."),
-    accumulate: str = typer.Option("concat", "--accumulate", help="concat (the release) | union."),
+    accumulate: Accumulate = typer.Option("concat", "--accumulate", help="concat: the release's lists."),
     tasks: int | None = typer.Option(None, "--tasks", help="Tasks the keys cover (default: files given)."),
 ) -> None:
     """Import the release's key files, e.g. to continue a run begun with the release code."""
-    from sefe.sefe_train.reglora.release_keys import ReleaseKeysError, import_release_keys, linear_shapes
+    from sefe.errors import MissingFile
+    from sefe.sefe_train.reglora.release_keys import import_release_keys, linear_shapes
 
-    if accumulate not in ("concat", "union"):
-        typer.echo(f"error: --accumulate must be concat or union, got {accumulate!r}", err=True)
-        raise typer.Exit(2)
-    try:
-        for f in files:
-            if not f.is_file():
-                raise ReleaseKeysError(f"{f}: no such file")
-        store = import_release_keys(files, linear_shapes(model), accumulate, tasks)  # type: ignore[arg-type]
-    except ReleaseKeysError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    for f in files:
+        if not f.is_file():
+            raise MissingFile(f"{f}: no such file")
+    store = import_release_keys(files, linear_shapes(model), accumulate, tasks)
     store.save(out)
     n = sum(
-        store.counts(m).sum() if store.counts(m) is not None else len(store.indices(m))
+        int(c.sum()) if (c := store.counts(m)) is not None else len(store.indices(m))
         for m in store.module_names
     )
     typer.echo(f"{out}: {len(store)} modules, {int(n)} key pairs ({accumulate})")
@@ -671,6 +670,18 @@ def keys_export_cmd(
 
 # ---- end keys --------------------------------------------------------------------------------------------
 
+
+def _report_errors_everywhere(root: typer.Typer) -> None:
+    """Wrap every registered command (sub-apps included) so user errors become one line and exit code 2."""
+    for info in root.registered_commands:
+        if info.callback is not None and not getattr(info.callback, "__wrapped__", None):
+            info.callback = report_errors(info.callback)
+    for group in root.registered_groups:
+        if group.typer_instance is not None:
+            _report_errors_everywhere(group.typer_instance)
+
+
+_report_errors_everywhere(app)
 
 if __name__ == "__main__":
     app()

@@ -16,10 +16,12 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from sefe.errors import InputError
+
 TASKS_FILE = "tasks.json"
 
 
-class RootTaskError(ValueError):
+class RootTaskError(InputError):
     """A `tasks.json` that cannot be used; the message names the file and the field."""
 
 

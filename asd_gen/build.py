@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sefe.asd_gen import tokens
 from sefe.asd_gen.backends.base import safe_url
 from sefe.asd_gen.candidates import AnswerPool, BoxPool, ClassPool
-from sefe.asd_gen.needs import Estimate, GenerationOptions, GenerationOutcome, Generator, Need
+from sefe.asd_gen.needs import Estimate, GenerationOutcome, Generator, Need
+from sefe.asd_gen.options import BuildOptions
 from sefe.asd_gen.selection import SELECTION_RULE, Selection, running_offsets, select
 from sefe.asd_gen.styles.convert import (
     ConversionError,
@@ -39,7 +40,7 @@ from sefe.coin import layout
 from sefe.coin.instructions import CANDIDATE_PREFIX, GROUNDING_INSTRUCTIONS, INSTRUCTIONS
 from sefe.coin.records import TrainRecord, dump_json, load_train, save_train
 from sefe.coin.tasks import TaskSpec, coin_tasks, get_task
-from sefe.data import coin_mini_root
+from sefe.errors import UnavailableError
 
 ENGINE_HINT = (
     "Use `--distractors pool` to draw yes/no and MCQ distractors from the task's own answers (no model); "
@@ -53,29 +54,8 @@ EXIT_OPEN = 4
 EXIT_INTERRUPTED = 130
 
 
-class BuildError(RuntimeError):
+class BuildError(UnavailableError):
     """A build that cannot proceed (missing engine, missing input, strict mode with failures)."""
-
-
-class BuildOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    data_root: Path = Field(default_factory=coin_mini_root)
-    out: Path = Path("out/coin-asd")
-    tasks: list[str] | None = None  # None: every registered task whose train.json exists under data_root
-    xs: list[float] = Field(default_factory=lambda: [20.0])
-    seed: int = 0
-    distractors: DistractorMode = "model"
-    allow_partial: bool = False  # write a task's files even while some of its needs are open (say so)
-    generation: GenerationOptions = Field(default_factory=GenerationOptions)
-
-    @field_validator("xs")
-    @classmethod
-    def _percentages(cls, xs: list[float]) -> list[float]:
-        for x in xs:
-            if not 0 <= x <= 100:
-                raise ValueError(f"X must be a percentage in [0, 100], got {x:g}")
-        return sorted(set(xs))
 
 
 @dataclass

@@ -15,7 +15,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 NeedKind = Literal["mcq", "yn", "brief", "detail"]
-DistractorSource = Literal["model", "pool"]
+#: Where wrong options come from: the model writes them, or they are drawn from the task's own answers.
+DistractorMode = Literal["model", "pool"]
+#: The generation backends (`sefe asd build --backend`, `sefe eval judge --backend`).
+BackendName = Literal["local", "openai", "vllm", "batch"]
 
 
 class QAItem(BaseModel):
@@ -76,7 +79,7 @@ class GenerationOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["local", "openai", "vllm", "batch"] = "local"
+    backend: BackendName = "local"
     model: str | None = None  # None: the backend's default (local: embedded SmolLM2-135M-Instruct)
     base_url: str | None = None
     concurrency: int = 16

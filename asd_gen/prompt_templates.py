@@ -27,6 +27,7 @@ import orjson
 from sefe.asd_gen.needs import Need, NeedKind, QAItem
 from sefe.asd_gen.schemas import N_DISTRACTORS, Shape
 from sefe.asd_gen.styles.boxes import format_box, referring_expression, unpad_box
+from sefe.errors import InputError
 
 TARGET_WORDS = {"brief": 20, "detail": 50}
 _SYSTEM_MARK = "<SYSTEM PROMPT>"
@@ -35,7 +36,7 @@ _INCLUDE = re.compile(r"""{%-?\s*include\s+["']([^"']+)["']""")
 _PLACEHOLDER = re.compile(r"<(question_list|question|answer|gt_category|target_list)>")
 
 
-class PromptError(ValueError):
+class PromptError(InputError):
     """A prompt file is malformed or cannot serve a Need (message names the file)."""
 
 

@@ -43,11 +43,12 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from sefe.atomic import atomic_write_bytes
+from sefe.errors import InputError
 
 IMAGE_TOKEN = "<image>"
 
 
-class RecordsError(ValueError):
+class RecordsError(InputError):
     """A malformed file or record; the message names the file, record index and id, and the field."""
 
     def __init__(

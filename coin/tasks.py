@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sefe.coin.instructions import DEFAULT_CONTEXT_PREFIXES, MCQ_LETTER, SHORT_ANSWER, STYLES, Style
+from sefe.errors import InputError
 
 # Where the wrong answers for yes/no and MCQ come from:
 #   model   - written by the assisting model (or drawn from the task's answer pool with `--distractors pool`)
@@ -90,7 +91,7 @@ COIN_TASK_NAMES: tuple[str, ...] = tuple(t.name for t in COIN_TASKS)
 _REGISTRY: dict[str, TaskSpec] = {t.name: t for t in COIN_TASKS}
 
 
-class TaskError(ValueError):
+class TaskError(InputError):
     pass
 
 

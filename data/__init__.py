@@ -6,6 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 from sefe.coin.layout import annotations_dir
+from sefe.errors import MissingFile
 
 
 def coin_mini_root() -> Path:
@@ -16,7 +17,7 @@ def coin_mini_root() -> Path:
     """
     root = Path(str(resources.files("sefe.data") / "coin-mini"))
     if not annotations_dir(root).is_dir():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"bundled sample data not found at {root}; "
             "regenerate it with `python -m sefe.data.make_coin_mini`"
         )

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sefe.coin import layout
 from sefe.coin.tasks import COIN_TASK_NAMES
 from sefe.data import coin_mini_root
+from sefe.errors import InputError
 from sefe.sefe_train.reglora.config import RegLoRAConfig
 
 #: LoRA only on the language model's linears; a plain name list would also hit CLIP's q/k/v projections.
@@ -24,7 +25,11 @@ LANGUAGE_MODEL_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate
 DEFAULT_TINY = "tiny"
 
 
-class ConfigError(ValueError):
+#: Scoring modes: the published scorers with their quirks, or fixed ones (spec: coin-scoring.md).
+ScoringMode = Literal["compat", "fixed"]
+
+
+class ConfigError(InputError):
     """A run config that cannot be used; the message names the file and the offending key."""
 
 
@@ -123,7 +128,7 @@ class TrainOptions(_Strict):
 
 class EvalOptions(_Strict):
     enabled: bool = True  # evaluate tasks 1..k after stage k
-    mode: Literal["compat", "fixed"] = "compat"
+    mode: ScoringMode = "compat"
     # score a task whose official ground truth is not in the data root from test.json (marked approximate)
     allow_approximate: bool = False
     batch_size: int = Field(16, gt=0)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from sefe.coin.instructions import MCQ_LETTER as SCIENCEQA_INSTRUCTION
 from sefe.coin.records import IMAGE_TOKEN
+from sefe.errors import InputError
 
 SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -66,10 +67,10 @@ def move_image_to_front(turns: Sequence[Turn], has_image: bool, where: str = "re
     holders = [i for i, (q, _) in enumerate(turns) if IMAGE_TOKEN in q]
     if not has_image:
         if holders:
-            raise ValueError(f"{where}: turn {holders[0]} contains {IMAGE_TOKEN} but the record has no image")
+            raise InputError(f"{where}: turn {holders[0]} contains {IMAGE_TOKEN} but the record has no image")
         return list(turns)
     if len(holders) > 1 or (holders and turns[holders[0]][0].count(IMAGE_TOKEN) > 1):
-        raise ValueError(f"{where}: more than one {IMAGE_TOKEN} token for a single image (turns {holders})")
+        raise InputError(f"{where}: more than one {IMAGE_TOKEN} token for a single image (turns {holders})")
     target = holders[0] if holders else 0
     out = list(turns)
     question, answer = out[target]
@@ -91,15 +92,15 @@ def turns_from_conversations(conversations: Sequence[Any], where: str = "record"
             role = getattr(turn, "from_", None) or getattr(turn, "role", None) or getattr(turn, "from", None)
             value = getattr(turn, "value", None)
         if role not in ("human", "gpt") or not isinstance(value, str):
-            raise ValueError(f"{where}: conversations[{j}] needs 'from' in (human, gpt) and a string 'value'")
+            raise InputError(f"{where}: conversations[{j}] needs 'from' in (human, gpt) and a string 'value'")
         roles.append(role)
         values.append(value)
     if not roles or len(roles) % 2:
-        raise ValueError(f"{where}: conversations must be non-empty human/gpt pairs (got {len(roles)} turns)")
+        raise InputError(f"{where}: conversations must be non-empty human/gpt pairs (got {len(roles)} turns)")
     for j, role in enumerate(roles):
         expected = "human" if j % 2 == 0 else "gpt"
         if role != expected:
-            raise ValueError(f"{where}: conversations[{j}].from is {role!r}, expected {expected!r}")
+            raise InputError(f"{where}: conversations[{j}].from is {role!r}, expected {expected!r}")
     return [(values[k], values[k + 1]) for k in range(0, len(values), 2)]
 
 

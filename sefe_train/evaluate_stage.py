@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from sefe.errors import InputError
 from sefe.sefe_train.config import RunConfig
 from sefe.sefe_train.run_layout import atomic_write_bytes
 
@@ -30,7 +31,7 @@ def _limited_test_file(test: Path, limit: int | None, out_dir: Path, task: str) 
         return test
     records = orjson.loads(test.read_bytes())
     if not isinstance(records, list):
-        raise ValueError(f"{test}: a CoIN test file must be a JSON array of records")
+        raise InputError(f"{test}: a CoIN test file must be a JSON array of records")
     target = out_dir / f"{task}.test.json"
     atomic_write_bytes(target, orjson.dumps(records[:limit]))
     return target
@@ -72,7 +73,7 @@ def evaluate_stage(
                 tasks=all_names, mode=matrix.mode, rows=matrix.rows, details=matrix.details
             )
         if matrix.tasks != all_names or matrix.mode != cfg.eval.mode:
-            raise ValueError(
+            raise InputError(
                 f"{accuracy_path}: holds tasks {matrix.tasks} in {matrix.mode!r} mode, but this run has "
                 f"{all_names} in {cfg.eval.mode!r} mode"
             )

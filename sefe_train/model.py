@@ -19,8 +19,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from sefe.atomic import DIR_MODE
 from sefe.coin.records import IMAGE_TOKEN
+from sefe.errors import MissingFile
 
-DType = Literal["float32", "bfloat16", "float16"]
 PROJECTOR_KEYS = {
     "model.mm_projector.0.weight": "linear_1.weight",
     "model.mm_projector.0.bias": "linear_1.bias",
@@ -147,7 +147,7 @@ def _load_hf(folder: str, dtype: Any, attn_implementation: str):
 
     path = Path(folder)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model source hf: {path} has no config.json (expected an HF LLaVA folder)")
+        raise MissingFile(f"model source hf: {path} has no config.json (expected an HF LLaVA folder)")
     model = LlavaForConditionalGeneration.from_pretrained(
         path, dtype=torch_dtype(dtype), attn_implementation=attn_implementation
     )
@@ -161,7 +161,7 @@ def load_projector(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"projector file not found: {path}")
+        raise MissingFile(f"projector file not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from sefe.atomic import atomic_write_bytes
+from sefe.errors import InputError
 
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
@@ -105,7 +106,7 @@ def load_state(run: Path) -> RunState | None:
     try:
         return RunState.model_validate(orjson.loads(path.read_bytes()))
     except (orjson.JSONDecodeError, ValueError) as exc:
-        raise ValueError(f"{path}: unreadable run state ({exc}); fix or delete it to restart") from exc
+        raise InputError(f"{path}: unreadable run state ({exc}); fix or delete it to restart") from exc
 
 
 def save_state(run: Path, state: RunState) -> None:

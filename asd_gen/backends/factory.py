@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sefe.asd_gen.backends.base import Backend
 from sefe.asd_gen.needs import GenerationOptions
+from sefe.errors import UnavailableError
 
 # name -> (module, class, pip extra for the install hint)
 BACKENDS: dict[str, tuple[str, str, str | None]] = {
@@ -17,7 +18,7 @@ BACKENDS: dict[str, tuple[str, str, str | None]] = {
 }
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(UnavailableError):
     """The backend's module or its optional dependency is missing (message carries the install hint)."""
 
 

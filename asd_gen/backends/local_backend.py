@@ -40,12 +40,13 @@ from sefe.asd_gen.backends.json_constraint import (
     new_matcher,
 )
 from sefe.asd_gen.needs import GenerationOptions
+from sefe.errors import UnavailableError
 
 # Rows per generate() call (capped by --concurrency). On CPU the gain flattens beyond 8 and padding grows.
 DEFAULT_BATCH_SIZE = 8
 
 
-class LocalModelError(RuntimeError):
+class LocalModelError(UnavailableError):
     """The model named with --model cannot be used by the local backend."""
 
 

@@ -29,6 +29,7 @@ from sefe.asd_gen.backends.base import (
     safe_url,
 )
 from sefe.asd_gen.needs import GenerationOptions
+from sefe.errors import MissingDependency, UnavailableError
 
 _RETRIED = {408, 409, 429, 500, 502, 503, 504}
 _REJECTED = {400, 413, 422}  # the request itself is refused: quarantined, not retried by a rerun
@@ -40,7 +41,9 @@ def _import_openai() -> Any:
     try:
         import openai
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("the openai backend needs the openai package: pip install 'sefe[openai]'") from e
+        raise MissingDependency(
+            "the openai backend needs the openai package: pip install 'sefe[openai]'"
+        ) from e
     return openai
 
 
@@ -62,7 +65,7 @@ def _api_key(base_url: str | None) -> str:
         return key
     if base_url:
         return _LOCAL_KEY
-    raise RuntimeError(
+    raise UnavailableError(
         "the openai backend needs OPENAI_API_KEY in the environment (or --base-url for a local server)"
     )
 

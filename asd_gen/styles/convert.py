@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from sefe.asd_gen.candidates import (
     AnswerPool,
@@ -20,7 +19,7 @@ from sefe.asd_gen.candidates import (
     normalize_answer,
     wrong_options,
 )
-from sefe.asd_gen.needs import Need, NeedKind, NeedResult, QAItem
+from sefe.asd_gen.needs import DistractorMode, Need, NeedKind, NeedResult, QAItem
 from sefe.asd_gen.styles.boxes import Box, decimals_of, parse_box
 from sefe.asd_gen.styles.question import QuestionError, QuestionParts, split_question
 from sefe.asd_gen.styles.render import (
@@ -36,7 +35,6 @@ from sefe.coin.instructions import Style
 from sefe.coin.records import TrainRecord
 from sefe.coin.tasks import TaskSpec
 
-DistractorMode = Literal["model", "pool"]
 MCQ_DISTRACTORS = 3
 _ANSWER_IS = re.compile(r"The answer is ([A-Z])\.")
 _LETTER = re.compile(r"^([A-Z])(?:[.)]\s.*)?$", re.DOTALL)

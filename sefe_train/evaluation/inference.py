@@ -22,6 +22,7 @@ from typing import Any, Literal
 from sefe.coin import layout
 from sefe.coin.images import image_path
 from sefe.coin.records import TestField, load_test
+from sefe.errors import InputError, MissingFile
 from sefe.jsonl_store import JsonlError, JsonlStore
 from sefe.sefe_train.conversation import (
     ScienceQAInstruction,
@@ -33,6 +34,8 @@ from sefe.sefe_train.conversation import (
 Engine = Literal["hf", "vllm"]
 #: what inference reads of a test record (besides `question_id` and the optional `image`)
 INFERENCE_FIELDS: tuple[TestField, ...] = ("text",)
+#: Model dtypes of `sefe eval run --dtype` (auto: bfloat16 on CUDA, else float32).
+InferenceDType = Literal["auto", "float32", "bfloat16", "float16"]
 #: The release's generation cap (LLaVA's evaluation scripts); the paper config and `sefe eval run` use it.
 DEFAULT_MAX_NEW_TOKENS = 1024
 
@@ -135,7 +138,7 @@ def run_inference(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     limit: int | None = None,
     model_id: str | None = None,
-    dtype: str = "auto",
+    dtype: InferenceDType = "auto",
     device: str | None = None,
     engine: Engine = "hf",
     show_progress: bool = True,
@@ -149,13 +152,13 @@ def run_inference(
     data_root, out_dir = Path(data_root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
+        raise InputError("batch_size must be at least 1")
     jobs = _plan(data_root, tasks, out_dir, limit)
     paths = {task: predictions_path(out_dir, task) for task in tasks}
     if not any(job.pending for job in jobs):
         return paths
     if isinstance(model, tuple) and engine != "hf":
-        raise ValueError("an in-memory model runs on the hf engine; give a folder for --engine vllm")
+        raise InputError("an in-memory model runs on the hf engine; give a folder for --engine vllm")
     mid = model_id or ("model" if isinstance(model, tuple) else Path(model).resolve().name)
     generate, processor, restore = _generator(model, engine, max_new_tokens, dtype, device)
     writer = _Writer(data_root, mid, scienceqa_instruction, _padding_fill(processor))
@@ -172,7 +175,7 @@ def _plan(data_root: Path, tasks: Sequence[str], out_dir: Path, limit: int | Non
     for task in tasks:
         test_path = layout.evaluation_file(data_root, task)
         if not test_path.is_file():
-            raise FileNotFoundError(f"task {task}: test file not found: {test_path}")
+            raise MissingFile(f"task {task}: test file not found: {test_path}")
         records = load_test(test_path, require=INFERENCE_FIELDS)
         if limit is not None:
             records = records[:limit]

@@ -18,7 +18,7 @@ import hashlib
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +28,9 @@ from sefe.coin.records import TestField
 from sefe.jsonl_store import JsonlStore
 from sefe.sefe_train.evaluation.loading import ScoringError, load_predictions, load_test_records
 from sefe.sefe_train.evaluation.scorers import canonical_task
+
+#: Backends a judge can run on (the ASD backends that answer at once; batch does not).
+JudgeBackend = Literal["openai", "vllm", "local"]
 
 # the published judge: Qwen1.5-32B-Chat, temperature 0.7, top_p 0.8, at most 20 new tokens
 JUDGE_TEMPERATURE = 0.7

@@ -17,9 +17,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sefe.coin.records import RecordsError, TestField, TestRecord, load_test
+from sefe.errors import InputError
 
 
-class ScoringError(ValueError):
+class ScoringError(InputError):
     """A prediction, test or ground-truth file that cannot be scored as it is."""
 
 

@@ -14,6 +14,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sefe.atomic import atomic_write_bytes
+from sefe.errors import InputError, MissingFile
 
 ACCURACY_FILE = "accuracy.json"  # <run>/accuracy.json
 BWT_VARIANTS: dict[str, str] = {
@@ -108,13 +109,13 @@ class AccuracyMatrix(BaseModel):
     def load(cls, path: Path) -> AccuracyMatrix:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"accuracy matrix not found: {path}")
+            raise MissingFile(f"accuracy matrix not found: {path}")
         try:
             return cls.model_validate(orjson.loads(path.read_bytes()))
         except orjson.JSONDecodeError as exc:
-            raise ValueError(f"{path}: broken JSON ({exc})") from None
+            raise InputError(f"{path}: broken JSON ({exc})") from None
         except ValidationError as exc:
-            raise ValueError(f"{path}: not an accuracy matrix: {exc}") from None
+            raise InputError(f"{path}: not an accuracy matrix: {exc}") from None
 
 
 def _mean(xs: list[float]) -> float | None:

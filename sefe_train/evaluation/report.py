@@ -20,6 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from sefe.atomic import atomic_write_bytes
+from sefe.errors import InputError
+from sefe.redact import redact
 from sefe.sefe_train.evaluate_stage import FORMAT_FILE, KNOWLEDGE_FILE
 from sefe.sefe_train.evaluation.metrics import (
     ACCURACY_FILE,
@@ -30,12 +32,11 @@ from sefe.sefe_train.evaluation.metrics import (
 
 CONFIG_FILES = ("config.yaml", "config.yml", "config.json")
 VERSION_PACKAGES = ("sefe", "torch", "transformers", "peft", "accelerate", "pydantic", "matplotlib")
-_SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|passwd|auth|credential)", re.IGNORECASE)
 METRIC_NAMES = ("MFT", "MFN", "MAA", "BWT", "BWT_all")
 DESCRIBE_KEYS = ("method", "train_file")  # config keys that tell side-by-side runs apart
 
 
-class ReportError(ValueError):
+class ReportError(InputError):
     """A run folder that cannot be reported on."""
 
 
@@ -81,15 +82,6 @@ class Report(BaseModel):
     versions: dict[str, str]
     runs: list[RunSummary]
     plots: list[str] = Field(default_factory=list)
-
-
-def redact(value: Any) -> Any:
-    """Blank out values whose key looks like a secret (configs may carry API settings)."""
-    if isinstance(value, dict):
-        return {k: ("***" if _SECRET_KEY.search(str(k)) and v else redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
 
 
 def package_versions() -> dict[str, str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sefe.errors import MissingDependency
+
 INSTALL_HINT = "the vLLM engine needs vllm: pip install 'sefe[vllm]'"
 
 
@@ -17,7 +19,7 @@ def vllm_generate_fn(model_dir: str, max_new_tokens: int, **engine_args: Any) ->
     try:
         from vllm import LLM, SamplingParams
     except ImportError as exc:
-        raise ImportError(INSTALL_HINT) from exc
+        raise MissingDependency(INSTALL_HINT) from exc
 
     llm = LLM(model=model_dir, limit_mm_per_prompt={"image": 1}, **engine_args)
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)

@@ -12,6 +12,7 @@ import pkgutil
 from importlib.metadata import entry_points
 from typing import TypeVar
 
+from sefe.errors import InputError
 from sefe.sefe_train.methods.base import (
     ContinualMethod,
     LoRAMethod,
@@ -41,7 +42,7 @@ _REGISTRY: dict[str, type[ContinualMethod]] = {}
 _discovered = False
 
 
-class UnknownMethodError(ValueError):
+class UnknownMethodError(InputError):
     """`--method NAME` names no installed method; the message lists the installed ones."""
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from sefe.errors import MissingFile
 from sefe.sefe_train import run_layout as L
 
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ class ContinualMethod:
             return None
         path = ctx.prev / name
         if not path.exists():
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"{path}: stage {ctx.k - 1} of this {self.name} run left no {name}; cannot continue"
             )
         return path

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sefe.errors import MissingFile
 from sefe.sefe_train import run_layout as L
 from sefe.sefe_train.methods import register
 from sefe.sefe_train.methods.base import LoRAMethod, LossTerm, StageContext
@@ -37,7 +38,7 @@ class RegLoRA(LoRAMethod):
             return None
         path = ctx.prev / L.KEYS_FILE
         if not path.exists():
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"{path}: key elements of stage {ctx.k - 1} are missing; cannot continue RegLoRA"
             )
         return path

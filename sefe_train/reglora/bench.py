@@ -27,9 +27,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
+from sefe.sefe_train.reglora.config import BenchDType, PenaltyImpl
 from sefe.sefe_train.reglora.topk import n_top
 
-DEFAULT_SHAPES = ((4096, 4096), (11008, 4096), (4096, 11008))
 LAYER_7B = ((4096, 4096),) * 4 + ((11008, 4096),) * 2 + ((4096, 11008),)  # q k v o, gate up, down
 LAYERS_7B = 32
 
@@ -86,11 +86,11 @@ class Spec(BaseModel):
     shape: tuple[int, int]
     density: float
     rank: int
-    dtype: Literal["float32", "bfloat16"]
+    dtype: BenchDType
     device: str
     reps: int
     mode: Literal["time", "mem_ours", "mem_reference"]
-    impl: Literal["auto", "dense", "sampled"] = "auto"
+    impl: PenaltyImpl = "auto"
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     seed: int = 0
 
@@ -250,9 +250,9 @@ def run_bench(
     densities: list[float],
     reps: int = 5,
     device: str = "cpu",
-    dtype: Literal["float32", "bfloat16"] = "float32",
+    dtype: BenchDType = "float32",
     rank: int = 128,
-    impl: Literal["auto", "dense", "sampled"] = "auto",
+    impl: PenaltyImpl = "auto",
     with_storage: bool = True,
     threads: int | None = None,
 ) -> BenchResult:

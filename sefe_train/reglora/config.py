@@ -6,6 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Which ΔW is penalised (`--reg-delta`).
+RegDelta = Literal["ba", "scaled"]
+#: How key positions of several tasks combine (`--accumulate`).
+Accumulate = Literal["union", "concat"]
+#: How the penalty is computed (`sefe bench reglora --impl`).
+PenaltyImpl = Literal["auto", "dense", "sampled"]
+#: Parameter dtypes `sefe bench reglora` measures.
+BenchDType = Literal["float32", "bfloat16"]
+
 
 class RegLoRAConfig(BaseModel):
     """Options of the RegLoRA penalty and of key-element selection.
@@ -20,14 +29,14 @@ class RegLoRAConfig(BaseModel):
     top_percent: float = Field(
         2.0, gt=0.0, le=100.0, description="M: percent of each matrix's entries kept as key elements."
     )
-    reg_delta: Literal["ba", "scaled"] = Field(
+    reg_delta: RegDelta = Field(
         "ba", description="'ba': penalise B·A as the reference does; 'scaled': the (alpha/r)·B·A update."
     )
-    accumulate: Literal["union", "concat"] = Field(
+    accumulate: Accumulate = Field(
         "union",
         description="'union': one bitmask OR over tasks; 'concat': counts, a position chosen twice "
         "weighs twice (the reference's concatenated lists).",
     )
-    impl: Literal["auto", "dense", "sampled"] = Field(
+    impl: PenaltyImpl = Field(
         "auto", description="Penalty computation: dense B·A then gather, or only the sampled entries."
     )

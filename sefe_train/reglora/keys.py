@@ -18,20 +18,18 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
 from sefe.atomic import atomic_path
-from sefe.sefe_train.reglora.config import RegLoRAConfig
+from sefe.sefe_train.reglora.config import Accumulate, RegLoRAConfig
 from sefe.sefe_train.reglora.modules import adapted_linears
 from sefe.sefe_train.reglora.topk import n_top, top_k_mask
 
 FORMAT = "sefe.reglora.keys"
 VERSION = "1"
 COUNTS_SUFFIX = ":counts"
-Accumulate = Literal["union", "concat"]
 
 
 def canonical_safetensors(raw: bytes) -> bytes:

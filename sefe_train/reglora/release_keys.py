@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from sefe.atomic import atomic_path
+from sefe.errors import InputError
 from sefe.sefe_train.reglora.keys import Accumulate, KeyStore, ModuleKeys
 from sefe.sefe_train.reglora.modules import base_name
 
@@ -42,7 +43,7 @@ _LINEARS = (
 )
 
 
-class ReleaseKeysError(ValueError):
+class ReleaseKeysError(InputError):
     """A release key file or model config that cannot be converted (the message names file and key)."""
 
 

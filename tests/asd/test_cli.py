@@ -93,14 +93,14 @@ def test_bad_options_and_missing_engine(
 ) -> None:
     base = ["asd", "build", "--data-root", str(data_root), "--out", str(tmp_path / "o")]
     r = runner.invoke(app, [*base, "--distractors", "psychic"], env={"COLUMNS": "200"})
-    assert r.exit_code == 1 and "distractors" in r.output
+    assert r.exit_code == 2 and "distractors" in r.output
     r = runner.invoke(app, [*base, "--x", "120"], env={"COLUMNS": "200"})
-    assert r.exit_code == 1 and "percentage" in r.output
+    assert r.exit_code == 2 and "percentage" in r.output
     r = runner.invoke(app, [*base, "--tasks", "Nope"], env={"COLUMNS": "200"})
-    assert r.exit_code == 1 and "unknown task 'Nope'" in r.output
+    assert r.exit_code == 2 and "unknown task 'Nope'" in r.output
     monkeypatch.setitem(__import__("sys").modules, "sefe.asd_gen.engine", None)
     r = runner.invoke(app, base, env={"COLUMNS": "300"})
-    assert r.exit_code == 1 and "generation engine" in r.output and "--distractors pool" in r.output
+    assert r.exit_code == 2 and "generation engine" in r.output and "--distractors pool" in r.output
 
 
 def test_task_file_option(tmp_path: Path, scripted: ScriptedGenerator) -> None:

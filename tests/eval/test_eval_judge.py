@@ -90,9 +90,12 @@ def test_judge_cli(
     assert (obj["score"], obj["judged"]) == (70.0, 2)  # (10 + 4) / 20
     assert (tmp_path / "preds.jsonl.judge.jsonl").is_file()
     bad = CliRunner().invoke(
-        app, ["eval", "judge", "-t", "VQAv2", "-p", str(preds), "-a", str(ann), "--backend", "nope"]
+        app,
+        ["eval", "judge", "-t", "VQAv2", "-p", str(preds), "-a", str(ann), "--backend", "nope"],
+        env={"COLUMNS": "200"},
     )
-    assert bad.exit_code == 2 and "error:" in bad.output
+    # a choice the CLI does not offer: click's usage error (exit 2) names the option and the choices
+    assert bad.exit_code == 2 and "--backend" in bad.output and "'openai'" in bad.output
 
 
 def test_judge_never_scores_while_ratings_are_open_and_resumes(

@@ -38,6 +38,7 @@ def _run(root: Path, name: str, rows: list[list[float]], method: str) -> Path:
     m.save(run / "accuracy.json")
     (run / "config.yaml").write_text(
         f"method: {method}\nmodel:\n  tiny: true\nasd:\n  api_key: sk-secret-123\n  base_url: http://x\n"
+        "eval:\n  max_new_tokens: 128\n"
     )
     return run
 
@@ -74,6 +75,9 @@ def test_report_side_by_side(two_runs: tuple[Path, Path], tmp_path: Path) -> Non
     assert "transformers" in data["versions"]
     for text in (md, (out / "report.json").read_text()):
         assert "sk-secret-123" not in text
+    assert data["runs"][0]["config"]["asd"]["api_key"] == "***"
+    assert data["runs"][0]["config"]["eval"]["max_new_tokens"] == 128  # redacted by key, not by substring
+    assert "max_new_tokens: 128" in md
     pngs = ["compare.png", "heatmap_lora.png", "stages_lora.png", "heatmap_reglora.png", "stages_reglora.png"]
     for name in pngs:
         _check_png(out / name)

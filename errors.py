@@ -1,0 +1,94 @@
+"""The errors a user can fix: one base class, so the CLI reports every one of them the same way.
+
+Why one base: a bad file, option, config or a missing optional package is the user's to fix, and deserves one
+line that names what to fix (file, record, field, or the install command) and exit code 2, never a traceback.
+Anything else escaping a command is a bug in sefe and keeps its traceback. Modules raise these classes (or
+their own subclasses of them); the CLI catches `SefeError` once, in `report_errors`.
+
+The subclasses also derive from the built-in exception they replace (`ValueError`, `ImportError`,
+`RuntimeError`), so callers that caught the built-in keep working.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+#: Set to 1 to get the full traceback of a user error (for bug reports).
+DEBUG_ENV = "SEFE_DEBUG"
+#: The exit code of every user error (click uses 2 for usage errors too).
+USER_ERROR_EXIT = 2
+
+
+class SefeError(Exception):
+    """An error caused by the user's input or environment; the message says what to fix."""
+
+
+class InputError(SefeError, ValueError):
+    """A file, record, option or config value that cannot be used (the message names file, record, field)."""
+
+
+class MissingFile(SefeError, FileNotFoundError):
+    """A file or folder the user named (or that a named folder must hold) does not exist."""
+
+
+class MissingDependency(SefeError, ImportError):
+    """An optional package is not installed; the message carries the install command."""
+
+
+class UnavailableError(SefeError, RuntimeError):
+    """Something the command needs is not there or not usable (a model folder, a backend, an engine)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The error's message on one line: `pydantic.ValidationError`s list each field as `loc: msg`."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and type(exc).__name__ == "ValidationError":
+        try:
+            parts = [
+                f"{'.'.join(str(p) for p in e.get('loc', ())) or 'value'}: "
+                f"{str(e.get('msg', '')).removeprefix('Value error, ')}"
+                for e in errors()
+            ]
+        except Exception:  # pragma: no cover - a foreign exception with an errors() method
+            parts = []
+        if parts:
+            return "; ".join(parts)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """A `SefeError`, or a pydantic validation error (options and files are validated at the boundary)."""
+    if isinstance(exc, SefeError):
+        return True
+    try:
+        from pydantic import ValidationError
+    except ImportError:  # pragma: no cover - pydantic is a dependency
+        return False
+    return isinstance(exc, ValidationError)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def report_errors(func: F) -> F:
+    """Wrap a CLI command: a user error prints `error: <one line>` to stderr and exits with code 2.
+
+    `SEFE_DEBUG=1` re-raises instead, for a traceback.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:
+            if not is_user_error(exc) or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+                raise
+            print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+            raise SystemExit(USER_ERROR_EXIT) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -20,7 +20,8 @@ from sefe.asd_gen.options import BuildOptions
 from sefe.errors import report_errors
 from sefe.sefe_train.config import ScoringMode
 from sefe.sefe_train.conversation import ScienceQAInstruction
-from sefe.sefe_train.evaluation.inference import Engine, InferenceDType, run_inference
+from sefe.sefe_train.evaluation import inference
+from sefe.sefe_train.evaluation.inference import Engine, InferenceDType
 from sefe.sefe_train.evaluation.judge import JudgeBackend
 from sefe.sefe_train.reglora.config import Accumulate, BenchDType, PenaltyImpl, RegDelta
 
@@ -345,35 +346,37 @@ def eval_run_cmd(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <Task>.jsonl prediction files."),
     batch_size: int = typer.Option(
-        _arg_default(run_inference, "batch_size"),
+        _arg_default(inference.run_inference, "batch_size"),
         "--batch-size",
         help="Prompts per generate call (left padded).",
     ),
     max_new_tokens: int = typer.Option(
-        _arg_default(run_inference, "max_new_tokens"),
+        _arg_default(inference.run_inference, "max_new_tokens"),
         "--max-new-tokens",
         help="Generation cap per answer (the release's 1024).",
     ),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N test records per task."),
     model_id: str | None = typer.Option(None, "--model-id", help="model_id field (default: folder name)."),
     dtype: InferenceDType = typer.Option(
-        _arg_default(run_inference, "dtype"), "--dtype", help="auto: bfloat16 on CUDA, else float32."
+        _arg_default(inference.run_inference, "dtype"),
+        "--dtype",
+        help="auto: bfloat16 on CUDA, else float32.",
     ),
     device: str | None = typer.Option(None, "--device", help="torch device (default: cuda if available)."),
     engine: Engine = typer.Option(
-        _arg_default(run_inference, "engine"),
+        _arg_default(inference.run_inference, "engine"),
         "--engine",
         help="hf: transformers; vllm: pip install 'sefe[vllm]'.",
     ),
     scienceqa_instruction: ScienceQAInstruction = typer.Option(
-        _arg_default(run_inference, "scienceqa_instruction"),
+        _arg_default(inference.run_inference, "scienceqa_instruction"),
         "--scienceqa-instruction",
         help="ScienceQA letter line: always (appended, as the release) | once (not repeated).",
     ),
 ) -> None:
     """CoIN predictions, greedy, one JSONL per task. Rerun the same command to resume."""
     from sefe.errors import MissingFile
-    from sefe.sefe_train.evaluation.inference import default_tasks
+    from sefe.sefe_train.evaluation.inference import default_tasks, run_inference
 
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else default_tasks(data_root)
     if not names:

@@ -64,9 +64,10 @@ def test_paper_config_run_config_and_cli_default_to_1024(
 ) -> None:
     assert load_config(REPO / "configs" / "coin-llava7b.yaml").eval.max_new_tokens == 1024
     assert RunConfig(tasks=["ScienceQA"]).eval.max_new_tokens == 1024
+    from sefe.cli import app  # before the patch: the CLI reads its defaults from run_inference's signature
+
     seen: dict[str, Any] = {}
     monkeypatch.setattr(inference, "run_inference", lambda *a, **kw: seen.update(kw) or {})
-    from sefe.cli import app
 
     args = ["eval", "run", "-m", str(tiny_dir), "--data-root", str(data_root), "-o", str(tmp_path)]
     result = CliRunner().invoke(app, args)

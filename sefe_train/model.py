@@ -9,15 +9,12 @@ square with the mean colour. No modeling code lives here: we only configure and 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
-from sefe.atomic import DIR_MODE
+from sefe.atomic import atomic_dir
 from sefe.coin.records import IMAGE_TOKEN
 from sefe.errors import MissingFile
 
@@ -292,23 +289,10 @@ def load_llava(
 def save_llava(model: Any, processor: Any, folder: str | Path) -> Path:
     """`save_pretrained` model + processor into `folder` atomically (temp folder beside it, then rename)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    tmp.chmod(DIR_MODE)  # mkdtemp makes 0700: a merged model is meant to be shared
-    try:
+    with atomic_dir(folder, replace=True) as tmp:  # an existing folder is swapped for the complete new one
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         from sefe.sefe_train.tokenization import save_tokenizer_files
 
         save_tokenizer_files(processor.tokenizer, tmp)  # the SentencePiece model and `legacy` survive a merge
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}-old-{os.getpid()}")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return folder

@@ -1,16 +1,14 @@
 """The run folder: fixed names, `state.json`, and atomic writes (see docs/RUN_LAYOUT.md).
 
 Why atomic everything: a continual run is killed sooner or later. A stage is built in `<k>_<Task>.partial/`;
-each artefact inside it appears under its final name only once complete (temp name + `os.replace`); the
-stage folder is renamed to `<k>_<Task>/` when everything is there, and `state.json` is written last. So a
-folder under a final name is always complete, and rerunning the same command resumes where the kill hit.
+each artefact inside it appears under its final name only once complete (`sefe.atomic`: temp name, then
+one rename); the stage folder is renamed to `<k>_<Task>/` when everything is there, and `state.json` is
+written last. So a folder under a final name is always complete, and rerunning the same command resumes
+where the kill hit.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -71,32 +69,6 @@ def stage_dir(run: Path, index: int, task: str) -> Path:
 
 def partial_dir(run: Path, index: int, task: str) -> Path:
     return run / (stage_name(index, task) + PARTIAL_SUFFIX)
-
-
-def atomic_dir(final: Path, build: Callable[[Path], None]) -> Path:
-    """Run `build(tmp_folder)`, then rename the folder to `final`. A leftover temp folder is discarded."""
-    tmp = final.with_name(f".{final.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    build(tmp)
-    _fsync_dir(tmp)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    return final
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_state(run: Path) -> RunState | None:

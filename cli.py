@@ -63,6 +63,7 @@ def _default(model: type[BaseModel], name: str) -> Any:
 
 # ---- asd (owner: ASD core) -------------------------------------------------------------------------------
 _GEN = GenerationOptions
+_DEFAULT_XS = ",".join(f"{x:g}" for x in _default(BuildOptions, "xs"))
 
 
 def _split_list(values: list[str] | None) -> list[str]:
@@ -99,9 +100,7 @@ def asd_build_cmd(
         None,
         "--x",
         metavar="X",
-        help="Percent converted (repeat or comma list); default "
-        + ",".join(f"{v:g}" for v in _default(BuildOptions, "xs"))
-        + ".",
+        help=f"Percent converted (repeat or comma list); default {_DEFAULT_XS}.",
     ),
     distractors: DistractorMode = typer.Option(
         _default(BuildOptions, "distractors"), help="model: the model writes distractors; pool: task answers."

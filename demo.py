@@ -47,7 +47,7 @@ def run_demo(
             out=asd_out,
             tasks=list(train_tasks),
             xs=[x],
-            generation=GenerationOptions(backend=backend),  # type: ignore[arg-type]
+            generation=GenerationOptions(backend=backend),
         ),
         console=console,
     )

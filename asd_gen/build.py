@@ -178,7 +178,7 @@ def load_engine(opts: BuildOptions, works: list[TaskWork]) -> Generator:
             f"these conversions need model-written content, but the generation engine "
             f"(sefe.asd_gen.engine) is not available: {listed}. {ENGINE_HINT}"
         ) from None
-    return Engine(opts.generation, opts.data_root)  # type: ignore[no-any-return]
+    return Engine(opts.generation, opts.data_root)
 
 
 def all_needs(works: list[TaskWork]) -> list[Need]:

@@ -207,7 +207,8 @@ def validate_output(need: Need, spec: OutputSpec, data: Any) -> NeedResult:
         else:
             explanations = [it.explanation for it in _validate(ExplanationOutput, wrapped, ctx).items]
     elif spec.shape == "official_list":
-        model = {"mcq": OfficialListMCQ, "yn": OfficialListYN}.get(kind, OfficialListExplanation)
+        models: dict[str, type[BaseModel]] = {"mcq": OfficialListMCQ, "yn": OfficialListYN}
+        model = models.get(kind, OfficialListExplanation)
         entries = _by_index([_validate(model, e, ctx) for e in _items(data, n)], n, "question_index")
         if kind == "mcq":
             distractors = [e.distractor_options for e in entries]

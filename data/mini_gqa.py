@@ -55,7 +55,7 @@ def _candidates(rng: random.Random, scene: Scene) -> list[GqaQuestion]:
     for kind in scene.unique_kinds():
         o = scene.of_kind(kind)[0]
         i = objs.index(o)
-        sel = ("select", [], f"{kind} ({i})")
+        sel: tuple[str, list[int], str] = ("select", [], f"{kind} ({i})")
         q = f"What color is the {kind}?"
         qs.append(GqaQuestion(q, o.colour, f"The {kind} is {o.colour}.", "query", "attr", "color",
                               [sel, ("query", [0], "color")], _refs(q, (kind, i))))  # fmt: skip

@@ -33,6 +33,8 @@ class ContinualTrainer(Trainer):
     weight.
     """
 
+    optimizer: torch.optim.Optimizer | None  # set by `Trainer.__init__` or `create_optimizer`
+
     def __init__(
         self,
         *args: Any,

@@ -20,9 +20,14 @@ import orjson
 if TYPE_CHECKING:
     import llguidance
     import torch
+    from llguidance._lib import JsonCompileOptions
 
 # Fixed separators, no free whitespace: see the module docstring.
-JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+JSON_OPTIONS: JsonCompileOptions = {
+    "whitespace_flexible": False,
+    "item_separator": ", ",
+    "key_separator": ": ",
+}
 
 
 class GrammarError(ValueError):

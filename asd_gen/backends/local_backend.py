@@ -119,7 +119,8 @@ def _load_image(request: ChatRequest) -> Any:
         with Image.open(request.image_path) as im:
             return im.convert("RGB")
     for m in request.messages:
-        for p in m.get("content") if isinstance(m.get("content"), list) else []:
+        content = m.get("content")
+        for p in content if isinstance(content, list) else []:
             if isinstance(p, dict) and p.get("type") == "image_url":
                 url = str(p.get("image_url", {}).get("url", ""))
                 if url.startswith("data:") and "," in url:

@@ -242,7 +242,7 @@ def build_micro(
         t = TASKS[name]
         for split, n in (("train", n_train), ("test", n_test)):
             rng = _rng(seed, name, split)
-            records = []
+            records: list[dict[str, Any]] = []
             for i in range(n):
                 item = t.make(rng)
                 rel = f"images/{name}/{split}/{i:05d}.png"

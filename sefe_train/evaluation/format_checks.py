@@ -164,9 +164,10 @@ def in_style(style: FormatStyle, text: str) -> bool:
 
 def detect_style(text: str) -> FormatStyle | None:
     """The style an answer is in (most specific first), or None: says *which* style took over."""
-    for style in ("letter", "yesno", "box", "short", "explained"):
-        if CHECKERS[style](text):  # type: ignore[index]
-            return style  # type: ignore[return-value]
+    order: tuple[FormatStyle, ...] = ("letter", "yesno", "box", "short", "explained")
+    for style in order:
+        if CHECKERS[style](text):
+            return style
     return None
 
 

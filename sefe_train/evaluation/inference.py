@@ -35,7 +35,7 @@ Engine = Literal["hf", "vllm"]
 #: what inference reads of a test record (besides `question_id` and the optional `image`)
 INFERENCE_FIELDS: tuple[TestField, ...] = ("text",)
 #: Model dtypes of `sefe eval run --dtype` (auto: bfloat16 on CUDA, else float32).
-InferenceDType = Literal["auto", "float32", "bfloat16", "float16"]
+InferenceDType = Literal["auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16"]
 #: The release's generation cap (LLaVA's evaluation scripts); the paper config and `sefe eval run` use it.
 DEFAULT_MAX_NEW_TOKENS = 1024
 

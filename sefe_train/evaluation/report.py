@@ -250,7 +250,7 @@ def plot_over_stages(run: RunSummary, path: Path) -> None:
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     for i, task in enumerate(m.tasks):
-        pts = [(k + 1, m.get(k, i)) for k in range(i, len(m.rows)) if m.get(k, i) is not None]
+        pts = [(k + 1, v) for k in range(i, len(m.rows)) if (v := m.get(k, i)) is not None]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=task)
     ax.set_xticks(range(1, len(m.tasks) + 1), [f"{k + 1}\n{t}" for k, t in enumerate(m.tasks)])

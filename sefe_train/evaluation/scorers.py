@@ -162,8 +162,8 @@ def _score_by_id(ctx: _Ctx, judge: Callable[[Prediction, TestRecord], bool]) -> 
     unknown = [q for q in by_id if q not in ctx.rec_by_id]
     correct = 0
     for rec in ctx.unique:
-        p = by_id.get(rec.qid)
-        correct += p is not None and judge(p, rec)
+        found = by_id.get(rec.qid)
+        correct += found is not None and judge(found, rec)
     return ctx.result(correct, len(ctx.unique), unknown)
 
 

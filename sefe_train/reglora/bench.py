@@ -284,7 +284,7 @@ def run_bench(
             got: dict[str, dict[str, float | int | str]] = {}
             for mode in ("time", "mem_ours", "mem_reference"):
                 progress.update(task, description=f"{shape[0]}x{shape[1]} {dens:g}% {mode}")
-                got[mode] = run(Spec(mode=mode, **common))  # type: ignore[arg-type]
+                got[mode] = run(Spec(mode=mode, **common))
                 progress.advance(task)
             rows.append(
                 BenchRow(

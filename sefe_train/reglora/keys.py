@@ -278,4 +278,4 @@ class KeyStore:
                 modules[name] = keys
         reserved = ("format", "version", "accumulate", "tasks", "shapes")
         extra = {k: v for k, v in meta.items() if k not in reserved}
-        return cls(modules, accumulate=accumulate, tasks=tasks, meta=extra)  # type: ignore[arg-type]
+        return cls(modules, accumulate=accumulate, tasks=tasks, meta=extra)

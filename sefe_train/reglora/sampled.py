@@ -79,7 +79,7 @@ class SampledAbsMean(torch.autograd.Function):
     """Σ_k w_k |(B·A)_k| (w = 1/K without weights) over a CsrPattern; returns an fp32 scalar."""
 
     @staticmethod
-    def forward(ctx, lora_a: torch.Tensor, lora_b: torch.Tensor, pat: CsrPattern) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, lora_a: torch.Tensor, lora_b: torch.Tensor, pat: CsrPattern) -> torch.Tensor:
         a32, b32 = lora_a.float(), lora_b.float()
         empty = torch.zeros(pat.n_keys, dtype=torch.float32, device=a32.device)
         vals = torch.sparse.sampled_addmm(pat.csr(empty), b32, a32, beta=0.0).values()
@@ -90,7 +90,7 @@ class SampledAbsMean(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: torch.Tensor):
         lora_a, lora_b, signs = ctx.saved_tensors
         pat: CsrPattern = ctx.pat
         g = signs.float()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from sefe.cli import app
 from sefe.sefe_train.reglora.bench import Spec, _run_isolated, parse_shapes
 
 
+@pytest.mark.slow  # ~25 s on 2 cores: timed worker processes at several shapes
 def test_cli_prints_one_json_object_per_shape_and_density(tmp_path) -> None:
     out = tmp_path / "bench.json"
     res = CliRunner().invoke(
@@ -54,6 +56,7 @@ def test_bad_shape_is_a_clear_error() -> None:
         raise AssertionError("parse_shapes accepted a bad shape")
 
 
+@pytest.mark.slow  # ~14 s on 2 cores: memory probes in isolated workers
 def test_reference_peak_sees_the_dense_product_and_ours_does_not() -> None:
     """CPU measurement at a shape where B·A (16 MiB fp32) dwarfs the keys (2 %).
 

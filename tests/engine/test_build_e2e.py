@@ -15,7 +15,6 @@ from tests.helpers.chat_server import ChatServer
 from tests.helpers.provider import answer_batch_files
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "coin-mini"
-pytestmark = pytest.mark.skipif(not (DATA / "annotations").is_dir(), reason="data/coin-mini not generated")
 
 
 def _build(out: Path, *args: str) -> str:

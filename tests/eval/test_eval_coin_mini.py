@@ -11,7 +11,6 @@ from sefe.sefe_train.evaluation.normalize import normalize_answer
 from sefe.sefe_train.evaluation.scorers import TASKS, default_annotations, find_gt, score_predictions
 
 ROOT = Path(__file__).resolve().parents[2] / "data" / "coin-mini"
-pytestmark = pytest.mark.skipif(not (ROOT / "annotations").is_dir(), reason="data/coin-mini not generated")
 
 
 def _oracle(task: str, out: Path, spoil: bool = False) -> Path:

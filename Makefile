@@ -49,7 +49,7 @@ test: install
 	SEFE_REQUIRE_VOCAB=1 $(BIN)/pytest -q
 
 # The edit-test loop: every test not marked slow, minus the areas that train or run models (FAST_SKIP).
-FAST_SKIP ?= tests/vllm tests/train tests/methods tests/forgetting
+FAST_SKIP ?= tests/vllm tests/train tests/methods tests/forgetting tests/model tests/reglora
 test-fast: install
 	$(BIN)/pytest -q -x -m "not slow" $(addprefix --ignore=,$(FAST_SKIP))
 

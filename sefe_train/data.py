@@ -12,6 +12,7 @@ tower gives features), which is what transformers' LlavaForConditionalGeneration
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sefe.coin.images import image_path, open_image
-from sefe.sefe_train.conversation import IGNORE_INDEX, IMAGE_TOKEN, move_image_to_front
+from sefe.sefe_train.conversation import IGNORE_INDEX, IMAGE_TOKEN, Turn, move_image_to_front
 from sefe.sefe_train.model import image_token_count
 from sefe.sefe_train.tokenization import (
     IMAGE_PLACEHOLDER,
@@ -110,7 +111,7 @@ class LlavaDataset(Dataset):
             "pixel_values": pixel_values,
         }
 
-    def tokenize(self, turns: list[tuple[str, str]], has_image: bool, where: str) -> tuple[list[int], ...]:
+    def tokenize(self, turns: Sequence[Turn], has_image: bool, where: str) -> tuple[list[int], ...]:
         """Placeholder ids and labels of one record, cut so that the expanded sequence fits `max_length`."""
         turns = move_image_to_front(turns, has_image, where=where)
         pre = preprocess_record(

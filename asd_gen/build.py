@@ -524,8 +524,8 @@ def build(
         bar = progress.add_task("writing", total=len(works))
         for w in works:
             progress.update(bar, description=f"converting {w.spec.name}")
-            for x, (summary, path) in _write_task(w, opts, outcome).items():
-                per_x.setdefault(x, {})[w.spec.name] = summary
+            for x_tag, (summary, path) in _write_task(w, opts, outcome).items():
+                per_x.setdefault(x_tag, {})[w.spec.name] = summary
                 if summary.output is not None:
                     outputs.append(str(path))
             progress.advance(bar)

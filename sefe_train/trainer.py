@@ -84,7 +84,7 @@ class ContinualTrainer(Trainer):
             num_items_in_batch=None if micro else num_items_in_batch,
         )
         loss: torch.Tensor
-        loss, outputs = out if return_outputs else (out, None)  # type: ignore[assignment]
+        loss, outputs = out if return_outputs else (out, None)
         if micro:
             # The model returned this micro-batch's token mean. `training_step` sees a global token count
             # and takes the loss as already divided by the accumulation steps: divide here, as 4.37 did.

@@ -45,6 +45,7 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MAKE) --no-print-directory typecheck
 	SEFE_REQUIRE_VOCAB=1 $(BIN)/pytest -q
 
 # The edit-test loop: every test not marked slow, minus the areas that train or run models (FAST_SKIP).
@@ -55,6 +56,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MAKE) --no-print-directory typecheck
 
 # mypy on the package (config: [tool.mypy] in pyproject.toml). The repository root *is* the package `sefe`,
 # so mypy is pointed at it through a link named sefe: correct module names whatever the checkout folder is

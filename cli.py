@@ -106,7 +106,7 @@ def asd_build_cmd(
         _default(BuildOptions, "distractors"), help="model: the model writes distractors; pool: task answers."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only print the plan (same as `sefe asd plan`)."),
-    backend: BackendName = typer.Option(_default(_GEN, "backend"), help="Generation backend."),
+    backend: BackendName = typer.Option(_default(_GEN, "backend"), help="Generation backend (scene: generated data roots such as Micro-CoIN)."),
     model: str | None = typer.Option(None, help="Model name or folder (default: the backend's default)."),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (key from OPENAI_API_KEY)."),
     concurrency: int = typer.Option(
@@ -603,6 +603,78 @@ def bench_reglora(
 
 
 # ---- end bench -------------------------------------------------------------------------------------------
+
+
+# ---- micro (owner: micro) -------------------------------------------------------------------------------
+micro_app = typer.Typer(
+    help="Micro-CoIN: a generated benchmark that shows superficial and essential forgetting."
+)
+app.add_typer(micro_app, name="micro")
+
+
+@micro_app.command("build")
+def micro_build_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Data root to write (CoIN layout)."),
+    seed: int = typer.Option(0, help="Benchmark seed (same seed, same bytes)."),
+    n_train: int = typer.Option(400, "--train", help="Train records per task."),
+    n_test: int = typer.Option(50, "--test", help="Test records per task."),
+    n_warm: int = typer.Option(1500, "--warm", help="Pictures in the warm-start corpus."),
+) -> None:
+    """Generate the six Micro-CoIN tasks, their ground truth, distractor pools and the warm-start corpus."""
+    from sefe.data.micro.generate import build_micro
+
+    root = build_micro(out, seed=seed, n_train=n_train, n_test=n_test, n_warm=n_warm)
+    typer.echo(f"Micro-CoIN data root: {root}")
+
+
+@micro_app.command("run")
+def micro_run_cmd(
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for data, runs, report.md / report.json / plots."
+    ),
+    methods: str = typer.Option("lora,reglora", help="Comma-separated methods (any `sefe train --method`)."),
+    data: str = typer.Option("original,asd", help="Comma-separated: original | asd (SEFE = reglora on asd)."),
+    seeds: int = typer.Option(3, help="Training seeds per combination (0..N-1)."),
+    tasks: str | None = typer.Option(None, help="Comma-separated subset of the tasks, in order."),
+    epochs: float | None = typer.Option(None, help="Epochs per task (default 2)."),
+    n_train: int | None = typer.Option(None, "--train", help="Train records per task (default 400)."),
+    n_test: int | None = typer.Option(None, "--test", help="Test records per task (default 50)."),
+    warm_steps: int | None = typer.Option(None, help="Warm-start steps (default 1200)."),
+    threads: int | None = typer.Option(None, help="torch threads (default: torch's)."),
+) -> None:
+    """Train the task sequence per method x data x seed, evaluate after every task, write the report.
+
+    Rerun the same command to resume after a kill."""
+    from pydantic import ValidationError
+
+    from sefe.micro.run import MicroOptions, run_micro
+    from sefe.micro.warmstart import WarmStartOptions
+    from sefe.sefe_train.config import ConfigError
+
+    raw: dict[str, object] = {
+        "out": out,
+        "methods": _split_list([methods]),
+        "data": _split_list([data]),
+        "seeds": seeds,
+        "threads": threads,
+    }
+    if tasks:
+        raw["tasks"] = _split_list([tasks])
+    for key, value in (("epochs", epochs), ("n_train", n_train), ("n_test", n_test)):
+        if value is not None:
+            raw[key] = value
+    if warm_steps is not None:
+        raw["warm"] = WarmStartOptions(steps=warm_steps)
+    try:
+        opts = MicroOptions.model_validate(raw)
+        report = run_micro(opts)
+    except (ValidationError, ConfigError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"report: {report}")
+
+
+# ---- end micro -------------------------------------------------------------------------------------------
 
 
 # ---- demo (owner: lead) ----------------------------------------------------------------------------------

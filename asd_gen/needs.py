@@ -18,7 +18,7 @@ NeedKind = Literal["mcq", "yn", "brief", "detail"]
 #: Where wrong options come from: the model writes them, or they are drawn from the task's own answers.
 DistractorMode = Literal["model", "pool"]
 #: The generation backends (`sefe asd build --backend`, `sefe eval judge --backend`).
-BackendName = Literal["local", "openai", "vllm", "batch"]
+BackendName = Literal["local", "openai", "vllm", "batch", "scene"]
 
 
 class QAItem(BaseModel):

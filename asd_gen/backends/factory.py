@@ -15,6 +15,7 @@ BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "batch": ("sefe.asd_gen.backends.batch_backend", "BatchBackend", None),
     "local": ("sefe.asd_gen.backends.local_backend", "LocalBackend", None),
     "vllm": ("sefe.asd_gen.backends.vllm_backend", "VllmBackend", "vllm"),
+    "scene": ("sefe.asd_gen.backends.scene_backend", "SceneBackend", None),  # generated data roots only
 }
 
 

@@ -209,14 +209,9 @@ def _warmstart(seed: int, n: int, images: dict[str, dict[str, Any]], root: Path)
             ]
         else:
             turns.append((f"Which colour is the text?\n{SHORT}", scene.word_colour or ""))
-        rng.shuffle(turns)
-        conv = []
-        for j, (q, a) in enumerate(turns):
-            conv += [
-                {"from": "human", "value": ("<image>\n" if j == 0 else "") + q},
-                {"from": "gpt", "value": a},
-            ]
-        records.append({"id": f"warm-{i:05d}", "image": rel, "conversations": conv})
+        for j, (q, a) in enumerate(turns):  # one turn a record: short sequences, cheap steps
+            conv = [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]
+            records.append({"id": f"warm-{i:05d}-{j}", "image": rel, "conversations": conv})
     return records
 
 
@@ -225,7 +220,7 @@ def build_micro(
     seed: int = 0,
     n_train: int = 600,
     n_test: int = 60,
-    n_warm: int = 3000,
+    n_warm: int = 1500,
     tasks: list[str] | None = None,
 ) -> Path:
     """Write the Micro-CoIN data root under `out` (deterministic for the arguments); returns `out`."""

@@ -1,0 +1,433 @@
+"""The Micro-CoIN report: per run the three matrices, per method x data the mean and spread over seeds, and
+the paper's four findings stated in words with the numbers that decide them (computed, never written in).
+
+Definitions (T tasks, 0-based rows k = after stage k, columns i = task; only cells i <= k exist):
+- accuracy metrics: MFT, MFN, MAA, BWT of the accuracy matrix (`metrics.py`; BWT over i < T);
+- `FE_later`: mean format-error rate over all cells k > i (earlier tasks, evaluated after later stages):
+  superficial forgetting; `FE_own`: mean of the diagonal (format errors right after learning a task);
+- `K_own`, `K_final`: mean knowledge-probe rate on the diagonal / the last row (probed tasks);
+  `K_BWT`: mean over probed i < T of K[T][i] - K[i][i] (negative = knowledge lost: essential forgetting).
+A difference "holds" when its mean over seeds is in the stated direction and larger than the spread
+(sqrt of the summed variances of the two means' seeds; with one seed only the direction can be stated).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sefe.atomic import atomic_write_bytes
+from sefe.sefe_train.evaluate_stage import FORMAT_FILE, KNOWLEDGE_FILE
+from sefe.sefe_train.evaluation.metrics import ACCURACY_FILE, AccuracyMatrix
+
+METRICS = ("MFT", "MFN", "MAA", "BWT", "FE_own", "FE_later", "K_own", "K_final", "K_BWT")
+SEFE = ("reglora", "asd")
+
+
+KIND_TITLES = (("accuracy", "Accuracy"), ("format_errors", "Format errors"), ("knowledge", "Knowledge probe"))
+
+
+def _m(groups: dict[str, Any], group: str, metric: str, spec: str = ".1f") -> str:
+    value = groups[group]["metrics"][metric]["mean"]
+    return "–" if value is None else format(value, spec)
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _cells(m: AccuracyMatrix) -> dict[tuple[int, int], float]:
+    return {(k, i): v for k, row in enumerate(m.rows) for i, v in enumerate(row) if v is not None}
+
+
+def run_metrics(
+    acc: AccuracyMatrix, fmt: AccuracyMatrix | None, know: AccuracyMatrix | None
+) -> dict[str, Any]:
+    """The numbers of one run (None where undefined)."""
+    a = acc.metrics()
+    out: dict[str, Any] = {"MFT": a.MFT, "MFN": a.MFN, "MAA": a.MAA, "BWT": a.BWT, "stages": a.stages}
+    if fmt is not None:
+        c = _cells(fmt)
+        out["FE_own"] = _mean([v for (k, i), v in c.items() if k == i])
+        out["FE_later"] = _mean([v for (k, i), v in c.items() if k > i])
+    if know is not None:
+        c = _cells(know)
+        last = max((k for k, _ in c), default=-1)
+        out["K_own"] = _mean([v for (k, i), v in c.items() if k == i])
+        out["K_final"] = _mean([v for (k, i), v in c.items() if k == last])
+        out["K_BWT"] = _mean(
+            [c[(last, i)] - c[(i, i)] for (k, i) in c if k == last and i < last and (i, i) in c]
+        )
+    return out
+
+
+def load_run(folder: Path) -> dict[str, AccuracyMatrix | None]:
+    def load(name: str) -> AccuracyMatrix | None:
+        return AccuracyMatrix.load(folder / name) if (folder / name).is_file() else None
+
+    return {
+        "accuracy": load(ACCURACY_FILE),
+        "format_errors": load(FORMAT_FILE),
+        "knowledge": load(KNOWLEDGE_FILE),
+    }
+
+
+def _stats(values: Sequence[float | None]) -> dict[str, float | int | None]:
+    xs = [v for v in values if v is not None]
+    if not xs:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": sum(xs) / len(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
+
+
+def _mean_matrix(ms: Sequence[AccuracyMatrix]) -> list[list[float | None]]:
+    if not ms:
+        return []
+    n = len(ms[0].tasks)
+    out: list[list[float | None]] = []
+    for k in range(max(len(m.rows) for m in ms)):
+        row: list[float | None] = []
+        for i in range(min(k + 1, n)):
+            vals = [v for m in ms if (v := m.get(k, i)) is not None]
+            row.append(sum(vals) / len(vals) if vals else None)
+        out.append(row)
+    return out
+
+
+def _diff(
+    groups: dict[str, Any], a: tuple[str, str], b: tuple[str, str], metric: str
+) -> tuple[float, float, int] | None:
+    """mean(a) - mean(b) of a metric, its spread, and the smaller seed count."""
+    ga, gb = groups.get(f"{a[0]}/{a[1]}"), groups.get(f"{b[0]}/{b[1]}")
+    if ga is None or gb is None:
+        return None
+    sa, sb = ga["metrics"][metric], gb["metrics"][metric]
+    if sa["mean"] is None or sb["mean"] is None:
+        return None
+    spread = math.sqrt((sa["std"] or 0) ** 2 + (sb["std"] or 0) ** 2)
+    return sa["mean"] - sb["mean"], spread, min(sa["n"], sb["n"])
+
+
+def _verdict(delta: float, spread: float, n: int, want_positive: bool = True) -> str:
+    right = delta > 0 if want_positive else delta < 0
+    if not right:
+        return "does NOT reproduce"
+    if n < 2:
+        return "points the expected way (one seed: no spread to judge it by)"
+    return "reproduces" if abs(delta) > spread else "points the expected way but within the seed spread"
+
+
+def findings(groups: dict[str, Any]) -> list[dict[str, Any]]:
+    """The four questions of the issue, answered from the group statistics."""
+    out: list[dict[str, Any]] = []
+    base = groups.get("lora/original")
+    if base is not None and base["metrics"]["FE_later"]["mean"] is not None:
+        later, own = base["metrics"]["FE_later"], base["metrics"]["FE_own"]
+        delta = later["mean"] - (own["mean"] or 0.0)
+        spread = math.sqrt((later["std"] or 0) ** 2 + (own["std"] or 0) ** 2)
+        v = _verdict(delta, spread, later["n"]) if later["mean"] >= 5 else "does NOT reproduce"
+        out.append(
+            {
+                "question": "1. Does sequential LoRA on original data cause format errors on earlier tasks?",
+                "verdict": v,
+                "text": (
+                    f"LoRA on original data: {later['mean']:.1f} % of earlier tasks' answers are in the "
+                    f"wrong answer style after later stages (± {later['std']:.1f}, {later['n']} seed(s)), "
+                    f"against {own['mean']:.1f} % right after each task was learned: {v}."
+                ),
+            }
+        )
+    d = _diff(groups, ("lora", "original"), ("lora", "asd"), "FE_later")
+    if d is not None:
+        v = _verdict(d[0], d[1], d[2])
+        out.append(
+            {
+                "question": "2. Does ASD data reduce those format errors?",
+                "verdict": v,
+                "text": (
+                    "Format errors on earlier tasks: LoRA original "
+                    f"{_m(groups, 'lora/original', 'FE_later')} % vs LoRA ASD "
+                    f"{_m(groups, 'lora/asd', 'FE_later')} % "
+                    f"(reduction {d[0]:+.1f} points, spread {d[1]:.1f}): {v}."
+                ),
+            }
+        )
+    for metric, what in (("K_BWT", "knowledge-probe BWT"), ("BWT", "accuracy BWT")):
+        d = _diff(groups, SEFE, ("lora", "asd"), metric)
+        if d is not None:
+            v = _verdict(d[0], d[1], d[2])
+            out.append(
+                {
+                    "question": f"3. Does RegLoRA reduce essential forgetting beyond ASD ({what})?",
+                    "verdict": v,
+                    "text": (
+                        f"{what}: SEFE (RegLoRA + ASD) {_m(groups, 'reglora/asd', metric, '+.1f')} vs "
+                        f"LoRA + ASD {_m(groups, 'lora/asd', metric, '+.1f')} "
+                        f"(difference {d[0]:+.1f}, spread {d[1]:.1f}): {v}."
+                    ),
+                }
+            )
+    for metric in ("MFN", "MAA"):
+        parts, verdicts = [], []
+        for other in (("lora", "asd"), ("reglora", "original"), ("lora", "original")):
+            d = _diff(groups, SEFE, other, metric)
+            if d is None:
+                continue
+            v = _verdict(d[0], d[1], d[2])
+            verdicts.append(v)
+            parts.append(f"vs {other[0]} + {other[1]} {d[0]:+.1f} (spread {d[1]:.1f}, {v})")
+        if parts:
+            overall = (
+                "reproduces"
+                if all(v == "reproduces" for v in verdicts)
+                else (
+                    "does NOT reproduce"
+                    if any(v.startswith("does NOT") for v in verdicts)
+                    else "not established"
+                )
+            )
+            mean = groups["reglora/asd"]["metrics"][metric]["mean"]
+            out.append(
+                {
+                    "question": f"4. Does SEFE beat each single part ({metric})?",
+                    "verdict": overall,
+                    "text": f"SEFE {metric} {mean:.1f}: " + "; ".join(parts) + f". Overall: {overall}.",
+                }
+            )
+    return out
+
+
+def _fmt(v: float | None, digits: int = 1) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _pm(s: dict[str, Any]) -> str:
+    if s["mean"] is None:
+        return "–"
+    return f"{s['mean']:.1f} ± {s['std']:.1f}" if s["n"] > 1 else f"{s['mean']:.1f}"
+
+
+def _matrix_md(tasks: list[str], rows: list[list[float | None]]) -> list[str]:
+    head = "| after stage | " + " | ".join(tasks) + " |"
+    sep = "|" + "---|" * (len(tasks) + 1)
+    body = [
+        f"| {k + 1}: {tasks[k]} | "
+        + " | ".join(_fmt(r[i]) if i < len(r) else "" for i in range(len(tasks)))
+        + " |"
+        for k, r in enumerate(rows)
+    ]
+    return [head, sep, *body]
+
+
+def _plots(out: Path, groups: dict[str, Any], tasks: list[str]) -> list[str]:
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from sefe.sefe_train.evaluation.report import _save_png
+
+    names = []
+    n = len(tasks)
+    kinds = (
+        ("accuracy", "accuracy (%)", "viridis"),
+        ("format_errors", "format errors (%)", "magma_r"),
+        ("knowledge", "correct ranked first (%)", "viridis"),
+    )
+    for kind, label, cmap in kinds:
+        labels = [g for g in groups if groups[g]["mean_matrices"].get(kind)]
+        if not labels:
+            continue
+        fig = Figure(figsize=(3.2 * len(labels) + 1, 3.4))
+        axes = fig.subplots(1, len(labels), squeeze=False)[0]
+        img = None
+        for ax, g in zip(axes, labels, strict=True):
+            grid = np.full((n, n), np.nan)
+            for k, row in enumerate(groups[g]["mean_matrices"][kind]):
+                for i, v in enumerate(row):
+                    if v is not None:
+                        grid[k, i] = v
+            img = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=100, cmap=cmap)
+            for k in range(n):
+                for i in range(n):
+                    if not np.isnan(grid[k, i]):
+                        ax.text(i, k, f"{grid[k, i]:.0f}", ha="center", va="center", fontsize=7, color="grey")
+            ax.set_xticks(range(n), tasks, rotation=60, fontsize=7)
+            ax.set_yticks(range(n), [f"after {t}" for t in tasks], fontsize=7)
+            ax.set_title(f"{g} (n={groups[g]['seeds']})", fontsize=9)
+        if img is not None:
+            fig.colorbar(img, ax=list(axes), label=label, shrink=0.8)
+        name = f"{kind}.png"
+        _save_png(fig, out / name)
+        names.append(name)
+    fig = Figure(figsize=(10, 3.6))
+    ax = fig.subplots()
+    shown = ("MFT", "MFN", "MAA", "BWT", "FE_later", "K_final", "K_BWT")
+    width = 0.8 / max(1, len(groups))
+    for j, (g, stats) in enumerate(groups.items()):
+        means = [_nan(stats["metrics"][m]["mean"]) for m in shown]
+        stds = [stats["metrics"][m]["std"] or 0 for m in shown]
+        ax.bar(np.arange(len(shown)) + j * width, means, width, yerr=stds, capsize=2, label=g)
+    ax.set_xticks(np.arange(len(shown)) + width * (len(groups) - 1) / 2, shown)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylabel("percent / points")
+    ax.legend(fontsize=8)
+    ax.set_title("Micro-CoIN: mean ± std over seeds")
+    _save_png(fig, out / "metrics.png")
+    names.append("metrics.png")
+    return names
+
+
+def _nan(v: float | None) -> float:
+    return float("nan") if v is None else v
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average_at_report": [round(x, 2) for x in load] if load else None,
+    }
+
+
+def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
+    """Collect every run under DIR/runs, write DIR/report.json, DIR/report.md and the plots."""
+    out = Path(opts.out)
+    runs: list[dict[str, Any]] = []
+    groups: dict[str, Any] = {}
+    tasks = list(opts.tasks)
+    for seed in range(opts.seeds):
+        for data in opts.data:
+            for method in opts.methods:
+                name = opts.run_name(method, data, seed)
+                m = load_run(out / "runs" / name)
+                if m["accuracy"] is None:
+                    continue
+                runs.append(
+                    {
+                        "name": name,
+                        "method": method,
+                        "data": data,
+                        "seed": seed,
+                        "seconds": timings.get(name),
+                        "metrics": run_metrics(m["accuracy"], m["format_errors"], m["knowledge"]),
+                        **{
+                            k: (v.model_dump(mode="json", exclude={"details"}) if v else None)
+                            for k, v in m.items()
+                        },
+                    }
+                )
+    for method in opts.methods:
+        for data in opts.data:
+            mine = [r for r in runs if r["method"] == method and r["data"] == data]
+            if not mine:
+                continue
+            mats = {
+                kind: _mean_matrix([AccuracyMatrix.model_validate(r[kind]) for r in mine if r[kind]])
+                for kind in ("accuracy", "format_errors", "knowledge")
+            }
+            groups[f"{method}/{data}"] = {
+                "method": method,
+                "data": data,
+                "seeds": len(mine),
+                "metrics": {k: _stats([r["metrics"].get(k) for r in mine]) for k in METRICS},
+                "mean_matrices": mats,
+            }
+    found = findings(groups)
+    warm_info = (
+        orjson.loads((warm / "warmstart.json").read_bytes()) if (warm / "warmstart.json").is_file() else {}
+    )
+    plots = _plots(out, groups, tasks) if groups else []
+    report = {
+        "benchmark": "micro-coin",
+        "options": opts.model_dump(mode="json"),
+        "machine": machine(),
+        "warm_start": {k: warm_info.get(k) for k in ("parameters", "final_loss", "seconds", "options")},
+        "groups": groups,
+        "findings": found,
+        "runs": runs,
+        "plots": plots,
+    }
+    atomic_write_bytes(out / "report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    atomic_write_bytes(out / "report.md", render(report, tasks).encode())
+    return out / "report.md"
+
+
+def headline_table(report: dict[str, Any]) -> list[str]:
+    cols = ("MFT", "MFN", "MAA", "BWT", "FE_later", "K_final", "K_BWT")
+    lines = ["| method | data | seeds | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 3)]
+    for g in report["groups"].values():
+        label = "**SEFE** (reglora)" if (g["method"], g["data"]) == SEFE else g["method"]
+        lines.append(
+            f"| {label} | {g['data']} | {g['seeds']} | "
+            + " | ".join(_pm(g["metrics"][c]) for c in cols)
+            + " |"
+        )
+    return lines
+
+
+def render(report: dict[str, Any], tasks: list[str]) -> str:
+    o = report["options"]
+    ws = report["warm_start"]
+    lines = [
+        "# Micro-CoIN report",
+        "",
+        f"Tasks in order: {', '.join(tasks)}. {o['seeds']} seed(s); train {o['n_train']} / test "
+        f"{o['n_test']} records per task; {o['epochs']:g} epoch(s) per task, batch {o['batch_size']}, "
+        f"LoRA r {o['lora_r']}, "
+        f"lr {o['lr']:g}, RegLoRA λ {o['lam']:g}, ASD X = {o['x']:g} (scene backend, data distractors). "
+        f"Warm start: {ws.get('parameters')} parameters, final loss {_fmt(ws.get('final_loss'), 3)}. "
+        "Scoring: CoIN scorers in `fixed` mode.",
+        "",
+        "## Headline (mean ± std over seeds)",
+        "",
+        *headline_table(report),
+        "",
+        "MFT/MFN/MAA/BWT: accuracy (%). FE_later: format errors on earlier tasks after later stages (%, "
+        "superficial forgetting). K_final: knowledge probe on the last row (%); K_BWT: its backward transfer "
+        "(points; negative = essential forgetting). Definitions: `sefe/micro/report.py`, docs/FORGETTING.md.",
+        "",
+        "## Findings",
+        "",
+        *(f"- **{f['question']}** {f['text']}" for f in report["findings"]),
+        "",
+    ]
+    if not report["findings"]:
+        lines += ["(no finding: the needed method/data combinations were not run)", ""]
+    lines += [f"![{p}]({p})" for p in report["plots"]]
+    for g, stats in report["groups"].items():
+        lines += ["", f"## {g} (mean over {stats['seeds']} seed(s))", ""]
+        for kind, title in (
+            ("accuracy", "Accuracy"),
+            ("format_errors", "Format errors"),
+            ("knowledge", "Knowledge probe"),
+        ):
+            rows = stats["mean_matrices"].get(kind)
+            if rows:
+                lines += [f"{title} (%):", "", *_matrix_md(tasks, rows), ""]
+    lines += [
+        "## Runs",
+        "",
+        "| run | seconds | MFT | MFN | BWT | FE_later | K_BWT |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in report["runs"]:
+        m = r["metrics"]
+        lines.append(
+            f"| {r['name']} | {_fmt(r['seconds'], 0)} | {_fmt(m['MFT'])} | {_fmt(m['MFN'])} | "
+            f"{_fmt(m['BWT'])} | {_fmt(m.get('FE_later'))} | {_fmt(m.get('K_BWT'))} |"
+        )
+    mach = report["machine"]
+    lines += [
+        "",
+        f"Machine: {mach['platform']}, {mach['cpus']} CPUs, load average at report time "
+        f"{mach['load_average_at_report']}.",
+        "",
+    ]
+    return "\n".join(lines)

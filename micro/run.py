@@ -1,0 +1,176 @@
+"""`sefe micro run`: the Micro-CoIN comparison, method x data x seed, each a normal continual run.
+
+    sefe micro run --methods lora,reglora --data original,asd --seeds 3 --out DIR
+
+Steps, each resumable by rerunning the same command: build the benchmark (`DIR/data`, once), the warm start
+(cached by hash), ASD for the `asd` data (`sefe asd build` with the scene backend and data distractors:
+seconds), then every combination as a `ContinualRunner` run in `DIR/runs/<method>_<data>_seed<s>` (its own
+resume: finished stages skipped, training from the last checkpoint), evaluated after every task on accuracy,
+format errors and the knowledge probe; finally `DIR/report.md`, `DIR/report.json` and plots (`report.py`).
+SEFE is `reglora` on `asd` data.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+
+from sefe.data.micro.generate import TASK_ORDER
+from sefe.micro.warmstart import WarmStartOptions
+
+DataKind = Literal["original", "asd"]
+
+
+class MicroOptions(BaseModel):
+    """Everything a Micro-CoIN comparison depends on (stored in DIR/micro.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out: Path
+    methods: list[str] = Field(default_factory=lambda: ["lora", "reglora"])
+    data: list[DataKind] = Field(default_factory=lambda: ["original", "asd"])
+    seeds: int = Field(3, ge=1)
+    tasks: list[str] = Field(default_factory=lambda: list(TASK_ORDER))
+    benchmark_seed: int = 0
+    n_train: int = Field(400, gt=0)
+    n_test: int = Field(50, gt=0)
+    n_warm: int = Field(1500, gt=0)
+    x: float = Field(20.0, ge=0, le=100)
+    epochs: float = Field(2.0, gt=0)
+    lr: float = Field(2e-3, gt=0)
+    projector_lr: float = Field(5e-4, ge=0)
+    batch_size: int = Field(8, gt=0)
+    lora_r: int = Field(8, gt=0)
+    lam: float = Field(2500.0, ge=0)
+    warm: WarmStartOptions = Field(default_factory=WarmStartOptions)
+    threads: int | None = None
+
+    def run_name(self, method: str, data: str, seed: int) -> str:
+        return f"{method}_{data}_seed{seed}"
+
+
+def data_root(opts: MicroOptions) -> Path:
+    return Path(opts.out) / "data"
+
+
+def ensure_benchmark(opts: MicroOptions, console: Console) -> Path:
+    """Build the benchmark once (tasks.json is written last, so its presence means complete)."""
+    import orjson
+
+    from sefe.data.micro.generate import build_micro
+
+    root = data_root(opts)
+    want = {"train": opts.n_train, "test": opts.n_test, "warmstart": opts.n_warm}
+    marker = root / "tasks.json"
+    if marker.is_file():
+        info = orjson.loads(marker.read_bytes())
+        if info.get("sizes") == want and info.get("seed") == opts.benchmark_seed:
+            return root
+        raise ValueError(f"{marker}: built with other sizes/seed ({info.get('sizes')}); use another --out")
+    t0 = time.perf_counter()
+    build_micro(root, seed=opts.benchmark_seed, n_train=opts.n_train, n_test=opts.n_test, n_warm=opts.n_warm)
+    console.print(f"benchmark built in {time.perf_counter() - t0:.0f} s: {root}")
+    return root
+
+
+def ensure_asd(opts: MicroOptions, root: Path, console: Console) -> Path:
+    """`sefe asd build --x X --backend scene --distractors pool` on the micro root (cached per request)."""
+    from sefe.asd_gen.build import BuildOptions, build
+    from sefe.asd_gen.needs import GenerationOptions
+
+    asd_out = Path(opts.out) / "asd"
+    tag = f"{opts.x:g}"
+    if all((asd_out / "annotations" / t / f"train_x{tag}.json").is_file() for t in opts.tasks):
+        return asd_out
+    build(
+        BuildOptions(
+            data_root=root,
+            out=asd_out,
+            tasks=list(opts.tasks),
+            xs=[opts.x],
+            distractors="pool",
+            generation=GenerationOptions(backend="scene"),
+        ),
+        console=console,
+    )
+    return asd_out
+
+
+def run_config(opts: MicroOptions, method: str, data: DataKind, seed: int, root: Path, warm: Path) -> Any:
+    from sefe.sefe_train.config import RunConfig
+
+    train_file = (
+        "annotations/{task}/train.json"
+        if data == "original"
+        else str((Path(opts.out) / "asd").resolve()) + f"/annotations/{{task}}/train_x{opts.x:g}.json"
+    )
+    return RunConfig.model_validate(
+        {
+            "output_dir": str(Path(opts.out) / "runs" / opts.run_name(method, data, seed)),
+            "data_root": str(root),
+            "train_file": train_file,
+            "tasks": list(opts.tasks),
+            "method": method,
+            "model": {"path": str(warm), "dtype": "fp32"},
+            "lora": {"r": opts.lora_r, "alpha": 2 * opts.lora_r, "dropout": 0.0},
+            "reglora": {"lam": opts.lam},
+            "train": {
+                "lr": opts.lr,
+                "projector_lr": opts.projector_lr,
+                "epochs": opts.epochs,
+                "global_batch_size": opts.batch_size,
+                "per_device_batch_size": opts.batch_size,
+                "max_length": 256,
+                "gradient_checkpointing": False,
+                "group_by_length": False,
+                "save_steps": 100,
+                "logging_steps": 10,
+                "seed": seed,
+                "warmup_ratio": 0.05,
+            },
+            "eval": {"mode": "fixed", "batch_size": 32, "max_new_tokens": 24, "max_samples": opts.n_test},
+        }
+    )
+
+
+def run_micro(opts: MicroOptions, console: Console | None = None) -> Path:
+    """Run every combination (resuming), then write the report; returns DIR/report.md."""
+    import orjson
+
+    from sefe.atomic import atomic_write_bytes
+    from sefe.micro.report import write_report
+    from sefe.micro.warmstart import warmstart_dir
+    from sefe.root_tasks import register_root
+    from sefe.sefe_train.runner import ContinualRunner
+
+    console = console or Console(stderr=True)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
+    atomic_write_bytes(
+        out / "micro.json", orjson.dumps(opts.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
+    )
+    root = ensure_benchmark(opts, console)
+    register_root(root)
+    t0 = time.perf_counter()
+    warm = warmstart_dir(root, opts=opts.warm, console=console)
+    console.print(f"warm start: {warm} ({time.perf_counter() - t0:.0f} s)")
+    if "asd" in opts.data:
+        ensure_asd(opts, root, console)
+    timings: dict[str, float] = {}
+    for seed in range(opts.seeds):
+        for data in opts.data:
+            for method in opts.methods:
+                name = opts.run_name(method, data, seed)
+                console.rule(f"micro run {name}")
+                t1 = time.perf_counter()
+                ContinualRunner(run_config(opts, method, data, seed, root, warm)).run()
+                timings[name] = round(time.perf_counter() - t1, 1)
+    return write_report(opts, warm, timings)

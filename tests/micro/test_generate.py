@@ -1,0 +1,81 @@
+"""Micro-CoIN generator: deterministic for a seed, CoIN layout, truthful answers, registered tasks."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import orjson
+
+from sefe.data.micro.generate import TASK_ORDER, build_micro
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_same_seed_same_bytes_other_seed_other_data(tmp_path: Path) -> None:
+    a = _digest(build_micro(tmp_path / "a", seed=3, n_train=6, n_test=4, n_warm=5))
+    b = _digest(build_micro(tmp_path / "b", seed=3, n_train=6, n_test=4, n_warm=5))
+    c = _digest(build_micro(tmp_path / "c", seed=4, n_train=6, n_test=4, n_warm=5))
+    assert a == b
+    assert a != c and a.keys() == c.keys()
+
+
+def test_layout_ground_truth_and_candidates(tmp_path: Path) -> None:
+    root = build_micro(tmp_path / "m", seed=0, n_train=8, n_test=6, n_warm=4)
+    decl = orjson.loads((root / "tasks.json").read_bytes())
+    assert [t["name"] for t in decl["tasks"]] == list(TASK_ORDER)
+    styles = {t["name"]: t["style"] for t in decl["tasks"]}
+    assert set(styles.values()) == {"short", "yesno", "letter", "box"}
+    scenes = orjson.loads((root / "scenes.json").read_bytes())
+    for task in TASK_ORDER:
+        train = orjson.loads((root / "annotations" / task / "train.json").read_bytes())
+        test = orjson.loads((root / "annotations" / task / "test.json").read_bytes())
+        assert len(train) == 8 and len(test) == 6
+        assert train[0]["conversations"][0]["value"].startswith("<image>\n")
+        for rec in test:
+            assert (root / rec["image"]).is_file() and rec["image"] in scenes
+            gold = rec.get("answer", rec.get("answer_bbox"))
+            assert gold in rec["candidates"] and len(set(rec["candidates"])) == len(rec["candidates"])
+        pool = orjson.loads((root / "annotations" / task / "distractors.json").read_bytes())
+        assert len(pool["answers"]) >= 2
+    # answers are true of their pictures
+    for rec in orjson.loads((root / "annotations" / "Colour" / "test.json").read_bytes()):
+        shape = rec["text"].split("the ")[1].split("?")[0]
+        (obj,) = [o for o in scenes[rec["image"]]["objects"] if o["shape"] == shape]
+        assert obj["colour"] == rec["answer"]
+    for rec in orjson.loads((root / "annotations" / "Count" / "test.json").read_bytes()):
+        n = len(scenes[rec["image"]]["objects"])
+        line = next(ln for ln in rec["text"].split("\n") if ln.startswith(rec["answer"] + ". "))
+        assert line[3:] == ("zero", "one", "two", "three", "four")[n]
+    problems = orjson.loads((root / "eval_gt" / "ScienceQA" / "problems.json").read_bytes())
+    assert len(problems) == 6
+    textvqa = orjson.loads((root / "eval_gt" / "TextVQA" / "TextVQA_0.5.1_val.json").read_bytes())
+    assert all(len(d["answers"]) == 10 for d in textvqa["data"])
+
+
+def test_root_registers_scorers_styles_and_asd_specs(tmp_path: Path) -> None:
+    from sefe.asd_gen.tasks import get_task
+    from sefe.root_tasks import register_root
+    from sefe.sefe_train.evaluation.format_checks import task_style
+    from sefe.sefe_train.evaluation.scorers import canonical_task, score_predictions
+
+    root = build_micro(tmp_path / "m", seed=0, n_train=4, n_test=5, n_warm=2)
+    assert register_root(root) == list(TASK_ORDER)
+    assert canonical_task("Count") == "ScienceQA" and canonical_task("Locate") == "Grounding"
+    assert task_style("Position") == "yesno"
+    assert get_task("Locate").answer == "box"
+    test = root / "annotations" / "Word" / "test.json"
+    recs = orjson.loads(test.read_bytes())
+    preds = tmp_path / "p.jsonl"
+    lines = [{"question_id": r["question_id"], "prompt": r["text"], "text": r["answer"]} for r in recs]
+    lines[0]["text"] = "B"
+    preds.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    gt = root / "eval_gt" / "TextVQA" / "TextVQA_0.5.1_val.json"
+    res = score_predictions("Word", preds, test, gt=gt, mode="fixed")
+    assert res.accuracy == 80.0

@@ -1,0 +1,56 @@
+"""CI smoke of `sefe micro run`: two tasks, one seed, LoRA and RegLoRA on original and ASD data, resumed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from sefe.cli import app
+
+
+@pytest.mark.slow  # four tiny continual runs of two stages each, plus a 10-step warm start (~1-2 min)
+def test_micro_run_two_tasks_one_seed_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEFE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "micro"
+    args = [
+        "micro", "run", "--out", str(out), "--methods", "lora,reglora", "--data", "original,asd",
+        "--seeds", "1", "--tasks", "Colour,Count", "--train", "24", "--test", "6", "--warm-steps", "10",
+        "--epochs", "1",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = orjson.loads((out / "report.json").read_bytes())
+    assert {(r["method"], r["data"], r["seed"]) for r in report["runs"]} == {
+        (m, d, 0) for m in ("lora", "reglora") for d in ("original", "asd")
+    }
+    for run in report["runs"]:
+        for kind in ("accuracy", "format_errors", "knowledge"):
+            m = run[kind]
+            assert m["tasks"] == ["Colour", "Count"] and len(m["rows"]) == 2 and len(m["rows"][1]) == 2
+            assert all(0 <= v <= 100 for row in m["rows"] for v in row if v is not None)
+    assert set(report["groups"]) == {"lora/original", "lora/asd", "reglora/original", "reglora/asd"}
+    questions = [f["question"][:2] for f in report["findings"]]
+    assert {"1.", "2.", "3.", "4."} <= set(questions)
+    md = (out / "report.md").read_text()
+    assert "## Findings" in md and "Format errors (%)" in md and "Knowledge probe (%)" in md
+    for png in ("accuracy.png", "format_errors.png", "knowledge.png", "metrics.png"):
+        assert (out / png).stat().st_size > 1000
+    assert (out / "asd" / "annotations" / "Count" / "train_x20.json").is_file()
+    # every run is a normal run folder: `sefe report` shows its format-error and knowledge matrices too
+    run_dir = out / "runs" / "lora_original_seed0"
+    assert (run_dir / "format_errors.json").is_file() and (run_dir / "knowledge.json").is_file()
+    # resume: the same command again skips every finished stage and rewrites the same numbers
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "done, skipped" in again.output or "skipped" in again.output
+    report2 = orjson.loads((out / "report.json").read_bytes())
+    assert [r["accuracy"] for r in report2["runs"]] == [r["accuracy"] for r in report["runs"]]
+
+
+def test_micro_run_rejects_bad_options_with_exit_code_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["micro", "run", "--out", str(tmp_path), "--data", "shuffled"])
+    assert result.exit_code == 2
+    assert "data" in result.output

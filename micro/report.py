@@ -173,6 +173,21 @@ def findings(groups: dict[str, Any]) -> list[dict[str, Any]]:
                     ),
                 }
             )
+    d = _diff(groups, ("lora", "original"), SEFE, "FE_later")
+    if d is not None:
+        v = _verdict(d[0], d[1], d[2])
+        out.append(
+            {
+                "question": "SEFE vs plain LoRA: fewer format errors on earlier tasks?",
+                "verdict": v,
+                "text": (
+                    "Format errors on earlier tasks: LoRA original "
+                    f"{_m(groups, 'lora/original', 'FE_later')} % vs SEFE "
+                    f"{_m(groups, 'reglora/asd', 'FE_later')} % (reduction {d[0]:+.1f} points, "
+                    f"spread {d[1]:.1f}): {v}."
+                ),
+            }
+        )
     for metric in ("MFN", "MAA"):
         parts, verdicts = [], []
         for other in (("lora", "asd"), ("reglora", "original"), ("lora", "original")):
@@ -303,12 +318,10 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
     groups: dict[str, Any] = {}
     tasks = list(opts.tasks)
     for seed in range(opts.seeds):
-        for data in opts.data:
-            for method in opts.methods:
-                name = opts.run_name(method, data, seed)
-                m = load_run(out / "runs" / name)
-                if m["accuracy"] is None:
-                    continue
+        for method, data in opts.combos():
+            name = opts.run_name(method, data, seed)
+            m = load_run(out / "runs" / name)
+            if m["accuracy"] is not None:
                 runs.append(
                     {
                         "name": name,
@@ -323,11 +336,9 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
                         },
                     }
                 )
-    for method in opts.methods:
-        for data in opts.data:
-            mine = [r for r in runs if r["method"] == method and r["data"] == data]
-            if not mine:
-                continue
+    for method, data in opts.combos():
+        mine = [r for r in runs if r["method"] == method and r["data"] == data]
+        if mine:
             mats = {
                 kind: _mean_matrix([AccuracyMatrix.model_validate(r[kind]) for r in mine if r[kind]])
                 for kind in ("accuracy", "format_errors", "knowledge")

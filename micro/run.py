@@ -48,6 +48,19 @@ class MicroOptions(BaseModel):
     lam: float = Field(2500.0, ge=0)
     warm: WarmStartOptions = Field(default_factory=WarmStartOptions)
     threads: int | None = None
+    pairs: list[str] | None = None  # e.g. ["lora/original", "reglora/asd"]: only these, not methods x data
+
+    def combos(self) -> list[tuple[str, DataKind]]:
+        """(method, data) pairs to run, in order."""
+        if self.pairs is None:
+            return [(m, d) for d in self.data for m in self.methods]
+        out: list[tuple[str, DataKind]] = []
+        for p in self.pairs:
+            method, _, data = p.partition("/")
+            if data not in ("original", "asd"):
+                raise ValueError(f"pair {p!r}: expected METHOD/original or METHOD/asd")
+            out.append((method, data))  # type: ignore[arg-type]
+        return out
 
     def run_name(self, method: str, data: str, seed: int) -> str:
         return f"{method}_{data}_seed{seed}"
@@ -137,6 +150,20 @@ def run_config(opts: MicroOptions, method: str, data: DataKind, seed: int, root:
     )
 
 
+def _add_seconds(run: Path, seconds: float, stages: int) -> float:
+    """Wall seconds spent on a run, summed over the invocations that worked on it (resume adds up)."""
+    import orjson
+
+    from sefe.atomic import atomic_write_bytes
+
+    path = run / "micro_timing.json"
+    old = orjson.loads(path.read_bytes()) if path.is_file() else {"seconds": 0.0, "stages": 0}
+    if stages > old.get("stages", 0):  # skip the near-zero time of a rerun that only found it done
+        old = {"seconds": round(old["seconds"] + seconds, 1), "stages": stages}
+        atomic_write_bytes(path, orjson.dumps(old))
+    return float(old["seconds"])
+
+
 def run_micro(opts: MicroOptions, console: Console | None = None) -> Path:
     """Run every combination (resuming), then write the report; returns DIR/report.md."""
     import orjson
@@ -162,15 +189,16 @@ def run_micro(opts: MicroOptions, console: Console | None = None) -> Path:
     t0 = time.perf_counter()
     warm = warmstart_dir(root, opts=opts.warm, console=console)
     console.print(f"warm start: {warm} ({time.perf_counter() - t0:.0f} s)")
-    if "asd" in opts.data:
+    combos = opts.combos()
+    if any(d == "asd" for _, d in combos):
         ensure_asd(opts, root, console)
     timings: dict[str, float] = {}
     for seed in range(opts.seeds):
-        for data in opts.data:
-            for method in opts.methods:
-                name = opts.run_name(method, data, seed)
-                console.rule(f"micro run {name}")
-                t1 = time.perf_counter()
-                ContinualRunner(run_config(opts, method, data, seed, root, warm)).run()
-                timings[name] = round(time.perf_counter() - t1, 1)
+        for method, data in combos:
+            name = opts.run_name(method, data, seed)
+            console.rule(f"micro run {name}")
+            t1 = time.perf_counter()
+            cfg = run_config(opts, method, data, seed, root, warm)
+            state = ContinualRunner(cfg).run()
+            timings[name] = _add_seconds(Path(cfg.output_dir), time.perf_counter() - t1, len(state.done))
     return write_report(opts, warm, timings)

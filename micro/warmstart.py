@@ -71,7 +71,8 @@ class WarmStartOptions(BaseModel):
 
     steps: int = Field(800, gt=0)
     batch_size: int = Field(16, gt=0)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    vision_lr: float = Field(1e-2, gt=0)  # vision tower + projector learn from scratch: a larger step
     warmup: int = Field(60, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
@@ -155,7 +156,13 @@ def pretrain(
     loader = DataLoader(
         dataset, batch_size=opts.batch_size, sampler=sampler, collate_fn=DataCollator(processor)
     )
-    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    visual = [p for n, p in model.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n]
+    ids = {id(p) for p in visual}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in ids], "lr": opts.lr},
+        {"params": visual, "lr": opts.vision_lr},
+    ]
+    optim = torch.optim.AdamW(groups, weight_decay=opts.weight_decay)
 
     def lr_at(step: int) -> float:
         if step < opts.warmup:

@@ -94,10 +94,10 @@ def ensure_asd(opts: MicroOptions, root: Path, console: Console) -> Path:
     """`sefe asd build --x X --backend scene --distractors pool` on the micro root (cached per request)."""
     from sefe.asd_gen.build import BuildOptions, build
     from sefe.asd_gen.needs import GenerationOptions
+    from sefe.coin.layout import asd_train_path
 
     asd_out = Path(opts.out) / "asd"
-    tag = f"{opts.x:g}"
-    if all((asd_out / "annotations" / t / f"train_x{tag}.json").is_file() for t in opts.tasks):
+    if all(asd_train_path(asd_out, t, opts.x).is_file() for t in opts.tasks):
         return asd_out
     build(
         BuildOptions(
@@ -114,13 +114,11 @@ def ensure_asd(opts: MicroOptions, root: Path, console: Console) -> Path:
 
 
 def run_config(opts: MicroOptions, method: str, data: DataKind, seed: int, root: Path, warm: Path) -> Any:
+    from sefe.coin.layout import TRAIN_PATTERN, asd_train_path
     from sefe.sefe_train.config import RunConfig
 
-    train_file = (
-        "annotations/{task}/train.json"
-        if data == "original"
-        else str((Path(opts.out) / "asd").resolve()) + f"/annotations/{{task}}/train_x{opts.x:g}.json"
-    )
+    asd_root = (Path(opts.out) / "asd").resolve()
+    train_file = TRAIN_PATTERN if data == "original" else str(asd_train_path(asd_root, "{task}", opts.x))
     return RunConfig.model_validate(
         {
             "output_dir": str(Path(opts.out) / "runs" / opts.run_name(method, data, seed)),

@@ -60,7 +60,7 @@ def test_layout_ground_truth_and_candidates(tmp_path: Path) -> None:
 
 
 def test_root_registers_scorers_styles_and_asd_specs(tmp_path: Path) -> None:
-    from sefe.asd_gen.tasks import get_task
+    from sefe.coin.tasks import get_task
     from sefe.root_tasks import register_root
     from sefe.sefe_train.evaluation.format_checks import task_style
     from sefe.sefe_train.evaluation.scorers import canonical_task, score_predictions

@@ -106,7 +106,9 @@ def asd_build_cmd(
         _default(BuildOptions, "distractors"), help="model: the model writes distractors; pool: task answers."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only print the plan (same as `sefe asd plan`)."),
-    backend: BackendName = typer.Option(_default(_GEN, "backend"), help="Generation backend (scene: generated data roots such as Micro-CoIN)."),
+    backend: BackendName = typer.Option(
+        _default(_GEN, "backend"), help="Generation backend (scene: generated data roots such as Micro-CoIN)."
+    ),
     model: str | None = typer.Option(None, help="Model name or folder (default: the backend's default)."),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (key from OPENAI_API_KEY)."),
     concurrency: int = typer.Option(

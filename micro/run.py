@@ -23,6 +23,7 @@ from sefe.data.micro.generate import TASK_ORDER
 from sefe.micro.warmstart import WarmStartOptions
 
 DataKind = Literal["original", "asd"]
+_ALL_DATA: tuple[DataKind, ...] = ("original", "asd")
 
 
 class MicroOptions(BaseModel):
@@ -32,7 +33,7 @@ class MicroOptions(BaseModel):
 
     out: Path
     methods: list[str] = Field(default_factory=lambda: ["lora", "reglora"])
-    data: list[DataKind] = Field(default_factory=lambda: ["original", "asd"])
+    data: list[DataKind] = Field(default_factory=lambda: list(_ALL_DATA))
     seeds: int = Field(3, ge=1)
     tasks: list[str] = Field(default_factory=lambda: list(TASK_ORDER))
     benchmark_seed: int = 0

@@ -20,8 +20,10 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
+from sefe.errors import InputError
 
-class ImageError(ValueError):
+
+class ImageError(InputError):
     """A record image that is unsafe (outside the root) or is not an image; the message names the record."""
 
 

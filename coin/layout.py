@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sefe.coin.tasks import in_coin_order
+from sefe.errors import MissingFile
 
 ANNOTATIONS = "annotations"
 EVAL_GT = "eval_gt"
@@ -95,7 +96,7 @@ class GroundTruth:
     source: str  # "release layout" or "eval_gt"
 
 
-class GroundTruthNotFound(FileNotFoundError):
+class GroundTruthNotFound(MissingFile):
     """No complete set of a task's official files under the root; `missing` lists every path looked for."""
 
     def __init__(self, task: str, missing: list[Path]) -> None:

@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
 
 from sefe.data.micro.generate import TASK_ORDER
+from sefe.errors import InputError
 from sefe.micro.warmstart import WarmStartOptions
 
 DataKind = Literal["original", "asd"]
@@ -51,6 +52,15 @@ class MicroOptions(BaseModel):
     threads: int | None = None
     pairs: list[str] | None = None  # e.g. ["lora/original", "reglora/asd"]: only these, not methods x data
 
+    @model_validator(mode="after")
+    def _known_methods(self) -> MicroOptions:
+        """Every method named (`methods` or `pairs`) must be one `sefe train --method` knows: fail early."""
+        from sefe.sefe_train.methods import get_method
+
+        for method, _ in self.combos():
+            get_method(method)  # UnknownMethodError (a user error) names the installed ones
+        return self
+
     def combos(self) -> list[tuple[str, DataKind]]:
         """(method, data) pairs to run, in order."""
         if self.pairs is None:
@@ -58,9 +68,9 @@ class MicroOptions(BaseModel):
         out: list[tuple[str, DataKind]] = []
         for p in self.pairs:
             method, _, data = p.partition("/")
-            if data not in ("original", "asd"):
-                raise ValueError(f"pair {p!r}: expected METHOD/original or METHOD/asd")
-            out.append((method, data))  # type: ignore[arg-type]
+            if data not in _ALL_DATA:
+                raise InputError(f"pair {p!r}: expected METHOD/original or METHOD/asd")
+            out.append((method, data))
         return out
 
     def run_name(self, method: str, data: str, seed: int) -> str:

@@ -105,3 +105,18 @@ def test_evaluation_reads_symlinked_images_and_refuses_non_images(tiny, root: Pa
         ImageError, match=r"record 0, id 'q0', field 'image'.*fake\.jpg is not a readable image"
     ):
         run_inference(tiny, root, ["VizWiz"], tmp_path / "bad", max_new_tokens=2, show_progress=False)
+
+
+def test_sefe_train_reports_an_escaping_image_as_one_line_exit_2(root: Path, tmp_path: Path) -> None:
+    """`sefe train` on a record whose image leaves the root: a user error (one line, exit 2), no traceback."""
+    from typer.testing import CliRunner
+
+    from sefe.cli import app
+
+    _train(root, "../secret.txt")
+    _test(root, ["VizWiz/ok.png"])
+    args = ["train", "--data-root", str(root), "--tasks", "VizWiz", "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "1", "--no-eval"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "field 'image'" in result.output and "leaves the data root" in result.output

@@ -1,6 +1,6 @@
 """What a dead model server costs `sefe asd build`: seconds from the server's death to the engine giving up.
 
-Scenarios, side by side in one run, against the loopback test server (`tests/engine/chat_server.py`):
+Scenarios, side by side in one run, against the loopback test server (`tests/helpers/chat_server.py`):
 - closed port: nothing listens; the check before the first request (`GET /v1/models`) fails;
 - dies mid-run, circuit breaker on (the default: 8 unanswered results in a row);
 - dies mid-run, breaker off (`max_consecutive_failures=0`): every remaining request runs its SDK retries,
@@ -25,22 +25,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "engine"))
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))
+from bench_asd_throughput import _needs  # noqa: E402 (after the path set-up; the throughput bench's needs)
+
 SECTION = "## Dead model server (`bench/bench_asd_dead_server.py`)"
-
-
-def _needs(n: int, tag: str) -> list:
-    from sefe.asd_gen.needs import Need, QAItem
-
-    return [
-        Need(
-            task="GQA",
-            record_id=f"{tag}-{i}",
-            kind="mcq",
-            items=[QAItem(question=f"What colour is object {i} of run {tag}?", answer="red")],
-        )
-        for i in range(n)
-    ]
 
 
 def closed_port() -> dict[str, float | str]:

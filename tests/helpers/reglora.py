@@ -12,19 +12,10 @@ LORA_TARGETS = (
 def make_peft_llama(seed: int = 0, r: int = 4, alpha: int = 8, dtype: torch.dtype = torch.float32):
     """Tiny Llama (2 layers) with LoRA on all 7 linears per layer, B randomised so ΔW is non-zero."""
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=64,
-        hidden_size=24,
-        intermediate_size=40,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
-    base = LlamaForCausalLM(cfg).to(dtype)
+    from tests.helpers.method_models import tiny_llama
+
+    base = tiny_llama(seed, dtype)
     lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGETS)
     model = get_peft_model(base, lora)
     randomise_lora(model, seed)

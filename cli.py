@@ -10,7 +10,7 @@ keep commands thin.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 from pydantic import BaseModel
@@ -641,7 +641,10 @@ def micro_run_cmd(
     epochs: float | None = typer.Option(None, help="Epochs per task (default 2)."),
     n_train: int | None = typer.Option(None, "--train", help="Train records per task (default 400)."),
     n_test: int | None = typer.Option(None, "--test", help="Test records per task (default 50)."),
-    warm_steps: int | None = typer.Option(None, help="Warm-start steps (default 1200)."),
+    warm_steps: int | None = typer.Option(
+        None, help="Warm-start language-model steps (default 1000; the vision tower's are separate)."
+    ),
+    vision_steps: int | None = typer.Option(None, help="Warm-start vision-tower steps (default 1600)."),
     threads: int | None = typer.Option(None, help="torch threads (default: torch's)."),
 ) -> None:
     """Train the task sequence per method x data x seed, evaluate after every task, write the report.
@@ -665,8 +668,14 @@ def micro_run_cmd(
     for key, value in (("epochs", epochs), ("n_train", n_train), ("n_test", n_test)):
         if value is not None:
             raw[key] = value
+    warm: dict[str, object] = {}
     if warm_steps is not None:
-        raw["warm"] = WarmStartOptions(steps=warm_steps)
+        warm["steps"] = warm_steps
+        warm["simple_steps"] = min(warm_steps, WarmStartOptions().simple_steps)
+    if vision_steps is not None:
+        warm["vision"] = {"steps": vision_steps}
+    if warm:
+        raw["warm"] = WarmStartOptions.model_validate(warm)
     try:
         opts = MicroOptions.model_validate(raw)
         report = run_micro(opts)
@@ -687,12 +696,18 @@ def demo_cmd(
     backend: BackendName = typer.Option(
         _default(_GEN, "backend"), help="ASD generation backend (local = embedded SmolLM2)."
     ),
-    max_steps: int | None = typer.Option(None, help="Cap the steps of every training stage."),
+    max_steps: int | None = typer.Option(None, help="Cap the steps of every training stage (coin-mini)."),
+    on: Literal["micro", "coin-mini"] = typer.Option(
+        "micro", help="micro: LoRA vs SEFE on Micro-CoIN; coin-mini: the CoIN sample data, SmolLM2 ASD."
+    ),
 ) -> None:
-    """The main job on the bundled data: ASD, then LoRA vs RegLoRA over three tasks, then a report."""
-    from sefe.demo import run_demo
+    """The main job on bundled data: ASD, then LoRA vs SEFE over the task sequence, then a report."""
+    from sefe.demo import run_demo, run_micro_demo
 
-    report = run_demo(out, x=x, backend=backend, max_steps=max_steps)
+    if on == "micro":
+        report = run_micro_demo(out, x=x)
+    else:
+        report = run_demo(out, x=x, backend=backend, max_steps=max_steps)
     typer.echo(f"done: open {report / 'report.md'}")
 
 

@@ -1,9 +1,11 @@
 """The Micro-CoIN warm start: a small LLaVA built from configs and pre-trained once on the world it will see.
 
 Why: a randomly initialised model knows neither the pictures nor any answer style, so a continual run on it
-shows nothing (the demo's loss stayed near 6.6). Pre-training the whole model (vision tower, projector,
-language model) on `warmstart/train.json` (captions, and every answer style on question forms the tasks do
-not use) makes each task learnable in a few hundred LoRA steps, and means a style lost later was known.
+shows nothing (the demo's loss stayed near 6.6). Two stages, as LLaVA-1.5 is built: first the vision tower
+learns what the warm-start pictures show (`vision_pretrain`, the part CLIP plays), then, with the tower
+frozen, the projector and language model train on `warmstart/train.json` (captions, and every answer style
+on question forms the tasks do not use). Each task is then learnable in a few hundred LoRA steps, and a
+style lost later was known.
 The result is cached under `$SEFE_CACHE/micro-warmstart-<hash>` keyed by the model config, the training
 recipe and the corpus bytes; the build is seeded (same inputs, same weights on one machine) and written to
 a temp folder then renamed, so a kill never leaves a half model.
@@ -18,15 +20,17 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from sefe.data.micro.scenes import COLOURS, SHAPES, WORDS
+from sefe.micro.vision_pretrain import VisionPretrainOptions, pretrain_vision
 from sefe.sefe_train.tiny import TinyLlavaConfig, default_cache_dir
 
-WARM_FORMAT = 1
+WARM_FORMAT = 2
 
 # the benchmark's own words, so the tokenizer has pieces for them (not letter by letter)
 MICRO_CORPUS: tuple[str, ...] = (
@@ -42,9 +46,8 @@ MICRO_CORPUS: tuple[str, ...] = (
 
 
 def micro_model_config(seed: int = 0) -> TinyLlavaConfig:
-    """The warm-start model's sizes: 48 px pictures in 12 px patches (16 image tokens), a 2-layer LM.
-
-    Sized for 2 CPU cores: a step of 8 short records costs tens of milliseconds on a quiet machine."""
+    """The warm-start model's sizes: 48 px pictures in 16 px patches, one per grid cell (9 image tokens),
+    a 2-layer LM. Sized for 2 CPU cores: a step of 8 short records costs tens of milliseconds."""
     return TinyLlavaConfig(
         seed=seed,
         vocab_size=1024,
@@ -59,7 +62,7 @@ def micro_model_config(seed: int = 0) -> TinyLlavaConfig:
         vision_layers=2,
         vision_heads=4,
         image_size=48,
-        patch_size=12,
+        patch_size=16,
         extra_corpus=MICRO_CORPUS,
     )
 
@@ -69,10 +72,14 @@ class WarmStartOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    steps: int = Field(800, gt=0)
+    vision: VisionPretrainOptions = Field(default_factory=VisionPretrainOptions)
+    steps: int = Field(1000, gt=0)  # stage 2: projector + language model, tower frozen
+    # the first steps see only one-object pictures and short answers: the language model first learns to
+    # read the picture at all, then to find the object a question names (without it, short answers stayed
+    # on the language prior: same loss with the pictures shuffled)
+    simple_steps: int = Field(100, ge=0)
     batch_size: int = Field(16, gt=0)
-    lr: float = Field(3e-3, gt=0)
-    vision_lr: float = Field(1e-2, gt=0)  # vision tower + projector learn from scratch: a larger step
+    lr: float = Field(1e-3, gt=0)
     warmup: int = Field(60, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
@@ -136,10 +143,11 @@ def pretrain(
     out: Path,
     console: Console,
 ) -> dict[str, object]:
-    """Full-parameter training on the corpus with AdamW + warm-up/cosine; saves model + processor in `out`."""
+    """Stage 1 (the tower on scene truth), then stage 2 (projector + LM on the corpus, AdamW, warm-up then
+    cosine); saves model + processor in `out`."""
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from torch.utils.data import DataLoader, RandomSampler
+    from torch.utils.data import DataLoader
 
     from sefe.sefe_train.data import DataCollator, LlavaDataset
     from sefe.sefe_train.tiny import build_tiny_llava
@@ -148,21 +156,17 @@ def pretrain(
         torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     model, processor = build_tiny_llava(model_cfg)
+    vision = pretrain_vision(model, processor, data_root, opts.vision, opts.seed, console)
+    model.model.vision_tower.requires_grad_(False)
     dataset = LlavaDataset(corpus, data_root, processor, max_length=model_cfg.max_position_embeddings)
-    gen = torch.Generator().manual_seed(opts.seed)
-    sampler = RandomSampler(
-        dataset, replacement=True, num_samples=opts.steps * opts.batch_size, generator=gen
-    )
     loader = DataLoader(
-        dataset, batch_size=opts.batch_size, sampler=sampler, collate_fn=DataCollator(processor)
+        dataset,
+        batch_size=opts.batch_size,
+        sampler=_curriculum(dataset, data_root, opts),
+        collate_fn=DataCollator(processor),
     )
-    visual = [p for n, p in model.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n]
-    ids = {id(p) for p in visual}
-    groups = [
-        {"params": [p for p in model.parameters() if id(p) not in ids], "lr": opts.lr},
-        {"params": visual, "lr": opts.vision_lr},
-    ]
-    optim = torch.optim.AdamW(groups, weight_decay=opts.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(trainable, lr=opts.lr, weight_decay=opts.weight_decay)
 
     def lr_at(step: int) -> float:
         if step < opts.warmup:
@@ -180,7 +184,7 @@ def pretrain(
         for step, batch in enumerate(loader):
             loss = model(**batch).loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optim.step()
             sched.step()
             optim.zero_grad(set_to_none=True)
@@ -190,6 +194,7 @@ def pretrain(
                 progress.update(bar, description=f"warm start (loss {recent:.3f})")
             progress.advance(bar)
     model.eval()
+    model.model.vision_tower.requires_grad_(True)  # saved weights carry no flag; keep the object plain
     model.save_pretrained(out)
     processor.save_pretrained(out)
     tail = losses[-50:]
@@ -199,7 +204,30 @@ def pretrain(
         "corpus": str(corpus),
         "corpus_sha256": _sha256(corpus),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "vision": vision,
         "first_loss": losses[0],
         "final_loss": sum(tail) / len(tail),
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def _curriculum(dataset: Any, data_root: Path, opts: WarmStartOptions) -> list[int]:
+    """Record indices, one batch after another: `simple_steps` batches of one-object pictures with short
+    answers (no caption, no explanation), then uniform draws with replacement from the whole corpus."""
+    import torch
+
+    scenes = orjson.loads((Path(data_root) / "scenes.json").read_bytes())
+
+    def simple(rec: tuple[Any, str | None, list[tuple[str, str]]]) -> bool:
+        _, image, turns = rec
+        if image is None or len(scenes.get(image, {}).get("objects", [])) != 1:
+            return False
+        return all(len(a.split()) <= 2 for _, a in turns)
+
+    gen = torch.Generator().manual_seed(opts.seed)
+    easy = [i for i, rec in enumerate(dataset.records) if simple(rec)]
+    n_easy = opts.simple_steps * opts.batch_size if easy else 0
+    n_all = opts.steps * opts.batch_size - n_easy
+    order = [easy[int(j)] for j in torch.randint(len(easy) or 1, (n_easy,), generator=gen)] if easy else []
+    order += torch.randint(len(dataset), (max(0, n_all),), generator=gen).tolist()
+    return order

@@ -54,7 +54,7 @@ MCQ = MCQ_LETTER
 YESNO = "Answer with Yes or No."
 BOX_Q = f"{GROUNDING_PROMPT} "
 TASK_ORDER: tuple[str, ...] = ("Colour", "Shape", "Position", "Count", "Word", "Locate")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3
 SIDES = ("left", "right", "top", "bottom")
 
 
@@ -175,14 +175,15 @@ def task_declarations(tasks: list[str]) -> list[dict[str, Any]]:
 def _warmstart(seed: int, n: int, images: dict[str, dict[str, Any]], root: Path) -> list[dict[str, Any]]:
     """Mixed-style pre-training over the same world, with question forms the tasks do not use.
 
-    Captions (every fact of a picture), existence yes/no, existence MCQ with shuffled options, "what is at
-    <place>" short answers, boxes of "the object <where>", and answer-then-explanation: the model learns to
-    see the world and to answer in every style, so a task's stage has to learn only its mapping.
+    Captions (every fact of a picture), existence yes/no, existence MCQ with shuffled options, short answers
+    (what is at <place>, the shape of the <colour> object, the colour at <place>, the number of shapes, the
+    written word), boxes of "the object <where>", and answer-then-explanation: the model learns to see the
+    world and to say every answer word in every style, so a task's stage has to learn only its mapping.
     """
     rng = _rng(seed, "warmstart")
     records = []
     for i in range(n):
-        scene = draw_word(rng) if rng.random() < 0.15 else draw_shapes(rng, rng.randint(1, 4))
+        scene = draw_word(rng) if rng.random() < 0.2 else draw_shapes(rng, rng.randint(1, 4))
         rel = f"images/warmstart/{i:05d}.png"
         _write_image(root / rel, render(scene, rng))
         images[rel] = scene.to_json()
@@ -205,6 +206,9 @@ def _warmstart(seed: int, n: int, images: dict[str, dict[str, Any]], root: Path)
                 (f"Is there {article(probe)} {probe} in the picture?\n{YESNO}", yn),
                 (f"Which of these is in the picture?\n{lines}\n{MCQ}", "ABCD"[k]),
                 (f"What is {o.where}?\n{SHORT}", o.name),
+                (f"What shape is the {o.colour} object?\n{SHORT}", o.shape),
+                (f"Name the colour of the object {o.where}.\n{SHORT}", o.colour),
+                (f"Count the shapes in the picture.\n{SHORT}", NUMBER_WORDS[len(scene.objects)]),
                 (f"Where is the object {o.where}? Give its bounding box.", box_string(o.norm_box())),
                 (
                     f"What colour is the object {o.where}?\nAnswer, then explain briefly.",
@@ -212,7 +216,10 @@ def _warmstart(seed: int, n: int, images: dict[str, dict[str, Any]], root: Path)
                 ),
             ]
         else:
-            turns.append((f"Which colour is the text?\n{SHORT}", scene.word_colour or ""))
+            turns += [
+                (f"Which colour is the text?\n{SHORT}", scene.word_colour or ""),
+                (f"Read the text in the picture.\n{SHORT}", (scene.word or "").lower()),
+            ]
         for j, (q, a) in enumerate(turns):  # one turn a record: short sequences, cheap steps
             conv = [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]
             records.append({"id": f"warm-{i:05d}-{j}", "image": rel, "conversations": conv})

@@ -124,9 +124,11 @@ def render(scene: Scene, rng: random.Random) -> bytes:
     for o in scene.objects:
         draw_shape(img, o.shape, o.box, COLOURS[o.colour])  # type: ignore[arg-type]
     if scene.word is not None:
+        # one letter per grid column, centred in the middle row with a few pixels of jitter: a small vision
+        # tower reads letters where it looks for objects (free placement left words unreadable to it)
         scale = 2
         w, h = text_size(scene.word, scale)
-        x = rng.randint(0, max(0, IMAGE_SIZE - w))
-        y = rng.randint(0, max(0, IMAGE_SIZE - h))
+        x = max(0, (IMAGE_SIZE - w) // 2 + rng.randint(-2, 2))
+        y = max(0, (IMAGE_SIZE - h) // 2 + rng.randint(-2, 2))
         draw_text(img, (x, y), scene.word, COLOURS[scene.word_colour or "blue"], scale)
     return encode(img, "PNG")

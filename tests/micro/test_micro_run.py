@@ -18,7 +18,7 @@ def test_micro_run_two_tasks_one_seed_and_resume(tmp_path: Path, monkeypatch: py
     args = [
         "micro", "run", "--out", str(out), "--methods", "lora,reglora", "--data", "original,asd",
         "--seeds", "1", "--tasks", "Colour,Count", "--train", "24", "--test", "6", "--warm-steps", "10",
-        "--epochs", "1",
+        "--vision-steps", "10", "--epochs", "1",
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

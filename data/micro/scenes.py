@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from sefe.data.mini_draw import RGB, draw_shape, draw_text, encode, new_canvas, text_size
 
-IMAGE_SIZE = 48  # pixels, square: the warm-start model sees 4x4 patches of 12 px
+IMAGE_SIZE = 48  # pixels, square: the warm-start model sees 3x3 patches of 16 px, one per grid cell
 GRID = 3
 CELL = IMAGE_SIZE // GRID
 COLOURS: dict[str, RGB] = {

@@ -272,7 +272,8 @@ def _plots(out: Path, groups: dict[str, Any], tasks: list[str]) -> list[str]:
                     if not np.isnan(grid[k, i]):
                         ax.text(i, k, f"{grid[k, i]:.0f}", ha="center", va="center", fontsize=7, color="grey")
             ax.set_xticks(range(n), tasks, rotation=60, fontsize=7)
-            ax.set_yticks(range(n), [f"after {t}" for t in tasks], fontsize=7)
+            first = ax is axes[0]  # rows are the same stages in every panel: label them once
+            ax.set_yticks(range(n), [f"after {t}" for t in tasks] if first else [], fontsize=7)
             ax.set_title(f"{g} (n={groups[g]['seeds']})", fontsize=9)
         if img is not None:
             fig.colorbar(img, ax=list(axes), label=label, shrink=0.8)

@@ -312,6 +312,28 @@ def machine() -> dict[str, Any]:
     }
 
 
+def chance_levels(root: Path, tasks: list[str]) -> dict[str, float | None]:
+    """Accuracy (%) of a uniform guess among each task's candidates; None where answers are boxes."""
+    from sefe.coin.layout import task_dir
+
+    out: dict[str, float | None] = {}
+    for t in tasks:
+        path = task_dir(root, t) / "test.json"
+        recs = orjson.loads(path.read_bytes()) if path.is_file() else []
+        sizes = [len(r["candidates"]) for r in recs if r.get("candidates") and "answer_bbox" not in r]
+        out[t] = round(100 * sum(1 / n for n in sizes) / len(sizes), 1) if sizes else None
+    return out
+
+
+def ceilings(groups: dict[str, Any], tasks: list[str]) -> dict[str, list[float | None]]:
+    """Per group, each task's mean accuracy right after it was learned (the matrix diagonal)."""
+    out: dict[str, list[float | None]] = {}
+    for g, stats in groups.items():
+        rows = stats["mean_matrices"].get("accuracy") or []
+        out[g] = [rows[i][i] if i < len(rows) and i < len(rows[i]) else None for i in range(len(tasks))]
+    return out
+
+
 def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
     """Collect every run under DIR/runs, write DIR/report.json, DIR/report.md and the plots."""
     out = Path(opts.out)
@@ -360,8 +382,11 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
         "benchmark": "micro-coin",
         "options": opts.model_dump(mode="json"),
         "machine": machine(),
-        "warm_start": {k: warm_info.get(k) for k in ("parameters", "final_loss", "seconds", "options")},
+        "warm_start": {
+            k: warm_info.get(k) for k in ("parameters", "final_loss", "seconds", "options", "vision")
+        },
         "groups": groups,
+        "ceiling": {"chance": chance_levels(out / "data", tasks), "learned": ceilings(groups, tasks)},
         "findings": found,
         "runs": runs,
         "plots": plots,
@@ -381,6 +406,29 @@ def headline_table(report: dict[str, Any]) -> list[str]:
             + " | ".join(_pm(g["metrics"][c]) for c in cols)
             + " |"
         )
+    return lines
+
+
+def _ceiling_md(report: dict[str, Any], tasks: list[str]) -> list[str]:
+    """What each task reached right after it was learned, beside chance: only tasks well above chance
+    hold knowledge whose loss (essential forgetting) the later rows can show."""
+    ceiling = report.get("ceiling") or {}
+    learned, chance = ceiling.get("learned") or {}, ceiling.get("chance") or {}
+    if not learned:
+        return []
+    lines = [
+        "## Ceiling: accuracy right after learning each task (%, mean over seeds)",
+        "",
+        "| group | " + " | ".join(tasks) + " |",
+        "|---|" + "---|" * len(tasks),
+    ]
+    lines += [f"| {g} | " + " | ".join(_fmt(v) for v in row) + " |" for g, row in learned.items()]
+    lines += ["| chance | " + " | ".join(_fmt(chance.get(t)) for t in tasks) + " |", ""]
+    vision = (report.get("warm_start") or {}).get("vision") or {}
+    held = vision.get("held_out") or {}
+    if held:
+        shown = ", ".join(f"{k} {v:g}" for k, v in held.items())
+        lines += [f"Warm-start vision tower on held-out warm-start pictures: {shown}.", ""]
     return lines
 
 
@@ -412,6 +460,7 @@ def render(report: dict[str, Any], tasks: list[str]) -> str:
     ]
     if not report["findings"]:
         lines += ["(no finding: the needed method/data combinations were not run)", ""]
+    lines += _ceiling_md(report, tasks)
     lines += [f"![{p}]({p})" for p in report["plots"]]
     for g, stats in report["groups"].items():
         lines += ["", f"## {g} (mean over {stats['seeds']} seed(s))", ""]

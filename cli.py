@@ -638,7 +638,7 @@ def micro_run_cmd(
     data: str = typer.Option("original,asd", help="Comma-separated: original | asd (SEFE = reglora on asd)."),
     seeds: int = typer.Option(3, help="Training seeds per combination (0..N-1)."),
     tasks: str | None = typer.Option(None, help="Comma-separated subset of the tasks, in order."),
-    epochs: float | None = typer.Option(None, help="Epochs per task (default 2)."),
+    epochs: float | None = typer.Option(None, help="Epochs per task (default 4)."),
     n_train: int | None = typer.Option(None, "--train", help="Train records per task (default 400)."),
     n_test: int | None = typer.Option(None, "--test", help="Test records per task (default 50)."),
     warm_steps: int | None = typer.Option(

@@ -646,6 +646,7 @@ def micro_run_cmd(
     ),
     vision_steps: int | None = typer.Option(None, help="Warm-start vision-tower steps (default 1600)."),
     threads: int | None = typer.Option(None, help="torch threads (default: torch's)."),
+    jobs: int = typer.Option(1, help="Runs trained at once, one process each (logs in DIR/runs/)."),
 ) -> None:
     """Train the task sequence per method x data x seed, evaluate after every task, write the report.
 
@@ -662,6 +663,7 @@ def micro_run_cmd(
         "data": _split_list([data]),
         "seeds": seeds,
         "threads": threads,
+        "jobs": jobs,
     }
     if tasks:
         raw["tasks"] = _split_list([tasks])

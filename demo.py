@@ -24,7 +24,8 @@ def run_micro_demo(out: Path, x: float = 20.0, console: Console | None = None) -
     """LoRA/original vs SEFE (reglora/asd), one seed, on Micro-CoIN; returns the folder of `report.md`."""
     from sefe.micro.run import MicroOptions, run_micro
 
-    opts = MicroOptions(out=out.resolve() / "micro", pairs=["lora/original", "reglora/asd"], seeds=1, x=x)
+    pairs = ["lora/original", "reglora/asd"]
+    opts = MicroOptions(out=out.resolve() / "micro", pairs=pairs, seeds=1, x=x, jobs=2)  # side by side
     return run_micro(opts, console=console).parent
 
 

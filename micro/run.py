@@ -50,6 +50,7 @@ class MicroOptions(BaseModel):
     lam: float = Field(2500.0, ge=0)
     warm: WarmStartOptions = Field(default_factory=WarmStartOptions)
     threads: int | None = None
+    jobs: int = Field(1, ge=1)  # runs trained at once, each in its own process (spawned), log in runs/
     pairs: list[str] | None = None  # e.g. ["lora/original", "reglora/asd"]: only these, not methods x data
 
     @model_validator(mode="after")
@@ -202,12 +203,72 @@ def run_micro(opts: MicroOptions, console: Console | None = None) -> Path:
     if any(d == "asd" for _, d in combos):
         ensure_asd(opts, root, console)
     timings: dict[str, float] = {}
-    for seed in range(opts.seeds):
-        for method, data in combos:
-            name = opts.run_name(method, data, seed)
-            console.rule(f"micro run {name}")
-            t1 = time.perf_counter()
-            cfg = run_config(opts, method, data, seed, root, warm)
-            state = ContinualRunner(cfg).run()
-            timings[name] = _add_seconds(Path(cfg.output_dir), time.perf_counter() - t1, len(state.done))
+    todo = [(method, data, seed) for seed in range(opts.seeds) for method, data in combos]
+    if opts.jobs > 1:
+        timings = _run_parallel(opts, todo, root, warm, console)
+    for method, data, seed in todo if opts.jobs == 1 else []:
+        name = opts.run_name(method, data, seed)
+        console.rule(f"micro run {name}")
+        t1 = time.perf_counter()
+        cfg = run_config(opts, method, data, seed, root, warm)
+        state = ContinualRunner(cfg).run()
+        timings[name] = _add_seconds(Path(cfg.output_dir), time.perf_counter() - t1, len(state.done))
     return write_report(opts, warm, timings)
+
+
+def _run_parallel(
+    opts: MicroOptions, todo: list[tuple[str, DataKind, int]], root: Path, warm: Path, console: Console
+) -> dict[str, float]:
+    """`opts.jobs` runs at once, one spawned process each (torch threads split between them).
+
+    Why: the tiny model's steps use two threads poorly, so two one-thread runs side by side finish sooner
+    than the same runs one after the other. Each worker writes its progress to `runs/<name>.log`."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = opts.threads or max(1, (os.cpu_count() or 1) // opts.jobs)
+    payload = opts.model_dump(mode="json")
+    timings: dict[str, float] = {}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(opts.jobs, mp_context=ctx) as pool:
+        futures = {
+            pool.submit(_worker, payload, m, d, s, str(root), str(warm), threads): opts.run_name(m, d, s)
+            for m, d, s in todo
+        }
+        console.print(f"{len(todo)} runs, {opts.jobs} at a time; logs: {Path(opts.out) / 'runs'}/<run>.log")
+        for fut in as_completed(futures):
+            name = futures[fut]
+            timings[name] = fut.result()
+            console.print(f"finished {name} ({timings[name]:.0f} s)")
+    return timings
+
+
+def _worker(
+    payload: dict[str, Any], method: str, data: DataKind, seed: int, root: str, warm: str, threads: int
+) -> float:
+    """One continual run in a spawned process, its console output sent to `runs/<name>.log`."""
+    import os
+    import sys
+
+    import torch
+
+    from sefe.root_tasks import register_root
+
+    opts = MicroOptions.model_validate(payload)
+    log = Path(opts.out) / "runs" / f"{opts.run_name(method, data, seed)}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (the process's own streams)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    torch.set_num_threads(threads)
+    register_root(Path(root))
+
+    from sefe.sefe_train.runner import ContinualRunner
+
+    t1 = time.perf_counter()
+    cfg = run_config(opts, method, data, seed, Path(root), Path(warm))
+    state = ContinualRunner(cfg).run()
+    return _add_seconds(Path(cfg.output_dir), time.perf_counter() - t1, len(state.done))

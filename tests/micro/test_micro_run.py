@@ -18,7 +18,7 @@ def test_micro_run_two_tasks_one_seed_and_resume(tmp_path: Path, monkeypatch: py
     args = [
         "micro", "run", "--out", str(out), "--methods", "lora,reglora", "--data", "original,asd",
         "--seeds", "1", "--tasks", "Colour,Count", "--train", "24", "--test", "6", "--warm-steps", "10",
-        "--vision-steps", "10", "--epochs", "1",
+        "--vision-steps", "10", "--epochs", "1", "--jobs", "2",
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -47,7 +47,9 @@ def test_micro_run_two_tasks_one_seed_and_resume(tmp_path: Path, monkeypatch: py
     run_dir = out / "runs" / "lora_original_seed0"
     assert (run_dir / "format_errors.json").is_file() and (run_dir / "knowledge.json").is_file()
     # resume: the same command again skips every finished stage and rewrites the same numbers
-    again = CliRunner().invoke(app, args)
+    # the runs were trained two at a time (`--jobs 2`), each process logging to runs/<run>.log
+    assert "stage 2/2" in (out / "runs" / "reglora_asd_seed0.log").read_text()
+    again = CliRunner().invoke(app, [*args[:-1], "1"])  # resumed one at a time, in this process
     assert again.exit_code == 0, again.output
     assert "done, skipped" in again.output or "skipped" in again.output
     report2 = orjson.loads((out / "report.json").read_bytes())

@@ -182,7 +182,6 @@ def run_micro(opts: MicroOptions, console: Console | None = None) -> Path:
     from sefe.micro.report import write_report
     from sefe.micro.warmstart import warmstart_dir
     from sefe.root_tasks import register_root
-    from sefe.sefe_train.runner import ContinualRunner
 
     console = console or Console(stderr=True)
     out = Path(opts.out)
@@ -206,14 +205,22 @@ def run_micro(opts: MicroOptions, console: Console | None = None) -> Path:
     todo = [(method, data, seed) for seed in range(opts.seeds) for method, data in combos]
     if opts.jobs > 1:
         timings = _run_parallel(opts, todo, root, warm, console)
-    for method, data, seed in todo if opts.jobs == 1 else []:
-        name = opts.run_name(method, data, seed)
-        console.rule(f"micro run {name}")
-        t1 = time.perf_counter()
-        cfg = run_config(opts, method, data, seed, root, warm)
-        state = ContinualRunner(cfg).run()
-        timings[name] = _add_seconds(Path(cfg.output_dir), time.perf_counter() - t1, len(state.done))
+    else:
+        for method, data, seed in todo:
+            name = opts.run_name(method, data, seed)
+            console.rule(f"micro run {name}")
+            timings[name] = _run_one(opts, method, data, seed, root, warm)
     return write_report(opts, warm, timings)
+
+
+def _run_one(opts: MicroOptions, method: str, data: DataKind, seed: int, root: Path, warm: Path) -> float:
+    """One continual run (resumed if begun); returns its wall seconds summed over invocations."""
+    from sefe.sefe_train.runner import ContinualRunner
+
+    t1 = time.perf_counter()
+    cfg = run_config(opts, method, data, seed, root, warm)
+    state = ContinualRunner(cfg).run()
+    return _add_seconds(Path(cfg.output_dir), time.perf_counter() - t1, len(state.done))
 
 
 def _run_parallel(
@@ -265,10 +272,4 @@ def _worker(
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     torch.set_num_threads(threads)
     register_root(Path(root))
-
-    from sefe.sefe_train.runner import ContinualRunner
-
-    t1 = time.perf_counter()
-    cfg = run_config(opts, method, data, seed, Path(root), Path(warm))
-    state = ContinualRunner(cfg).run()
-    return _add_seconds(Path(cfg.output_dir), time.perf_counter() - t1, len(state.done))
+    return _run_one(opts, method, data, seed, Path(root), Path(warm))

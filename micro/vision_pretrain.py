@@ -100,7 +100,8 @@ def pretrain_vision(
     """Train `model`'s vision tower in place on the warm-start pictures; returns held-out accuracies."""
     import torch
     import torch.nn.functional as F
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from sefe.sefe_train.progress import step_bar
 
     tower = model.model.vision_tower
     vcfg = model.config.vision_config
@@ -160,8 +161,7 @@ def pretrain_vision(
 
     tower.train()
     start = time.perf_counter()
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=True) as progress:
+    with step_bar(console) as progress:
         bar = progress.add_task("vision tower", total=opts.steps)
         for step in range(opts.steps):
             ix = train_ix[torch.randint(len(train_ix), (opts.batch_size,), generator=gen)]

@@ -146,10 +146,10 @@ def pretrain(
     """Stage 1 (the tower on scene truth), then stage 2 (projector + LM on the corpus, AdamW, warm-up then
     cosine); saves model + processor in `out`."""
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from torch.utils.data import DataLoader
 
     from sefe.sefe_train.data import DataCollator, LlavaDataset
+    from sefe.sefe_train.progress import step_bar
     from sefe.sefe_train.tiny import build_tiny_llava
 
     if opts.threads:
@@ -178,8 +178,7 @@ def pretrain(
     model.train()
     losses: list[float] = []
     start = time.perf_counter()
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=True) as progress:
+    with step_bar(console) as progress:
         bar = progress.add_task("warm start", total=opts.steps)
         for step, batch in enumerate(loader):
             loss = model(**batch).loss

@@ -267,11 +267,10 @@ def _write_predictions(
     show_progress: bool,
 ) -> None:
     """Generate batch after batch, appending and flushing each so a kill loses at most one batch."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from sefe.sefe_train.progress import step_bar
 
     total = sum(len(job.pending) for job in jobs)
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, disable=not show_progress, transient=False) as progress:
+    with step_bar(transient=False, disable=not show_progress) as progress:
         bar = progress.add_task("eval", total=total)
         for job in jobs:
             progress.update(bar, description=f"eval {job.task}")

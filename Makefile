@@ -25,7 +25,7 @@ relink: $(STAMP)
 # the llama-cpp-python sdist on PyPI (the 76 MB archive is deleted) into $$SEFE_CACHE/vocab or
 # ~/.cache/sefe/vocab, and tokenizer.model is rebuilt from them. Idempotent: nothing is fetched twice.
 vocab: relink
-	$(BIN)/python -m sefe.sefe_train.vocab fetch
+	$(BIN)/python -m sefe.models.vocab fetch
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,7 @@ test: install
 	SEFE_REQUIRE_VOCAB=1 $(BIN)/pytest -q
 
 # The edit-test loop: every test not marked slow, minus the areas that train or run models (FAST_SKIP).
-FAST_SKIP ?= tests/vllm tests/train tests/methods tests/forgetting tests/model tests/reglora
+FAST_SKIP ?= tests/vllm tests/sefe_train tests/models tests/evaluation/test_probe.py tests/evaluation/test_format_checks.py
 test-fast: install
 	$(BIN)/pytest -q -x -m "not slow" $(addprefix --ignore=,$(FAST_SKIP))
 

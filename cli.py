@@ -18,17 +18,17 @@ from pydantic import BaseModel
 from sefe.asd_gen.needs import BackendName, DistractorMode, GenerationOptions
 from sefe.asd_gen.options import BuildOptions
 from sefe.errors import report_errors
+from sefe.evaluation import inference
+from sefe.evaluation.inference import Engine, InferenceDType
+from sefe.evaluation.judge import JudgeBackend
+from sefe.models.conversation import ScienceQAInstruction
 from sefe.sefe_train.config import ScoringMode
-from sefe.sefe_train.conversation import ScienceQAInstruction
-from sefe.sefe_train.evaluation import inference
-from sefe.sefe_train.evaluation.inference import Engine, InferenceDType
-from sefe.sefe_train.evaluation.judge import JudgeBackend
 from sefe.sefe_train.reglora.config import Accumulate, BenchDType, PenaltyImpl, RegDelta
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from sefe.sefe_train.evaluation.judge import JudgeResult
+    from sefe.evaluation.judge import JudgeResult
 
 app = typer.Typer(
     name="sefe",
@@ -377,7 +377,7 @@ def eval_run_cmd(
 ) -> None:
     """CoIN predictions, greedy, one JSONL per task. Rerun the same command to resume."""
     from sefe.errors import MissingFile
-    from sefe.sefe_train.evaluation.inference import default_tasks, run_inference
+    from sefe.evaluation.inference import default_tasks, run_inference
 
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else default_tasks(data_root)
     if not names:
@@ -439,8 +439,8 @@ def eval_score_cmd(
     import orjson
 
     from sefe.coin.layout import root_of_annotations
+    from sefe.evaluation.scorers import score_in_root
     from sefe.root_tasks import register_root
-    from sefe.sefe_train.evaluation.scorers import score_in_root
 
     register_root(data_root or root_of_annotations(annotations))
     res = score_in_root(
@@ -488,7 +488,7 @@ def report_cmd(
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
 ) -> None:
     """Write report.md, report.json and PNG plots (heatmap, accuracy over stages, runs side by side)."""
-    from sefe.sefe_train.evaluation.report import build_report
+    from sefe.evaluation.report import build_report
 
     target = out or (runs[0] if len(runs) == 1 and runs[0].is_dir() else Path("sefe-report"))
     report = build_report(runs, target, plots=not no_plots)
@@ -522,7 +522,7 @@ def eval_judge_cmd(
     from sefe.asd_gen.backends.factory import make_backend
     from sefe.asd_gen.backends.guard import RESUME_HINT
     from sefe.asd_gen.build import EXIT_INTERRUPTED, EXIT_OPEN
-    from sefe.sefe_train.evaluation.judge import run_judge
+    from sefe.evaluation.judge import run_judge
 
     opts = GenerationOptions(backend=backend, model=model, base_url=base_url, concurrency=concurrency)
     engine = make_backend(opts)
@@ -623,7 +623,7 @@ def micro_build_cmd(
     n_warm: int = typer.Option(1500, "--warm", help="Pictures in the warm-start corpus."),
 ) -> None:
     """Generate the six Micro-CoIN tasks, their ground truth, distractor pools and the warm-start corpus."""
-    from sefe.data.micro.generate import build_micro
+    from sefe.micro.generate import build_micro
 
     root = build_micro(out, seed=seed, n_train=n_train, n_test=n_test, n_warm=n_warm)
     typer.echo(f"Micro-CoIN data root: {root}")

@@ -46,8 +46,8 @@ def run_demo(
     from sefe.asd_gen.summary import build_table
     from sefe.coin.layout import asd_train_path
     from sefe.data import coin_mini_root
+    from sefe.evaluation.report import build_report
     from sefe.sefe_train.config import load_config
-    from sefe.sefe_train.evaluation.report import build_report
     from sefe.sefe_train.runner import ContinualRunner
 
     console = console or Console()

@@ -59,8 +59,8 @@ def register_root(root: Path | str | None) -> list[str]:
     if root is None:
         return []
     from sefe.coin.tasks import TaskSpec, register_task
-    from sefe.sefe_train.evaluation.format_checks import register_task_style
-    from sefe.sefe_train.evaluation.scorers import register_scorer_alias
+    from sefe.evaluation.format_checks import register_task_style
+    from sefe.evaluation.scorers import register_scorer_alias
 
     path = Path(root) / TASKS_FILE
     names = []

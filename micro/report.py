@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 
 from sefe.atomic import atomic_write_bytes
-from sefe.sefe_train.evaluate_stage import FORMAT_FILE, KNOWLEDGE_FILE
-from sefe.sefe_train.evaluation.metrics import ACCURACY_FILE, AccuracyMatrix
+from sefe.evaluation.metrics import AccuracyMatrix
+from sefe.evaluation.result_files import ACCURACY_FILE, FORMAT_FILE, KNOWLEDGE_FILE
 
 METRICS = ("MFT", "MFN", "MAA", "BWT", "FE_own", "FE_later", "K_own", "K_final", "K_BWT")
 SEFE = ("reglora", "asd")
@@ -244,7 +244,7 @@ def _plots(out: Path, groups: dict[str, Any], tasks: list[str]) -> list[str]:
     import numpy as np
     from matplotlib.figure import Figure
 
-    from sefe.sefe_train.evaluation.report import _save_png
+    from sefe.evaluation.report import _save_png
 
     names = []
     n = len(tasks)

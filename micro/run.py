@@ -19,8 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
 
-from sefe.data.micro.generate import TASK_ORDER
 from sefe.errors import InputError
+from sefe.micro.generate import TASK_ORDER
 from sefe.micro.warmstart import WarmStartOptions
 
 DataKind = Literal["original", "asd"]
@@ -86,7 +86,7 @@ def ensure_benchmark(opts: MicroOptions, console: Console) -> Path:
     """Build the benchmark once (tasks.json is written last, so its presence means complete)."""
     import orjson
 
-    from sefe.data.micro.generate import build_micro
+    from sefe.micro.generate import build_micro
 
     root = data_root(opts)
     want = {"train": opts.n_train, "test": opts.n_test, "warmstart": opts.n_warm}

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from sefe.coin.images import open_image
-from sefe.data.micro.scenes import COLOURS, GRID, SHAPES, WORDS
+from sefe.micro.scenes import COLOURS, GRID, SHAPES, WORDS
 
 WORD_COLOURS: tuple[str, ...] = ("red", "green", "blue", "purple")
 MAX_OBJECTS = 4
@@ -101,7 +101,7 @@ def pretrain_vision(
     import torch
     import torch.nn.functional as F
 
-    from sefe.sefe_train.progress import step_bar
+    from sefe.progress import step_bar
 
     tower = model.model.vision_tower
     vcfg = model.config.vision_config

@@ -26,9 +26,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
-from sefe.data.micro.scenes import COLOURS, SHAPES, WORDS
+from sefe.micro.scenes import COLOURS, SHAPES, WORDS
 from sefe.micro.vision_pretrain import VisionPretrainOptions, pretrain_vision
-from sefe.sefe_train.tiny import TinyLlavaConfig, default_cache_dir
+from sefe.models.tiny import TinyLlavaConfig, default_cache_dir
 
 WARM_FORMAT = 2
 
@@ -148,9 +148,9 @@ def pretrain(
     import torch
     from torch.utils.data import DataLoader
 
-    from sefe.sefe_train.data import DataCollator, LlavaDataset
-    from sefe.sefe_train.progress import step_bar
-    from sefe.sefe_train.tiny import build_tiny_llava
+    from sefe.models.dataset import DataCollator, LlavaDataset
+    from sefe.models.tiny import build_tiny_llava
+    from sefe.progress import step_bar
 
     if opts.threads:
         torch.set_num_threads(opts.threads)

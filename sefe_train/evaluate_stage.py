@@ -18,11 +18,9 @@ from typing import Any
 import orjson
 
 from sefe.errors import InputError
+from sefe.evaluation.result_files import FORMAT_FILE, KNOWLEDGE_FILE
 from sefe.sefe_train.config import RunConfig
 from sefe.sefe_train.run_layout import atomic_write_bytes
-
-FORMAT_FILE = "format_errors.json"  # <run>/format_errors.json: format-error matrix (percent)
-KNOWLEDGE_FILE = "knowledge.json"  # <run>/knowledge.json: knowledge-probe matrix (percent)
 
 
 def _limited_test_file(test: Path, limit: int | None, out_dir: Path, task: str) -> Path:
@@ -46,9 +44,9 @@ def evaluate_stage(
     model: tuple[Any, Any] | None = None,
 ) -> dict[str, float]:
     """Evaluate tasks 1..k (1-based k) and record them; `model` is the in-memory merged pair, if at hand."""
-    from sefe.sefe_train.evaluation.inference import run_inference
-    from sefe.sefe_train.evaluation.metrics import AccuracyMatrix
-    from sefe.sefe_train.evaluation.scorers import find_gt, score_predictions
+    from sefe.evaluation.inference import run_inference
+    from sefe.evaluation.metrics import AccuracyMatrix
+    from sefe.evaluation.scorers import find_gt, score_predictions
 
     root = cfg.resolved_data_root()
     tasks = cfg.tasks[:k]
@@ -98,7 +96,7 @@ def evaluate_stage(
 
 def _side_matrix(path: Path, cfg: RunConfig) -> Any:
     """A format-error / knowledge matrix of this run (same shape and mode as the accuracy matrix)."""
-    from sefe.sefe_train.evaluation.metrics import AccuracyMatrix
+    from sefe.evaluation.metrics import AccuracyMatrix
 
     names = [t.name for t in cfg.tasks]
     if path.exists():
@@ -109,7 +107,7 @@ def _side_matrix(path: Path, cfg: RunConfig) -> Any:
 
 
 def _record_format_errors(cfg: RunConfig, k: int, preds: dict[str, Path], eval_dir: Path, path: Path) -> None:
-    from sefe.sefe_train.evaluation.format_checks import format_errors_of_predictions
+    from sefe.evaluation.format_checks import format_errors_of_predictions
 
     matrix = _side_matrix(path, cfg)
     out: dict[str, Any] = {}
@@ -126,8 +124,8 @@ def _record_probe(
 ) -> None:
     """Likelihood ranking of candidate answers for the tasks that have candidates."""
     from sefe.coin.records import load_test
-    from sefe.sefe_train.conversation import eval_question
-    from sefe.sefe_train.evaluation.probe import probe_items, run_probe
+    from sefe.evaluation.probe import probe_items, run_probe
+    from sefe.models.conversation import eval_question
 
     root = cfg.resolved_data_root()
     limit = cfg.eval.probe_max_samples or cfg.eval.max_samples
@@ -142,7 +140,7 @@ def _record_probe(
     if not items_of:
         return
     if model is None:
-        from sefe.sefe_train.model import load_llava, torch_dtype
+        from sefe.models.llava import load_llava, torch_dtype
 
         model = load_llava(str(merged), dtype=torch_dtype(cfg.model.dtype))
     llava, processor = model

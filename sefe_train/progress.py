@@ -23,12 +23,6 @@ from rich.progress import (
 from transformers import TrainerCallback
 
 
-def step_bar(console: Console | None = None, transient: bool = True, disable: bool = False) -> Progress:
-    """The bar of a hand-written loop (warm start, evaluation): description, bar, i/N, time left."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    return Progress(*columns, console=console, transient=transient, disable=disable)
-
-
 class RichProgressCallback(TrainerCallback):
     """Shows `stage k Task: step i/N  loss ...  penalty ...  lr ...` while a stage trains."""
 

@@ -20,7 +20,6 @@ from sefe.errors import InputError
 
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
-ACCURACY_FILE = "accuracy.json"
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
 KEYS_FILE = "keys.safetensors"

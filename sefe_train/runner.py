@@ -28,6 +28,7 @@ from rich.console import Console
 
 from sefe.atomic import atomic_dir, publish_dir
 from sefe.errors import MissingFile
+from sefe.evaluation.result_files import ACCURACY_FILE
 from sefe.sefe_train import run_layout as L
 from sefe.sefe_train.config import ConfigError, RunConfig, TaskConfig, dump_config
 from sefe.sefe_train.methods.base import ContinualMethod, StageContext
@@ -86,14 +87,14 @@ def check_deepspeed(cfg: RunConfig) -> None:
 
 
 def torch_dtype(name: str) -> Any:
-    from sefe.sefe_train.model import torch_dtype as _td
+    from sefe.models.llava import torch_dtype as _td
 
     return _td(name)
 
 
 def model_source(cfg: RunConfig, base: Path | None) -> Any:
     """Stage 1 loads the configured source; stage k>1 loads the merged folder of stage k-1."""
-    from sefe.sefe_train.model import ModelSource
+    from sefe.models.llava import ModelSource
 
     m = cfg.model
     if base is not None:
@@ -106,7 +107,7 @@ def model_source(cfg: RunConfig, base: Path | None) -> Any:
 
 
 def load_base(cfg: RunConfig, base: Path | None) -> tuple[Any, Any]:
-    from sefe.sefe_train.model import load_llava
+    from sefe.models.llava import load_llava
 
     source = model_source(cfg, base)
     m = cfg.model
@@ -228,7 +229,7 @@ class ContinualRunner:
         if missing:
             raise MissingFile(f"train file(s) not found: {', '.join(missing)}")
         if self.cfg.eval.enabled:
-            from sefe.sefe_train.evaluation.scorers import ScoringError, canonical_task, find_gt
+            from sefe.evaluation.scorers import ScoringError, canonical_task, find_gt
 
             ev = self.cfg.eval
             for t in self.cfg.tasks:
@@ -379,7 +380,7 @@ class ContinualRunner:
 
     def stage_dataset(self, ctx: StageContext, processor: Any) -> Any:
         """Step 2: the task's training records (any train_file, original or ASD), as the method mixes them."""
-        from sefe.sefe_train.data import LlavaDataset
+        from sefe.models.dataset import LlavaDataset
 
         train_path = self.cfg.train_path(ctx.task)
         if not train_path.exists():
@@ -402,7 +403,7 @@ class ContinualRunner:
 
     def stage_trainer(self, ctx: StageContext, model: Any, processor: Any, dataset: Any) -> Any:
         """Step 4: the Trainer with the method's loss terms and learning rates, progress and log callbacks."""
-        from sefe.sefe_train.data import DataCollator
+        from sefe.models.dataset import DataCollator
 
         trainer = build_trainer(
             self.cfg,
@@ -440,7 +441,7 @@ class ContinualRunner:
 
     def merge(self, peft_model: Any, processor: Any, part: Path) -> Any:
         """The method's merged model (LoRA: base + (alpha/r)·B·A), saved as `merged/`: base of stage k+1."""
-        from sefe.sefe_train.model import save_llava
+        from sefe.models.llava import save_llava
 
         ctx = self.context(_stage_index(part), self._task_of(part))
         merged = self.method.merge(ctx, peft_model)
@@ -461,7 +462,7 @@ class ContinualRunner:
         if model is None:
             model = self.method.load_merged(self.context(k, self.cfg.tasks[k - 1]), part / L.MERGED_DIR)
         acc = evaluate_stage(
-            self.cfg, k, part / L.MERGED_DIR, part / L.EVAL_DIR, self.run_dir / L.ACCURACY_FILE, model=model
+            self.cfg, k, part / L.MERGED_DIR, part / L.EVAL_DIR, self.run_dir / ACCURACY_FILE, model=model
         )
         console.print("after stage {}: {}".format(k, ", ".join(f"{t} {a:.2f}" for t, a in acc.items())))
 

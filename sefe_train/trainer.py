@@ -124,7 +124,7 @@ class ContinualTrainer(Trainer):
         dataset = self.train_dataset if train_dataset is None else train_dataset
         modality_lengths = getattr(dataset, "modality_lengths", None)
         if self.group_by_modality_length and modality_lengths is not None:
-            from sefe.sefe_train.sampling import ModalityLengthGroupedSampler
+            from sefe.models.sampling import ModalityLengthGroupedSampler
 
             # LLaVA's arguments: per-device batch, and "world" = processes x accumulation steps, so every
             # device micro-batch of one optimizer step comes from one single-modality megabatch.

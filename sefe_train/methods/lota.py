@@ -161,7 +161,7 @@ class LoTA(ContinualMethod):
         """Fine-tune a few steps, take the task vector's top-k (LoTTO: outside earlier masks), restore."""
         import torch
 
-        from sefe.sefe_train.data import DataCollator, LlavaDataset
+        from sefe.models.dataset import DataCollator, LlavaDataset
         from sefe.sefe_train.methods._sparse_mask import lottery_masks
         from sefe.sefe_train.reglora.keys import KeyStore
         from sefe.sefe_train.runner import build_trainer, free_memory, is_main_process

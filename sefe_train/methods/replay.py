@@ -91,7 +91,7 @@ class Replay(LoRAMethod):
         return {task: TaskBuffer.model_validate(b) for task, b in raw["buffers"].items()}
 
     def train_records(self, ctx: StageContext, records: list[Record]) -> list[Record]:
-        from sefe.sefe_train.data import load_records
+        from sefe.models.dataset import load_records
 
         mixed = list(records)
         for task, buf in self.buffers(ctx).items():
@@ -114,7 +114,7 @@ class Replay(LoRAMethod):
     def after_task(self, ctx: StageContext, model: Any) -> None:
         """Draw this task's buffer and store it beside the earlier ones."""
         from sefe.atomic import atomic_write_bytes
-        from sefe.sefe_train.data import load_records
+        from sefe.models.dataset import load_records
 
         path = self.cfg.train_path(ctx.task)
         own = load_records(path)

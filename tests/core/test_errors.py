@@ -42,9 +42,9 @@ def test_user_error_classes_keep_their_builtin_bases() -> None:
     from sefe.asd_gen.build import BuildError
     from sefe.coin.records import RecordsError
     from sefe.coin.tasks import TaskError
+    from sefe.evaluation.loading import ScoringError
+    from sefe.evaluation.report import ReportError
     from sefe.sefe_train.config import ConfigError
-    from sefe.sefe_train.evaluation.loading import ScoringError
-    from sefe.sefe_train.evaluation.report import ReportError
 
     for cls in (RecordsError, TaskError, ConfigError, ScoringError, ReportError):
         assert issubclass(cls, InputError) and issubclass(cls, ValueError)

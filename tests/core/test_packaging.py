@@ -117,7 +117,7 @@ def test_expected_list_follows_the_tree() -> None:
         "sefe/prompts/default/system.j2",
         "sefe/configs/coin-llava7b.yaml",
         "sefe/data/coin-mini/README.md",
-        "sefe/sefe_train/evaluation/vqa_answer_normalization.json",
+        "sefe/evaluation/vqa_answer_normalization.json",
     ):
         assert must in exp, must
     assert any(e.startswith("sefe/data/coin-mini/annotations/") for e in exp)

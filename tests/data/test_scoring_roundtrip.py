@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from sefe.data.make_coin_mini import TASKS
-from sefe.sefe_train.evaluation.scorers import default_annotations, find_gt, score_predictions
+from sefe.evaluation.scorers import default_annotations, find_gt, score_predictions
 from tests.helpers.coin_mini import load, test_records
 
 

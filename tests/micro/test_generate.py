@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from sefe.data.micro.generate import TASK_ORDER, build_micro
+from sefe.micro.generate import TASK_ORDER, build_micro
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -61,9 +61,9 @@ def test_layout_ground_truth_and_candidates(tmp_path: Path) -> None:
 
 def test_root_registers_scorers_styles_and_asd_specs(tmp_path: Path) -> None:
     from sefe.coin.tasks import get_task
+    from sefe.evaluation.format_checks import task_style
+    from sefe.evaluation.scorers import canonical_task, score_predictions
     from sefe.root_tasks import register_root
-    from sefe.sefe_train.evaluation.format_checks import task_style
-    from sefe.sefe_train.evaluation.scorers import canonical_task, score_predictions
 
     root = build_micro(tmp_path / "m", seed=0, n_train=4, n_test=5, n_warm=2)
     assert register_root(root) == list(TASK_ORDER)

@@ -12,7 +12,7 @@ from sefe.asd_gen.backends.factory import make_backend
 from sefe.asd_gen.backends.scene_backend import SceneError, explanation, scene_for
 from sefe.asd_gen.build import BuildOptions, build
 from sefe.asd_gen.needs import GenerationOptions
-from sefe.data.micro.generate import build_micro
+from sefe.micro.generate import build_micro
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from sefe.data.micro.scenes import COLOURS, GRID, SHAPES, WORDS
+from sefe.micro.scenes import COLOURS, GRID, SHAPES, WORDS
 from sefe.micro.vision_pretrain import LETTERS, VisionPretrainOptions, pretrain_vision, scene_targets
 
 
@@ -43,9 +43,9 @@ def test_pretrained_tower_tells_colours_apart(tmp_path: Path) -> None:
     """Held-out accuracy measured on pictures the tower never trained on: far above chance (1/6)."""
     import torch
 
-    from sefe.data.micro.generate import build_micro
+    from sefe.micro.generate import build_micro
     from sefe.micro.warmstart import micro_model_config
-    from sefe.sefe_train.tiny import build_tiny_llava
+    from sefe.models.tiny import build_tiny_llava
 
     torch.manual_seed(0)
     root = build_micro(tmp_path / "m", n_train=2, n_test=2, n_warm=400, tasks=["Colour"])
@@ -59,7 +59,7 @@ def test_pretrained_tower_tells_colours_apart(tmp_path: Path) -> None:
 
 def test_grid_mismatch_is_refused(tmp_path: Path) -> None:
     from sefe.micro.warmstart import micro_model_config
-    from sefe.sefe_train.tiny import build_tiny_llava
+    from sefe.models.tiny import build_tiny_llava
 
     model, processor = build_tiny_llava(micro_model_config().model_copy(update={"patch_size": 12}))
     with pytest.raises(ValueError, match="one patch per grid cell"):

@@ -1,1 +1,0 @@
-"""Micro-CoIN: a generated continual-learning benchmark over procedurally drawn pictures (`generate.py`)."""

@@ -1,0 +1,227 @@
+"""Format errors (superficial forgetting): is an answer in the answer style its question asks for?
+
+Accuracy alone cannot tell "the model forgot" from "the model answers in another task's style" (a letter
+where a colour was asked, a box where a phrase was asked). A format error is an answer that no rule-based
+scorer of its task could accept because of its *form*, whatever its content. One checker per answer style:
+
+- `letter`: one option letter, optionally bracketed or with a period: `B`, `(B)`, `B.`
+- `yesno`: `Yes` or `No`, any case, optional final period
+- `short`: one line of 1..`SHORT_MAX_WORDS` words, one sentence at most; not a lone option letter, not a box
+- `box`: four numbers in square brackets, optional final period: `[0.1, 0.2, 0.5, 0.6]`
+- `explained`: an answer (phrase, letter or box) first, then at least `EXPLANATION_MIN_WORDS` more words
+
+The style of a question is read from its instruction line (the last line, as CoIN's tools treat it) when it
+is a known one, else from the task's registered style (CoIN's eight are built in; others register with
+`register_task_style`). The result per task is the share of answers with a format error (percent).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FormatStyle = Literal["letter", "yesno", "short", "box", "explained"]
+FORMAT_STYLES: tuple[FormatStyle, ...] = ("letter", "yesno", "short", "box", "explained")
+SHORT_MAX_WORDS = 10  # OCRVQA book titles reach about ten words; CoIN short answers are shorter
+EXPLANATION_MIN_WORDS = 3
+
+_NUM = r"-?(?:\d+(?:\.\d*)?|\.\d+)"
+_BOX = re.compile(rf"^\[\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*\]\.?$")
+_BOX_HEAD = re.compile(rf"^\[\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*\]")
+_LETTER = re.compile(r"^\(?([A-Z])\)?\.?$")
+_YESNO = re.compile(r"^(yes|no)[.!]?$", re.IGNORECASE)
+_SENTENCE_BREAK = re.compile(r"[.!?;:](?:\s+|$)|\n")
+_ANSWER_BREAK = re.compile(r"[.!?;:,](?:\s+|$)|\n")  # where an answer ends and its explanation begins
+
+#: CoIN's eight tasks and their original answer styles (coin-data.md).
+COIN_TASK_STYLES: dict[str, FormatStyle] = {
+    "ScienceQA": "letter",
+    "TextVQA": "short",
+    "ImageNet": "short",
+    "GQA": "short",
+    "VizWiz": "short",
+    "Grounding": "box",
+    "VQAv2": "short",
+    "OCRVQA": "short",
+}
+_TASK_STYLES: dict[str, FormatStyle] = dict(COIN_TASK_STYLES)
+
+# Instruction lines -> style, matched case-insensitively as substrings of the question's last line. Order
+# matters: the explanation lines of Grounding mention the bounding box too.
+_INSTRUCTION_STYLES: tuple[tuple[str, FormatStyle], ...] = (
+    ("then explain", "explained"),
+    ("then describe", "explained"),
+    ("explain your", "explained"),
+    ("option's letter", "letter"),
+    ("with yes or no", "yesno"),
+    ("single word", "short"),
+    ("bounding box", "box"),
+)
+
+
+def register_task_style(task: str, style: FormatStyle) -> None:
+    """Declare the original answer style of a task beyond CoIN's eight (e.g. the Micro-CoIN tasks)."""
+    if style not in FORMAT_STYLES:
+        raise ValueError(f"unknown answer style {style!r}; one of {', '.join(FORMAT_STYLES)}")
+    _TASK_STYLES[task] = style
+
+
+def task_style(task: str) -> FormatStyle | None:
+    """The registered original style of a task (case-insensitive name), or None."""
+    for name, style in _TASK_STYLES.items():
+        if name.lower() == task.lower():
+            return style
+    return None
+
+
+def style_from_instruction(question: str) -> FormatStyle | None:
+    """The style the question's last line asks for, if it is a known instruction line."""
+    lines = [ln.strip() for ln in question.strip().split("\n") if ln.strip()]
+    if not lines:
+        return None
+    last = lines[-1].lower()
+    for needle, style in _INSTRUCTION_STYLES:
+        if needle in last:
+            return style
+    return None
+
+
+def question_style(task: str, question: str) -> FormatStyle:
+    """Instruction line first (it is what the model was asked), then the task's style, else `short`."""
+    return style_from_instruction(question) or task_style(task) or "short"
+
+
+# ---- the checkers ---------------------------------------------------------------------------------------
+
+
+def is_letter(text: str) -> bool:
+    return _LETTER.match(text.strip()) is not None
+
+
+def is_yesno(text: str) -> bool:
+    return _YESNO.match(text.strip()) is not None
+
+
+def is_box(text: str) -> bool:
+    return _BOX.match(text.strip()) is not None
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def is_short(text: str, max_words: int = SHORT_MAX_WORDS) -> bool:
+    t = text.strip()
+    if not t or "\n" in t or is_box(t) or is_letter(t):
+        return False
+    if not 1 <= len(_words(t)) <= max_words:
+        return False
+    # one sentence at most: a break followed by more text means an answer plus an explanation
+    body = t.rstrip(".!?")
+    return _SENTENCE_BREAK.search(body) is None
+
+
+def _explained_head(text: str) -> tuple[str, str] | None:
+    """Split `answer<break>explanation`; a leading box is the answer (Grounding descriptions)."""
+    t = text.strip()
+    m = _BOX_HEAD.match(t)
+    if m:
+        return t[: m.end()], t[m.end() :].lstrip(" .,:;-\n")
+    m = _ANSWER_BREAK.search(t)
+    if not m:
+        return None
+    return t[: m.start()].strip(), t[m.end() :].strip()
+
+
+def is_explained(text: str, max_head_words: int = SHORT_MAX_WORDS) -> bool:
+    parts = _explained_head(text)
+    if parts is None:
+        return False
+    head, tail = parts
+    if not head or not 1 <= len(_words(head)) <= max_head_words:
+        return False
+    return len(_words(tail)) >= EXPLANATION_MIN_WORDS
+
+
+CHECKERS: dict[FormatStyle, Callable[[str], bool]] = {
+    "letter": is_letter,
+    "yesno": is_yesno,
+    "short": is_short,
+    "box": is_box,
+    "explained": is_explained,
+}
+
+
+def in_style(style: FormatStyle, text: str) -> bool:
+    """True when `text` has the form `style` asks for."""
+    return CHECKERS[style](text)
+
+
+def detect_style(text: str) -> FormatStyle | None:
+    """The style an answer is in (most specific first), or None: says *which* style took over."""
+    order: tuple[FormatStyle, ...] = ("letter", "yesno", "box", "short", "explained")
+    for style in order:
+        if CHECKERS[style](text):
+            return style
+    return None
+
+
+# ---- per task -------------------------------------------------------------------------------------------
+
+
+class FormatResult(BaseModel):
+    """Format errors of one task's predictions: `rate` is the percentage of answers not in their style."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    rate: float
+    errors: int
+    total: int
+    expected: dict[str, int] = Field(default_factory=dict)  # required style -> questions
+    answered_as: dict[str, int] = Field(default_factory=dict)  # style of the wrong-format answers
+    examples: list[dict[str, str]] = Field(default_factory=list)  # a few wrong-format answers
+
+
+def format_errors(
+    task: str, questions: Sequence[str], answers: Sequence[str], max_examples: int = 5
+) -> FormatResult:
+    """Share of `answers` that are not in the style each matching question asks for."""
+    if len(questions) != len(answers):
+        raise ValueError(f"{task}: {len(questions)} questions but {len(answers)} answers")
+    expected: Counter[str] = Counter()
+    taken: Counter[str] = Counter()
+    examples: list[dict[str, str]] = []
+    errors = 0
+    for q, a in zip(questions, answers, strict=True):
+        style = question_style(task, q)
+        expected[style] += 1
+        if not in_style(style, a):
+            errors += 1
+            taken[detect_style(a) or "other"] += 1
+            if len(examples) < max_examples:
+                examples.append({"expected": style, "answer": a[:200]})
+    total = len(answers)
+    return FormatResult(
+        task=task,
+        rate=100.0 * errors / total if total else 0.0,
+        errors=errors,
+        total=total,
+        expected=dict(expected),
+        answered_as=dict(taken),
+        examples=examples,
+    )
+
+
+def format_errors_of_predictions(task: str, predictions: Path) -> FormatResult:
+    """Format errors of a CoIN prediction JSONL (its `prompt` is the question as asked, `text` the answer)."""
+    from sefe.evaluation.loading import load_predictions
+
+    preds = load_predictions(Path(predictions))
+    questions = [str(getattr(p, "prompt", None) or "") for p in preds]
+    return format_errors(task, questions, [p.text for p in preds])

@@ -1,0 +1,289 @@
+"""`sefe eval run`: batched greedy generation over CoIN test sets, one prediction JSONL per task.
+
+Prompts are vicuna_v1 generation prompts built exactly as for training (`conversation.py`); ScienceQA gets
+its letter instruction line appended as the release does (`scienceqa_instruction`), and its images are opened
+without RGB conversion (`eval_images.py`). Each prediction's `prompt` is `<image>\n` + question for image
+questions, as the release writes it. Generation stops at `max_new_tokens` (1024, the release's value: a
+shorter cap cuts the long answers of forgotten tasks before their `The answer is X.`). Batches are
+left-padded. Each finished batch is appended and flushed, and a rerun skips question ids already in the file,
+so a killed evaluation loses at most one batch. Lines stay in test-file order (CoIN's ImageNet scorer
+aligns by position).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from sefe.coin import layout
+from sefe.coin.images import image_path
+from sefe.coin.records import TestField, load_test
+from sefe.errors import InputError, MissingFile
+from sefe.jsonl_store import JsonlError, JsonlStore
+from sefe.models.conversation import (
+    ScienceQAInstruction,
+    eval_question,
+    generation_prompt,
+    prediction_prompt,
+)
+
+Engine = Literal["hf", "vllm"]
+#: what inference reads of a test record (besides `question_id` and the optional `image`)
+INFERENCE_FIELDS: tuple[TestField, ...] = ("text",)
+#: Model dtypes of `sefe eval run --dtype` (auto: bfloat16 on CUDA, else float32).
+InferenceDType = Literal["auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16"]
+#: The release's generation cap (LLaVA's evaluation scripts); the paper config and `sefe eval run` use it.
+DEFAULT_MAX_NEW_TOKENS = 1024
+
+
+def predictions_path(out_dir: str | Path, task: str) -> Path:
+    return Path(out_dir) / f"{task}.jsonl"
+
+
+def _answer_id(model_id: str, task: str, index: int, question_id: Any) -> str:
+    return hashlib.sha1(f"{model_id}\x00{task}\x00{index}\x00{question_id}".encode()).hexdigest()[:22]
+
+
+def read_done(path: Path) -> Counter[str]:
+    """Question ids already answered in `path` (counted, for test sets with repeated ids).
+
+    The file is a `sefe.jsonl_store` store: a torn last line (killed mid-write) is ignored and cut by the
+    next append; a broken line elsewhere is an error naming the line.
+    """
+    done: Counter[str] = Counter()
+    for n, row in JsonlStore(path).rows():
+        if "question_id" not in row:
+            raise JsonlError(f"{path} line {n}: not a prediction line (no question_id); remove or fix it")
+        done[str(row["question_id"])] += 1
+    return done
+
+
+def _pending(records: Sequence[Any], done: Counter[str]) -> list[tuple[int, Any]]:
+    seen: Counter[str] = Counter()
+    todo = []
+    for i, rec in enumerate(records):
+        qid = str(rec.question_id)
+        seen[qid] += 1
+        if seen[qid] > done[qid]:
+            todo.append((i, rec))
+    return todo
+
+
+def generate_batch(
+    model: Any, processor: Any, prompts: list[str], images: list[Any], max_new_tokens: int
+) -> list[str]:
+    """Greedy continuations of `prompts` (left padding); `images` are those of the prompts with `<image>`."""
+    import torch
+
+    from sefe.models.tokenization import generation_inputs
+
+    inputs = generation_inputs(processor, prompts, images)  # the release's ids around the image
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    tok = processor.tokenizer
+    with torch.inference_mode():
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            use_cache=True,  # training may have switched the config's cache off (gradient checkpointing)
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+    new = out[:, inputs["input_ids"].shape[1] :]
+    return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+
+
+GenerateFn = Callable[[list[str], list[Any]], list[str]]
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One task's remaining work: its test file and the (index, record) pairs still unanswered."""
+
+    task: str
+    test_path: Path
+    pending: list[tuple[int, Any]]
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """How prediction lines are built: the same for every task of one `run_inference` call."""
+
+    data_root: Path
+    model_id: str
+    scienceqa_instruction: ScienceQAInstruction
+    fill: tuple[int, ...] | None  # the processor's padding colour (ScienceQA images), None if unknown
+
+
+def run_inference(
+    model: str | Path | tuple[Any, Any],
+    data_root: str | Path,
+    tasks: Sequence[str],
+    out_dir: str | Path,
+    batch_size: int = 8,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    limit: int | None = None,
+    model_id: str | None = None,
+    dtype: InferenceDType = "auto",
+    device: str | None = None,
+    engine: Engine = "hf",
+    show_progress: bool = True,
+    scienceqa_instruction: ScienceQAInstruction = "always",
+) -> dict[str, Path]:
+    """Write `<out_dir>/<Task>.jsonl` for each task from `<data_root>/annotations/<Task>/test.json`.
+
+    `model` is a merged HF folder or an in-memory (model, processor) pair (the runner passes its own).
+    Returns the prediction file of each task. Rerunning resumes: answered question ids are skipped.
+    """
+    data_root, out_dir = Path(data_root), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if batch_size < 1:
+        raise InputError("batch_size must be at least 1")
+    jobs = _plan(data_root, tasks, out_dir, limit)
+    paths = {task: predictions_path(out_dir, task) for task in tasks}
+    if not any(job.pending for job in jobs):
+        return paths
+    if isinstance(model, tuple) and engine != "hf":
+        raise InputError("an in-memory model runs on the hf engine; give a folder for --engine vllm")
+    mid = model_id or ("model" if isinstance(model, tuple) else Path(model).resolve().name)
+    generate, processor, restore = _generator(model, engine, max_new_tokens, dtype, device)
+    writer = _Writer(data_root, mid, scienceqa_instruction, _padding_fill(processor))
+    try:
+        _write_predictions(jobs, out_dir, writer, generate, batch_size, show_progress)
+    finally:
+        restore()
+    return paths
+
+
+def _plan(data_root: Path, tasks: Sequence[str], out_dir: Path, limit: int | None) -> list[_Job]:
+    """Read every task's test file (errors before any model is loaded) and what is left to answer."""
+    jobs = []
+    for task in tasks:
+        test_path = layout.evaluation_file(data_root, task)
+        if not test_path.is_file():
+            raise MissingFile(f"task {task}: test file not found: {test_path}")
+        records = load_test(test_path, require=INFERENCE_FIELDS)
+        if limit is not None:
+            records = records[:limit]
+        for i, rec in enumerate(records):  # untrusted paths fail here, before a model is loaded
+            if rec.image is not None:
+                image_path(
+                    data_root, rec.image, f"{test_path}, record {i}, id {rec.question_id!r}, field 'image'"
+                )
+        jobs.append(_Job(task, test_path, _pending(records, read_done(predictions_path(out_dir, task)))))
+    return jobs
+
+
+def _generator(
+    model: str | Path | tuple[Any, Any], engine: Engine, max_new_tokens: int, dtype: str, device: str | None
+) -> tuple[GenerateFn, Any, Callable[[], None]]:
+    """(generate function, processor or None, restore): loads a folder, or borrows the runner's model.
+
+    `restore` hands an in-memory model back in the mode it came in (the runner's may be training).
+    """
+    if engine == "vllm" and not isinstance(model, tuple):
+        from sefe.evaluation.vllm_engine import vllm_generate_fn
+
+        return vllm_generate_fn(str(model), max_new_tokens), None, lambda: None
+    if isinstance(model, tuple):
+        llava, processor = model
+    else:
+        from sefe.models.llava import load_llava
+
+        dev = device or _default_device()
+        dt = dtype if dtype != "auto" else ("bfloat16" if dev.startswith("cuda") else "float32")
+        llava, processor = load_llava(str(model), dtype=dt, device=dev)
+    restore: Callable[[], None] = llava.train if llava.training else (lambda: None)
+    llava.eval()
+
+    def generate(prompts: list[str], images: list[Any]) -> list[str]:
+        return generate_batch(llava, processor, prompts, images, max_new_tokens)
+
+    return generate, processor, restore
+
+
+def _padding_fill(processor: Any) -> tuple[int, ...] | None:
+    from sefe.evaluation.eval_images import fill_colour
+
+    mean = getattr(getattr(processor, "image_processor", None), "image_mean", None)
+    return fill_colour(mean) if mean is not None else None
+
+
+def _batch_inputs(
+    job: _Job, chunk: list[tuple[int, Any]], writer: _Writer
+) -> tuple[list[str], list[Any], list[str]]:
+    """(generation prompts, images of the image questions, `prompt` fields) of one batch."""
+    from sefe.evaluation.eval_images import open_eval_image
+
+    prompts, images, shown = [], [], []
+    for i, rec in chunk:
+        has_image = rec.image is not None
+        question = eval_question(rec.text or "", job.task, writer.scienceqa_instruction)  # required at load
+        prompts.append(generation_prompt(question, has_image))
+        shown.append(prediction_prompt(question, has_image))
+        if has_image:
+            where = f"{job.test_path}, record {i}, id {rec.question_id!r}, field 'image'"
+            images.append(open_eval_image(writer.data_root, rec.image, where, job.task, writer.fill))
+    return prompts, images, shown
+
+
+def _prediction_rows(
+    job: _Job, chunk: list[tuple[int, Any]], shown: list[str], texts: list[str], writer: _Writer
+) -> list[dict[str, Any]]:
+    """The rows of one batch in the CoIN prediction format (fields as the release writes them)."""
+    return [
+        {
+            "question_id": rec.question_id,
+            "prompt": prompt,
+            "text": text,
+            "answer_id": _answer_id(writer.model_id, job.task, i, rec.question_id),
+            "model_id": writer.model_id,
+            "metadata": {},
+        }
+        for (i, rec), prompt, text in zip(chunk, shown, texts, strict=True)
+    ]
+
+
+def _write_predictions(
+    jobs: list[_Job],
+    out_dir: Path,
+    writer: _Writer,
+    generate: GenerateFn,
+    batch_size: int,
+    show_progress: bool,
+) -> None:
+    """Generate batch after batch, appending and flushing each so a kill loses at most one batch."""
+    from sefe.progress import step_bar
+
+    total = sum(len(job.pending) for job in jobs)
+    with step_bar(transient=False, disable=not show_progress) as progress:
+        bar = progress.add_task("eval", total=total)
+        for job in jobs:
+            progress.update(bar, description=f"eval {job.task}")
+            with JsonlStore(predictions_path(out_dir, job.task)) as store:
+                for start in range(0, len(job.pending), batch_size):
+                    chunk = job.pending[start : start + batch_size]
+                    prompts, images, shown = _batch_inputs(job, chunk, writer)
+                    texts = generate(prompts, images)
+                    # appended, flushed and fsynced: a kill after this loses nothing written
+                    store.append_many(_prediction_rows(job, chunk, shown, texts, writer), sync=True)
+                    progress.advance(bar, len(chunk))
+
+
+def default_tasks(data_root: str | Path) -> list[str]:
+    """Tasks with a test file under the data root: the CoIN eight in training order, then any others."""
+    return layout.tasks_with(Path(data_root), layout.TEST_FILE)

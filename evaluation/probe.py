@@ -1,0 +1,188 @@
+"""Knowledge probe (essential forgetting): does the model still rank the correct answer first?
+
+Generation can fail for two reasons: the model lost the knowledge, or it lost the answer *format* (it replies
+with a letter where a colour was asked). The probe asks the model directly, by likelihood, whatever it would
+generate: for a question with candidate answers it scores every candidate as the assistant's reply and
+counts the question as known when the correct candidate scores highest. Knowledge that survives a format
+loss shows up here and not in accuracy.
+
+Score of a candidate (default `sum`): the summed log-probability of the candidate's tokens *and* the closing
+`</s>`, given the prompt, i.e. log P(the complete reply is exactly this candidate). Why the sum and the
+closing token: it is the probability of the whole answer, so `red` cannot win merely as a prefix of
+`red square`, and candidates of different token lengths are compared on what the model would actually emit.
+`mean` (per-token average) is offered for comparison; it removes the length penalty but is no longer a
+probability of the reply. Tokens and prompt are built exactly as in training (`tokenize_conversation`).
+
+Candidates: a test record's own `candidates` list (Micro-CoIN writes one; ASD distractors can be stored the
+same way) with `answer` among them; ScienceQA: the option letters of the question; ImageNet: the correct
+class and `n_distractors` other class names of the test set (seeded). Other tasks have no probe.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Reduction = Literal["sum", "mean"]
+_OPTION = re.compile(r"^\s*\(?([A-Z])[.)]\s+\S")
+
+
+class ProbeItem(BaseModel):
+    """One probe question: the question as asked, its image (relative path), candidates, correct index."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question_id: str
+    question: str
+    image: str | None = None
+    candidates: list[str]
+    correct: int
+
+
+class ProbeResult(BaseModel):
+    """Share (percent) of probe questions whose correct candidate is ranked first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    rate: float
+    correct: int
+    total: int
+    reduction: Reduction
+    candidates: float  # mean number of candidates per question (chance = 100 / this)
+
+
+def option_letters(question: str) -> list[str]:
+    """The option letters of a lettered-options question (`A. ...` lines), in order."""
+    return [m.group(1) for ln in question.split("\n") if (m := _OPTION.match(ln))]
+
+
+def probe_items(
+    task: str,
+    records: Sequence[Any],
+    questions: Sequence[str],
+    n_distractors: int = 9,
+    seed: int = 0,
+) -> list[ProbeItem]:
+    """Probe items for a task's test records (`questions`: each record's question as asked), or [].
+
+    `records` are CoIN test records (objects or dicts with `question_id`, `image`, `answer`, optional
+    `candidates`). A record without usable candidates is left out.
+    """
+
+    def get(rec: Any, name: str) -> Any:
+        return rec.get(name) if isinstance(rec, dict) else getattr(rec, name, None)
+
+    classes: list[str] = []
+    if task.lower() == "imagenet":
+        classes = sorted({str(get(r, "answer")) for r in records if get(r, "answer")})
+    rng = random.Random(f"probe:{task}:{seed}")
+    items: list[ProbeItem] = []
+    for rec, q in zip(records, questions, strict=True):
+        answer = get(rec, "answer")
+        extra = get(rec, "candidates")
+        if extra is None and hasattr(rec, "model_extra") and rec.model_extra:
+            extra = rec.model_extra.get("candidates")
+        cands: list[str] | None = None
+        if isinstance(extra, list) and answer is not None and str(answer) in [str(c) for c in extra]:
+            cands = [str(c) for c in extra]
+        elif task.lower() == "scienceqa" and answer is not None:
+            letters = option_letters(q)
+            cands = letters if str(answer) in letters else None
+        elif classes and answer is not None:
+            others = [c for c in classes if c != answer]
+            cands = [str(answer), *rng.sample(others, min(n_distractors, len(others)))]
+        if not cands or len(cands) < 2:
+            continue
+        items.append(
+            ProbeItem(
+                question_id=str(get(rec, "question_id")),
+                question=q,
+                image=get(rec, "image"),
+                candidates=cands,
+                correct=cands.index(str(answer)),
+            )
+        )
+    return items
+
+
+def candidate_scores(
+    model: Any,
+    processor: Any,
+    question: str,
+    candidates: Sequence[str],
+    image: Any = None,
+    reduction: Reduction = "sum",
+) -> list[float]:
+    """Log-likelihood score of each candidate as the reply to `question` (an image: a PIL image or None)."""
+    import torch
+
+    from sefe.models.conversation import tokenize_conversation
+    from sefe.models.dataset import DataCollator
+    from sefe.models.llava import image_token_count
+
+    n_img = image_token_count(processor) if image is not None else 0
+    feats = []
+    pixels = None
+    if image is not None:
+        pixels = processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+    for cand in candidates:
+        ids, labels = tokenize_conversation([(question, cand)], processor.tokenizer, n_img)
+        feats.append({"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "pixel_values": pixels})
+    batch = DataCollator(processor)(feats)
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    if "pixel_values" in batch:
+        batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    labels = batch.pop("labels")
+    with torch.inference_mode():
+        logits = model(**batch, use_cache=False).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    target = labels[:, 1:]
+    mask = target != -100
+    picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+    total = picked.sum(-1)
+    if reduction == "mean":
+        total = total / mask.sum(-1).clamp(min=1)
+    return [float(v) for v in total]
+
+
+def run_probe(
+    model: Any,
+    processor: Any,
+    task: str,
+    items: Sequence[ProbeItem],
+    data_root: Path,
+    reduction: Reduction = "sum",
+) -> ProbeResult | None:
+    """Rank the candidates of every item; None when the task has no probe items."""
+    from sefe.coin.images import open_image
+
+    if not items:
+        return None
+    was_training = bool(getattr(model, "training", False))
+    model.eval()
+    correct = 0
+    try:
+        for it in items:
+            img = open_image(data_root, it.image, f"probe {task} {it.question_id}") if it.image else None
+            scores = candidate_scores(model, processor, it.question, it.candidates, img, reduction)
+            mine = scores[it.correct]  # known: strictly above every other candidate (a tie is not known)
+            correct += int(all(mine > s for j, s in enumerate(scores) if j != it.correct))
+    finally:
+        if was_training:
+            model.train()
+    n = len(items)
+    return ProbeResult(
+        task=task,
+        rate=100.0 * correct / n,
+        correct=correct,
+        total=n,
+        reduction=reduction,
+        candidates=sum(len(it.candidates) for it in items) / n,
+    )

@@ -1,0 +1,311 @@
+"""Generate Micro-CoIN: six continual tasks in the CoIN layout over one procedural visual world.
+
+    sefe micro build --out DIR [--seed 0] [--train 600] [--test 60]
+
+Each task has its own original answer style (what superficial forgetting overwrites) and is scored by the
+CoIN scorer of that style (compat scorers, quirks off: runs use `fixed` mode):
+
+| # | task | question | answer style | CoIN scorer | probe candidates |
+|---|---|---|---|---|---|
+| 1 | Colour | What colour is the <shape>? | short phrase (colour) | VQAv2 | the six colours |
+| 2 | Shape | What is the object in the image? | class name | ImageNet | the five shapes |
+| 3 | Position | Is the <colour> <shape> on the <side>? | Yes / No | VizWiz | Yes, No |
+| 4 | Count | How many shapes ...? A./B./C./D. | option letter (MCQ, shuffled) | ScienceQA | letters |
+| 5 | Word | What word is written in the image? | short phrase (word) | TextVQA | the eight words |
+| 6 | Locate | box of the <colour> <shape> | box [x1, y1, x2, y2] | Grounding | boxes of all objects |
+
+Written: images, `annotations/<Task>/{train,test}.json`, `annotations/<Task>/distractors.json` (the task's
+answer pool: wrong answers for ASD and the probe), official-format ground truth for the scorers that read it
+(`eval_gt/ScienceQA/{problems,pid_splits}.json`, `eval_gt/TextVQA/TextVQA_0.5.1_val.json`), `scenes.json`
+(the truth of every picture, for the scene answerer), `tasks.json` (the tasks' declarations, registered by
+`sefe.root_tasks` when a tool opens this root), and `warmstart/train.json` (the mixed-style pre-training
+corpus). A pure function of the seed and sizes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sefe.atomic import atomic_write_bytes
+from sefe.coin import layout
+from sefe.coin.instructions import GROUNDING_PROMPT, MCQ_LETTER, SHORT_ANSWER
+from sefe.micro.scenes import (
+    COLOURS,
+    NUMBER_WORDS,
+    SHAPES,
+    WORDS,
+    Obj,
+    Scene,
+    article,
+    box_string,
+    draw_shapes,
+    draw_word,
+    render,
+)
+
+SHORT = SHORT_ANSWER
+MCQ = MCQ_LETTER
+YESNO = "Answer with Yes or No."
+BOX_Q = f"{GROUNDING_PROMPT} "
+TASK_ORDER: tuple[str, ...] = ("Colour", "Shape", "Position", "Count", "Word", "Locate")
+FORMAT_VERSION = 3
+SIDES = ("left", "right", "top", "bottom")
+
+
+@dataclass
+class Item:
+    scene: Scene
+    question: str  # with its instruction line
+    answer: str
+    candidates: list[str]  # for the probe, the answer among them
+    box: list[float] | None = None  # Locate: the target box
+
+
+@dataclass(frozen=True)
+class TaskDef:
+    name: str
+    style: str  # format_checks style
+    scorer: str  # CoIN scorer that scores it
+    asd: dict[str, Any]  # TaskSpec fields for ASD
+    make: Callable[[random.Random], Item]
+
+
+def _colour(rng: random.Random) -> Item:
+    scene = draw_shapes(rng, rng.randint(1, 3))
+    target = rng.choice(scene.objects)
+    return Item(scene, f"What colour is the {target.shape}?\n{SHORT}", target.colour, list(COLOURS))
+
+
+def _shape(rng: random.Random) -> Item:
+    scene = draw_shapes(rng, 1)
+    return Item(scene, f"What is the object in the image?\n{SHORT}", scene.objects[0].shape, list(SHAPES))
+
+
+def _side_of(o: Obj, side: str) -> bool:
+    r, c = o.cell
+    return {"left": c == 0, "right": c == 2, "top": r == 0, "bottom": r == 2}[side]
+
+
+def _position(rng: random.Random) -> Item:
+    scene = draw_shapes(rng, rng.randint(1, 3))
+    target = rng.choice(scene.objects)
+    want_yes = rng.random() < 0.5
+    sides = [s for s in SIDES if _side_of(target, s) == want_yes] or list(SIDES)
+    side = rng.choice(sides)
+    answer = "Yes" if _side_of(target, side) else "No"
+    return Item(scene, f"Is the {target.name} on the {side} side?\n{YESNO}", answer, ["Yes", "No"])
+
+
+def _count(rng: random.Random) -> Item:
+    n = rng.randint(1, 4)
+    scene = draw_shapes(rng, n)
+    options = rng.sample([NUMBER_WORDS[k] for k in range(1, 5)], 4)  # shuffled order, every time
+    letters = "ABCD"
+    lines = "\n".join(f"{letters[j]}. {opt}" for j, opt in enumerate(options))
+    answer = letters[options.index(NUMBER_WORDS[n])]
+    return Item(scene, f"How many shapes are in the image?\n{lines}\n{MCQ}", answer, list(letters))
+
+
+def _word(rng: random.Random) -> Item:
+    scene = draw_word(rng)
+    word = (scene.word or "").lower()
+    return Item(scene, f"What word is written in the image?\n{SHORT}", word, [w.lower() for w in WORDS])
+
+
+def _locate(rng: random.Random) -> Item:
+    scene = draw_shapes(rng, rng.randint(2, 3))
+    target = rng.choice(scene.objects)
+    cands = [box_string(target.norm_box())] + [box_string(o.norm_box()) for o in scene.objects if o != target]
+    return Item(scene, f"{BOX_Q}the {target.name}.", cands[0], cands, box=target.norm_box())
+
+
+TASKS: dict[str, TaskDef] = {
+    "Colour": TaskDef("Colour", "short", "VQAv2", {"candidates": "classes"}, _colour),
+    "Shape": TaskDef("Shape", "short", "ImageNet", {"candidates": "classes"}, _shape),
+    "Position": TaskDef("Position", "yesno", "VizWiz", {"candidates": "model"}, _position),
+    "Count": TaskDef(
+        "Count",
+        "letter",
+        "ScienceQA",
+        {"original_style": "mcq", "answer": "option", "candidates": "options"},
+        _count,
+    ),
+    "Word": TaskDef("Word", "short", "TextVQA", {"candidates": "classes"}, _word),
+    "Locate": TaskDef("Locate", "box", "Grounding", {"answer": "box", "candidates": "boxes"}, _locate),
+}
+
+
+def _dump(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+
+
+def _write_image(path: Path, data: bytes) -> None:
+    """Plain write (no fsync: thousands of small files; `tasks.json`, written last, marks a complete root)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _rng(seed: int, *parts: object) -> random.Random:
+    return random.Random(":".join(str(p) for p in (seed, *parts)))
+
+
+def task_declarations(tasks: list[str]) -> list[dict[str, Any]]:
+    """What `tasks.json` holds: per task its answer style, scorer and ASD declaration."""
+    out = []
+    for name in tasks:
+        t = TASKS[name]
+        lines = [MCQ] if t.style == "letter" else [YESNO] if t.style == "yesno" else [SHORT]
+        out.append(
+            {
+                "name": name,
+                "style": t.style,
+                "scorer": t.scorer,
+                "asd": {"name": name, "instruction_lines": lines, **t.asd},
+            }
+        )
+    return out
+
+
+def _warmstart(seed: int, n: int, images: dict[str, dict[str, Any]], root: Path) -> list[dict[str, Any]]:
+    """Mixed-style pre-training over the same world, with question forms the tasks do not use.
+
+    Captions (every fact of a picture), existence yes/no, existence MCQ with shuffled options, short answers
+    (what is at <place>, the shape of the <colour> object, the colour at <place>, the number of shapes, the
+    written word), boxes of "the object <where>", and answer-then-explanation: the model learns to see the
+    world and to say every answer word in every style, so a task's stage has to learn only its mapping.
+    """
+    rng = _rng(seed, "warmstart")
+    records = []
+    for i in range(n):
+        scene = draw_word(rng) if rng.random() < 0.2 else draw_shapes(rng, rng.randint(1, 4))
+        rel = f"images/warmstart/{i:05d}.png"
+        _write_image(root / rel, render(scene, rng))
+        images[rel] = scene.to_json()
+        # captions are long and mostly template words: one picture in four gets one, so short, picture-
+        # dependent answers carry most of the loss and the vision path learns fast
+        turns: list[tuple[str, str]] = []
+        if rng.random() < 0.25:
+            turns.append(("Describe the image in detail.", scene.caption()))
+        if scene.word is None:
+            o = rng.choice(scene.objects)
+            present = {x.name for x in scene.objects}
+            absent = [f"{c} {s}" for c in COLOURS for s in SHAPES if f"{c} {s}" not in present]
+            probe = o.name if rng.random() < 0.5 else rng.choice(absent)
+            yn = "Yes" if probe in present else "No"
+            opts = rng.sample(absent, 3)
+            k = rng.randint(0, 3)
+            opts.insert(k, o.name)
+            lines = "\n".join(f"{'ABCD'[j]}. {x}" for j, x in enumerate(opts))
+            turns += [
+                (f"Is there {article(probe)} {probe} in the picture?\n{YESNO}", yn),
+                (f"Which of these is in the picture?\n{lines}\n{MCQ}", "ABCD"[k]),
+                (f"What is {o.where}?\n{SHORT}", o.name),
+                (f"What shape is the {o.colour} object?\n{SHORT}", o.shape),
+                (f"Name the colour of the object {o.where}.\n{SHORT}", o.colour),
+                (f"Count the shapes in the picture.\n{SHORT}", NUMBER_WORDS[len(scene.objects)]),
+                (f"Where is the object {o.where}? Give its bounding box.", box_string(o.norm_box())),
+                (
+                    f"What colour is the object {o.where}?\nAnswer, then explain briefly.",
+                    f"{o.colour}. The {o.shape} {o.where} is drawn in {o.colour}.",
+                ),
+            ]
+        else:
+            turns += [
+                (f"Which colour is the text?\n{SHORT}", scene.word_colour or ""),
+                (f"Read the text in the picture.\n{SHORT}", (scene.word or "").lower()),
+            ]
+        for j, (q, a) in enumerate(turns):  # one turn a record: short sequences, cheap steps
+            conv = [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]
+            records.append({"id": f"warm-{i:05d}-{j}", "image": rel, "conversations": conv})
+    return records
+
+
+def build_micro(
+    out: Path,
+    seed: int = 0,
+    n_train: int = 600,
+    n_test: int = 60,
+    n_warm: int = 1500,
+    tasks: list[str] | None = None,
+) -> Path:
+    """Write the Micro-CoIN data root under `out` (deterministic for the arguments); returns `out`."""
+    out = Path(out)
+    names = list(tasks or TASK_ORDER)
+    unknown = [t for t in names if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown Micro-CoIN task(s) {unknown}; known: {', '.join(TASK_ORDER)}")
+    images: dict[str, dict[str, Any]] = {}
+    sqa_problems: dict[str, Any] = {}
+    sqa_test: list[str] = []
+    textvqa: list[dict[str, Any]] = []
+    for name in names:
+        t = TASKS[name]
+        for split, n in (("train", n_train), ("test", n_test)):
+            rng = _rng(seed, name, split)
+            records: list[dict[str, Any]] = []
+            for i in range(n):
+                item = t.make(rng)
+                rel = f"images/{name}/{split}/{i:05d}.png"
+                _write_image(out / rel, render(item.scene, rng))
+                images[rel] = item.scene.to_json()
+                qid = f"{name.lower()}-{split}-{i:05d}"
+                if split == "train":
+                    conv = [
+                        {"from": "human", "value": f"<image>\n{item.question}"},
+                        {"from": "gpt", "value": item.answer},
+                    ]
+                    records.append({"id": qid, "image": rel, "conversations": conv})
+                    continue
+                rec: dict[str, Any] = {"question_id": qid, "image": rel, "text": item.question}
+                if item.box is not None:
+                    rec.update(answer_bbox=box_string(item.box), size=[48, 48])
+                else:
+                    rec["answer"] = item.answer
+                rec["candidates"] = item.candidates
+                records.append(rec)
+                if t.scorer == "ScienceQA":
+                    options = [
+                        ln[3:] for ln in item.question.split("\n") if ln[:3] in ("A. ", "B. ", "C. ", "D. ")
+                    ]
+                    sqa_problems[qid] = {
+                        "question": item.question.split("\n")[0],
+                        "choices": options,
+                        "answer": "ABCD".index(item.answer),
+                        "split": "test",
+                    }
+                    sqa_test.append(qid)
+                if t.scorer == "TextVQA":
+                    textvqa.append(
+                        {"question_id": qid, "question": item.question, "answers": [item.answer] * 10}
+                    )
+            _dump(layout.task_dir(out, name) / f"{split}.json", records)
+        pool = sorted({c for rec in records for c in rec.get("candidates", [])})
+        _dump(layout.task_dir(out, name) / "distractors.json", {"task": name, "answers": pool})
+    if sqa_test:
+        problems_file, splits_file = layout.bundled_gt_files("ScienceQA")
+        _dump(out / problems_file, sqa_problems)
+        _dump(out / splits_file, {"test": sqa_test})
+    if textvqa:
+        _dump(
+            out / layout.bundled_gt_files("TextVQA")[0],
+            {"dataset_version": "0.5.1", "data": textvqa},
+        )
+    _dump(out / "warmstart" / "train.json", _warmstart(seed, n_warm, images, out))
+    _dump(out / "scenes.json", images)
+    _dump(
+        out / "tasks.json",
+        {
+            "benchmark": "micro-coin",
+            "format": FORMAT_VERSION,
+            "seed": seed,
+            "sizes": {"train": n_train, "test": n_test, "warmstart": n_warm},
+            "tasks": task_declarations(names),
+        },
+    )
+    return out

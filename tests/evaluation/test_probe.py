@@ -1,0 +1,121 @@
+"""The knowledge probe on models with known preferences: a unigram LM whose distribution we set, and the
+real tiny LLaVA checked against its own training loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from sefe.evaluation.probe import (
+    ProbeItem,
+    candidate_scores,
+    option_letters,
+    probe_items,
+    run_probe,
+)
+from sefe.models.conversation import tokenize_conversation
+
+QUESTION = "What colour is the circle?\nAnswer the question using a single word or phrase."
+
+
+class UnigramLM(torch.nn.Module):
+    """Every position predicts the same distribution (one embedding row of real logits)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.table = torch.nn.Embedding(1, logits.numel())
+        with torch.no_grad():
+            self.table.weight.copy_(logits[None])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.table.weight.dtype
+
+    def forward(self, input_ids: torch.Tensor, **_: Any) -> SimpleNamespace:
+        return SimpleNamespace(logits=self.table(torch.zeros_like(input_ids)))
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[Any, Any]:
+    from sefe.models.tiny import build_tiny_llava
+
+    return build_tiny_llava()
+
+
+def _answer_ids(processor: Any, answer: str) -> list[int]:
+    ids, labels = tokenize_conversation([(QUESTION, answer)], processor.tokenizer, 0)
+    return [t for t, lab in zip(ids, labels, strict=True) if lab != -100]
+
+
+def test_scores_are_the_summed_log_probs_of_answer_and_eos(tiny: tuple[Any, Any]) -> None:
+    _, processor = tiny
+    vocab = len(processor.tokenizer)
+    logits = torch.zeros(vocab)
+    blue = _answer_ids(processor, "blue")
+    logits[blue[0]] = 5.0  # the model "knows" blue
+    model = UnigramLM(logits)
+    logp = torch.log_softmax(logits, -1)
+    cands = ["red", "blue", "green"]
+    scores = candidate_scores(model, processor, QUESTION, cands)
+    for cand, score in zip(cands, scores, strict=True):
+        ids = _answer_ids(processor, cand)
+        assert ids[-1] == processor.tokenizer.eos_token_id  # the closing </s> is part of the reply
+        assert score == pytest.approx(float(logp[ids].sum()), abs=1e-4)
+    assert max(range(3), key=scores.__getitem__) == 1
+    means = candidate_scores(model, processor, QUESTION, cands, reduction="mean")
+    for cand, score in zip(cands, means, strict=True):
+        ids = _answer_ids(processor, cand)
+        assert score == pytest.approx(float(logp[ids].mean()), abs=1e-4)
+
+
+def test_run_probe_counts_correct_first_and_ties_as_unknown(tiny: tuple[Any, Any], tmp_path: Path) -> None:
+    _, processor = tiny
+    vocab = len(processor.tokenizer)
+    logits = torch.zeros(vocab)
+    logits[_answer_ids(processor, "blue")[0]] = 5.0
+    model = UnigramLM(logits)
+    items = [
+        ProbeItem(question_id="1", question=QUESTION, candidates=["red", "blue"], correct=1),  # known
+        ProbeItem(question_id="2", question=QUESTION, candidates=["blue", "red"], correct=1),  # not known
+        ProbeItem(question_id="3", question=QUESTION, candidates=["red", "red"], correct=0),  # a tie
+    ]
+    res = run_probe(model, processor, "Colours", items, tmp_path)
+    assert res is not None
+    assert (res.correct, res.total) == (1, 3)
+    assert res.rate == pytest.approx(100 / 3)
+    assert res.candidates == 2.0
+    assert run_probe(model, processor, "Colours", [], tmp_path) is None
+
+
+def test_real_tiny_llava_scores_match_its_own_loss(tiny: tuple[Any, Any]) -> None:
+    model, processor = tiny
+    model.eval()
+    for cand in ("red", "a blue square"):
+        (score,) = candidate_scores(model, processor, QUESTION, [cand])
+        ids, labels = tokenize_conversation([(QUESTION, cand)], processor.tokenizer, 0)
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels]))
+        n = sum(1 for lab in labels[1:] if lab != -100)
+        assert score == pytest.approx(-float(out.loss) * n, rel=1e-4)
+
+
+def test_probe_items_from_candidates_scienceqa_and_imagenet() -> None:
+    q = "Which?\nA. attract\nB. repel\nAnswer with the option's letter from the given choices directly."
+    assert option_letters(q) == ["A", "B"]
+    sqa = probe_items("ScienceQA", [{"question_id": 1, "answer": "B"}], [q])
+    assert sqa[0].candidates == ["A", "B"] and sqa[0].correct == 1
+    recs = [
+        {"question_id": i, "answer": a, "image": None} for i, a in enumerate(["cat", "dog", "bus", "cat"])
+    ]
+    inet = probe_items("ImageNet", recs, ["What?"] * 4, n_distractors=2)
+    assert len(inet) == 4 and all(len(it.candidates) == 3 for it in inet)
+    assert all(it.candidates[it.correct] == r["answer"] for it, r in zip(inet, recs, strict=True))
+    assert inet == probe_items("ImageNet", recs, ["What?"] * 4, n_distractors=2)  # seeded
+    own = probe_items("Colours", [{"question_id": 5, "answer": "red", "candidates": ["blue", "red"]}], ["?"])
+    assert own[0].correct == 1
+    assert probe_items("Colours", [{"question_id": 5, "answer": "red", "candidates": ["blue"]}], ["?"]) == []
+    assert probe_items("TextVQA", [{"question_id": 5, "answer": "red"}], ["?"]) == []

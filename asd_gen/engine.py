@@ -42,7 +42,7 @@ from sefe.asd_gen.needs import (
 )
 from sefe.asd_gen.parsing import OutputError, parse_and_validate
 from sefe.asd_gen.progress import GenerationProgress
-from sefe.asd_gen.prompt_templates import PromptError, PromptSet, ResolvedPrompt
+from sefe.asd_gen.prompt_templates import PromptError, PromptSet, ResolvedPrompt, TemplateRenderError
 from sefe.asd_gen.schemas import OutputSpec, output_spec
 from sefe.asd_gen.stats import RunStats, cost_usd
 from sefe.atomic import atomic_write_bytes
@@ -218,6 +218,8 @@ class Engine:
         for j in todo:
             try:
                 _, system, user = self.prompts.render(j.need, self.data_root)
+            except TemplateRenderError:
+                raise
             except PromptError:
                 continue
             tokens_in += tokens.tokens_in_rendered(j.need, system, user)

@@ -9,12 +9,18 @@ Lookup for one (task, kind, image or not), first hit wins:
 The system prompt of Jinja templates comes from `<Task>/system.j2` or `default/system.j2` likewise.
 Each resolved template has a sha256 over its sources: it is part of every request fingerprint, so editing a
 prompt re-asks exactly the requests that used it.
+
+Prompt folders are downloaded and shared like datasets, so a template is untrusted input: it is rendered in
+Jinja's immutable sandbox with no globals but `range`, so it can only format the record's fields. A template
+reaching for anything else (`cycler.__init__.__globals__...`, attributes starting with `_`, mutating a list)
+is a `TemplateRenderError` naming the file and line: `asd plan` and `asd build` stop with it, exit 2.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.sandbox
 import orjson
 
 from sefe.asd_gen.needs import Need, NeedKind, QAItem
@@ -38,6 +45,11 @@ _PLACEHOLDER = re.compile(r"<(question_list|question|answer|gt_category|target_l
 
 class PromptError(InputError):
     """A prompt file is malformed or cannot serve a Need (message names the file)."""
+
+
+class TemplateRenderError(PromptError):
+    """A template failed to render (a sandbox violation, an unknown variable): the template's fault, not the
+    record's, so estimates and builds stop instead of skipping the record."""
 
 
 def _sha(*parts: str) -> str:
@@ -225,15 +237,26 @@ class PromptSet:
         if self.user_dir is not None and not self.user_dir.is_dir():
             raise PromptError(f"--prompts {self.user_dir}: not a folder")
         self.dirs = [d for d in (self.user_dir, builtin_prompts_dir()) if d is not None]
-        self.env = jinja2.Environment(
+        self.env = jinja2.sandbox.ImmutableSandboxedEnvironment(
             loader=jinja2.FileSystemLoader([str(d) for d in self.dirs]),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        # Only the record's fields (passed per render) and `range`: no cycler/joiner/namespace/lipsum/dict.
+        self.env.globals.clear()
+        self.env.globals["range"] = range
         self._cache: dict[tuple[str, str, bool], ResolvedPrompt] = {}
         self._compiled: dict[str, tuple[jinja2.Template, jinja2.Template]] = {}
+
+    def _compile(self, source: str, path: str) -> jinja2.Template:
+        """A template that knows its file name, so a render error can name the file and line."""
+        try:
+            code = self.env.compile(source, filename=path)
+        except jinja2.TemplateSyntaxError as e:
+            raise PromptError(f"{path}: line {e.lineno}: {e.message}") from None
+        return self.env.template_class.from_code(self.env, code, self.env.globals, None)
 
     def _find(self, names: list[str]) -> tuple[str, str]:
         for d in self.dirs:
@@ -265,10 +288,7 @@ class PromptSet:
         sys_path, system = self._find([f"{task}/system.j2", "default/system.j2"])
         name = f"{_short(user_path)}+{_short(sys_path)}"
         included = [self._find([inc])[1] for inc in sorted(set(_INCLUDE.findall(system + user)))]
-        try:
-            self._compiled[name] = (self.env.from_string(system), self.env.from_string(user))
-        except jinja2.TemplateSyntaxError as e:
-            raise PromptError(f"{user_path} or {sys_path}: line {e.lineno}: {e.message}") from None
+        self._compiled[name] = (self._compile(system, sys_path), self._compile(user, user_path))
         return ResolvedPrompt(name, _sha(system, user, *included), "native", system, user, official=False)
 
     def render(self, need: Need, data_root: Path | None = None) -> tuple[ResolvedPrompt, str, str]:
@@ -281,7 +301,23 @@ class PromptSet:
         try:
             return rp, sys_t.render(**ctx).strip(), user_t.render(**ctx).strip()
         except jinja2.TemplateError as e:
-            raise PromptError(f"{rp.name}: record {need.record_id}: {e}") from None
+            where = _template_line(e) or rp.name
+            kind = "not allowed in a prompt template" if isinstance(e, jinja2.sandbox.SecurityError) else ""
+            msg = f"{e.message or type(e).__name__}" + (f" ({kind})" if kind else "")
+            raise TemplateRenderError(f"{where}: record {need.record_id}: {msg}") from None
+
+
+def _template_line(exc: BaseException) -> str | None:
+    """`file: line N` of the innermost template frame of a render error (Jinja rewrites the traceback so
+    that template frames carry the template's file name and line)."""
+    found = None
+    tb = exc.__traceback__ or sys.exc_info()[2]
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name.endswith(".j2") or name == "<template>":
+            found = f"{name}: line {tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
 
 
 def _short(path: str) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import mimetypes
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +45,7 @@ from sefe.asd_gen.prompt_templates import PromptError, PromptSet, ResolvedPrompt
 from sefe.asd_gen.schemas import OutputSpec, output_spec
 from sefe.asd_gen.stats import RunStats, cost_usd
 from sefe.atomic import atomic_write_bytes
-from sefe.coin.images import ImageError, check_image, image_path, read_image_bytes
+from sefe.coin.images import ImageError, check_image, image_path, image_payload
 
 QUARANTINE_NAME = "asd_quarantine.jsonl"
 RETRY_TEMPERATURE = 0.7
@@ -161,11 +160,11 @@ class Engine:
     # ---- requests --------------------------------------------------------------------------------------
     def _image_url(self, need: Need) -> tuple[str, str]:
         """The record's image as a data URL (and its path): only a file inside the data root that decodes as
-        an image (`sefe.coin.images`); `_precheck` has already turned any other into a quarantined record."""
+        an image, typed by its content (`sefe.coin.images`); `_precheck` has already turned any other into a
+        quarantined record."""
         where = f"record {need.record_id}"
-        data = read_image_bytes(self.data_root, str(need.image), where)
+        data, mime = image_payload(self.data_root, str(need.image), where)
         path = image_path(self.data_root, str(need.image), where)
-        mime = mimetypes.guess_type(path.name)[0] or "image/jpeg"
         return f"data:{mime};base64,{base64.b64encode(data).decode()}", str(path.resolve())
 
     def _precheck(self, job: _Job) -> str | None:

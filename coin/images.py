@@ -7,7 +7,11 @@ this module, which enforces:
 - the path is relative and stays inside the image root *as written*: `..` may not climb above the root, and
   the path is normalised before it is joined, so `COCO/../x` means `<root>/x` even when `COCO` is a link;
 - symlinks the user placed inside the root are followed (datasets often link a shared COCO folder);
-- the file decodes as an image (PIL identifies and verifies it) before any of it goes anywhere.
+- the file decodes as an image (PIL identifies and verifies it, then decodes every pixel) before any of it
+  goes anywhere, and is typed by its content, never by its extension (`image_payload`);
+- it declares at most `max_image_pixels()` pixels (default 64 megapixels, `$SEFE_MAX_IMAGE_PIXELS`), checked
+  from the header before any pixel is decoded: a 1 KB PNG declaring 30000x30000 pixels is a bad image like any
+  other, not a multi-gigabyte allocation or PIL's `DecompressionBombError` traceback.
 
 A violation raises `ImageError` naming the record (`where`) and the path; callers make it an error for that
 record (ASD quarantines it, training and evaluation stop with the message).
@@ -16,11 +20,22 @@ record (ASD quarantines it, training and evaluation stop with the message).
 from __future__ import annotations
 
 import io
+import os
 import posixpath
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sefe.errors import InputError
+
+#: The environment variable that sets the pixel budget of one image (width x height).
+PIXELS_ENV = "SEFE_MAX_IMAGE_PIXELS"
+#: The default budget: 64 megapixels (8000x8000), far above any CoIN image, far below a bomb.
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+#: Types sent to model servers as stored; any other format is re-encoded as PNG.
+SENT_AS_STORED = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 
 class ImageError(InputError):
@@ -29,6 +44,20 @@ class ImageError(InputError):
 
 class ImageNotFound(ImageError, FileNotFoundError):
     """The record's image file does not exist (inside the root)."""
+
+
+def max_image_pixels() -> int:
+    """The pixel budget of one image: `$SEFE_MAX_IMAGE_PIXELS` if set, else 64 megapixels."""
+    raw = os.environ.get(PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise InputError(f"${PIXELS_ENV}={raw!r}: expected a positive whole number of pixels")
+    return value
 
 
 def image_path(root: Path | str, rel: str, where: str = "") -> Path:
@@ -49,16 +78,47 @@ def image_path(root: Path | str, rel: str, where: str = "") -> Path:
     return Path(root) / posixpath.normpath(rel)
 
 
-def _verify(data: bytes | Path, path: Path, prefix: str) -> None:
+@contextmanager
+def _opened(src: bytes | Path, path: Path, prefix: str) -> Iterator[Any]:
+    """PIL's image of `src` (header read, pixels not decoded), refused when it declares more pixels than the
+    budget; every way of not being a readable image becomes `ImageError` naming the record."""
     from PIL import Image, UnidentifiedImageError
 
+    budget = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = budget  # PIL's own guard (error at twice this) backs ours up, never overrides it
     try:
-        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
-            im.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
+                width, height = im.size
+                if width * height > budget:
+                    raise ImageError(
+                        f"{prefix}{path} declares {width}x{height} pixels, over the budget of {budget:,} "
+                        f"(${PIXELS_ENV})"
+                    )
+                yield im
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageNotFound(f"{prefix}image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"{prefix}{path} declares more pixels than the budget of {budget:,} (${PIXELS_ENV})"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{prefix}{path} is not a readable image ({exc})") from None
+
+
+def _decode(src: bytes | Path, path: Path, prefix: str) -> str:
+    """Check that `src` is a whole image within the budget (structure verified, then every pixel decoded: a
+    PNG with broken compressed data passes `verify()` alone); its MIME type, from its content."""
+    from PIL import Image
+
+    with _opened(src, path, prefix) as im:
+        im.verify()
+    with _opened(src, path, prefix) as im:
+        im.load()
+        return Image.MIME.get(im.format or "", "application/octet-stream")
 
 
 def check_image(root: Path | str, rel: str, where: str = "") -> Path:
@@ -67,50 +127,62 @@ def check_image(root: Path | str, rel: str, where: str = "") -> Path:
     prefix = f"{where}: " if where else ""
     if not path.is_file():
         raise ImageNotFound(f"{prefix}image file not found: {path}")
-    _verify(path, path, prefix)
+    _decode(path, path, prefix)
     return path
 
 
-def read_image_bytes(root: Path | str, rel: str, where: str = "") -> bytes:
-    """The file's bytes, only once they are known to decode as an image (for requests to a model server)."""
-    path = image_path(root, rel, where)
-    prefix = f"{where}: " if where else ""
+def _read(path: Path, prefix: str) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ImageNotFound(f"{prefix}image file not found: {path}") from None
     except OSError as exc:
         raise ImageError(f"{prefix}cannot read image {path}: {exc.strerror or exc}") from None
-    _verify(data, path, prefix)
+
+
+def read_image_bytes(root: Path | str, rel: str, where: str = "") -> bytes:
+    """The file's bytes, only once they are known to decode as an image."""
+    path = image_path(root, rel, where)
+    prefix = f"{where}: " if where else ""
+    data = _read(path, prefix)
+    _decode(data, path, prefix)
     return data
+
+
+def image_payload(root: Path | str, rel: str, where: str = "") -> tuple[bytes, str]:
+    """(bytes, MIME type) of a record image for a request to a model server, typed by what the file *is*.
+
+    A JPEG, PNG, GIF or WebP is sent as stored with its own type whatever its extension says; any other
+    format PIL reads (TIFF, BMP, ...) is re-encoded as PNG, which every vision server accepts.
+    """
+    path = image_path(root, rel, where)
+    prefix = f"{where}: " if where else ""
+    data = _read(path, prefix)
+    mime = _decode(data, path, prefix)
+    if mime in SENT_AS_STORED:
+        return data, mime
+    with _opened(data, path, prefix) as im:
+        out = io.BytesIO()
+        im.save(out, format="PNG")
+    return out.getvalue(), "image/png"
 
 
 def open_image(root: Path | str, rel: str, where: str = "", mode: str | None = "RGB") -> Any:
     """A loaded PIL image (converted to `mode`; None keeps the file's mode), or `ImageError`."""
-    from PIL import Image, UnidentifiedImageError
-
     path = image_path(root, rel, where)
     prefix = f"{where}: " if where else ""
-    try:
-        with Image.open(path) as im:
+    with _opened(path, path, prefix) as im:
+        try:
             im.load()
             return im.convert(mode) if mode is not None else im.copy()
-    except FileNotFoundError:
-        raise ImageNotFound(f"{prefix}image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{prefix}{path} is not a readable image ({exc})") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError(f"{prefix}{path} is not a readable image ({exc})") from None
 
 
 def image_size(root: Path | str, rel: str, where: str = "") -> tuple[int, int]:
     """(width, height) of a record image (inside the root, identified by PIL; pixels are not decoded)."""
-    from PIL import Image, UnidentifiedImageError
-
     path = image_path(root, rel, where)
     prefix = f"{where}: " if where else ""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except FileNotFoundError:
-        raise ImageNotFound(f"{prefix}image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{prefix}{path} is not a readable image ({exc})") from None
+    with _opened(path, path, prefix) as im:
+        size: tuple[int, int] = im.size
+        return size

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from sefe.coin.images import ImageError, ImageNotFound, check_image, image_path, open_image, read_image_bytes
+from sefe.errors import InputError
+from tests.helpers.bad_images import bomb_png, broken_png, saved_as
 
 
 @pytest.mark.parametrize(
@@ -54,3 +57,51 @@ def test_symlinked_folders_inside_the_root_are_followed(tmp_path: Path) -> None:
     root.mkdir()
     (root / "COCO").symlink_to(shared, target_is_directory=True)
     assert open_image(root, "COCO/x.png").size == (4, 4)
+
+
+def test_a_decompression_bomb_is_a_bad_image_naming_the_record(tmp_path: Path) -> None:
+    from sefe.coin.images import image_payload, image_size
+
+    bomb_png(tmp_path / "bomb.png")
+    for fn in (check_image, read_image_bytes, open_image, image_size, image_payload):
+        with pytest.raises(ImageError, match=r"^t\.json, record 3: .*bomb\.png declares .*budget"):
+            fn(tmp_path, "bomb.png", "t.json, record 3")
+
+
+def test_the_pixel_budget_is_explicit_and_settable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sefe.coin.images import DEFAULT_MAX_IMAGE_PIXELS, PIXELS_ENV, max_image_pixels
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "img.png")
+    assert max_image_pixels() == DEFAULT_MAX_IMAGE_PIXELS == 64_000_000
+    assert open_image(tmp_path, "img.png").size == (40, 30)
+    monkeypatch.setenv(PIXELS_ENV, "1199")  # 40 x 30 = 1200 pixels: one over
+    with pytest.raises(ImageError, match=r"declares 40x30 pixels, over the budget of 1,199"):
+        open_image(tmp_path, "img.png", "r")
+    monkeypatch.setenv(PIXELS_ENV, "1200")
+    assert open_image(tmp_path, "img.png").size == (40, 30)
+    monkeypatch.setenv(PIXELS_ENV, "lots")
+    with pytest.raises(InputError, match="SEFE_MAX_IMAGE_PIXELS='lots'"):
+        open_image(tmp_path, "img.png")
+
+
+def test_a_png_with_broken_pixel_data_is_refused_although_verify_passes(tmp_path: Path) -> None:
+    broken_png(tmp_path / "broken.jpg")
+    with Image.open(tmp_path / "broken.jpg") as im:
+        im.verify()  # PIL's structural check alone lets it through
+    for fn in (check_image, read_image_bytes, open_image):
+        with pytest.raises(ImageError, match=r"broken\.jpg is not a readable image"):
+            fn(tmp_path, "broken.jpg", "r")
+
+
+def test_the_payload_is_typed_by_content_not_by_extension(tmp_path: Path) -> None:
+    from sefe.coin.images import image_payload
+
+    saved_as(tmp_path / "tiff.jpg", "TIFF")
+    saved_as(tmp_path / "jpeg.png", "JPEG")
+    saved_as(tmp_path / "webp.jpg", "WEBP")
+    data, mime = image_payload(tmp_path, "tiff.jpg")
+    assert mime == "image/png" and data.startswith(b"\x89PNG")  # re-encoded: servers take PNG
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.size == (8, 8) and im.convert("RGB").getpixel((4, 4))[1] > 100
+    assert image_payload(tmp_path, "jpeg.png") == ((tmp_path / "jpeg.png").read_bytes(), "image/jpeg")
+    assert image_payload(tmp_path, "webp.jpg") == ((tmp_path / "webp.jpg").read_bytes(), "image/webp")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import time
 import warnings
@@ -31,8 +30,10 @@ from sefe.errors import MissingFile
 from sefe.evaluation.result_files import ACCURACY_FILE
 from sefe.sefe_train import run_layout as L
 from sefe.sefe_train.config import ConfigError, RunConfig, TaskConfig, dump_config
+from sefe.sefe_train.distributed import check_deepspeed, free_memory, is_main_process
 from sefe.sefe_train.methods.base import ContinualMethod, StageContext
 from sefe.sefe_train.progress import JsonlLogCallback, RichProgressCallback
+from sefe.sefe_train.trainer import build_trainer
 
 console = Console(stderr=True)
 
@@ -43,100 +44,7 @@ warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", 
 _IDENTITY_KEYS = ("method", "method_options", "model", "lora", "reglora", "train_file", "data_root")
 
 
-# ---- process topology ----------------------------------------------------------------------------
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def check_deepspeed(cfg: RunConfig) -> None:
-    """ZeRO-3 shards the LoRA weights, so the penalty would read empty shards: refuse it clearly."""
-    stage = None
-    if cfg.train.deepspeed:
-        path = Path(cfg.train.deepspeed)
-        try:
-            ds = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"train.deepspeed: cannot read {path}: {exc}") from exc
-        stage = (ds.get("zero_optimization") or {}).get("stage")
-    env_stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
-    if env_stage is not None:
-        stage = int(env_stage)
-    if stage is not None and int(stage) >= 3:
-        raise ConfigError(
-            "DeepSpeed ZeRO-3 is not supported: it partitions the LoRA parameters, and the RegLoRA "
-            "penalty and the key elements need every adapted linear whole on each rank. Use ZeRO-2 "
-            "(configs/accelerate/zero2.yaml, configs/deepspeed/zero2.json) or DDP "
-            "(configs/accelerate/ddp.yaml)."
-        )
-    import importlib.util
-
-    if cfg.train.deepspeed and importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError(
-            f"train.deepspeed={cfg.train.deepspeed} needs DeepSpeed: pip install 'sefe[deepspeed]' "
-            "(or set train.deepspeed=null for DDP)"
-        )
-
-
-# ---- model plumbing (the model/data engineer's API) ----------------------------------------------
-
-
-def torch_dtype(name: str) -> Any:
-    from sefe.models.llava import torch_dtype as _td
-
-    return _td(name)
-
-
-def model_source(cfg: RunConfig, base: Path | None) -> Any:
-    """Stage 1 loads the configured source; stage k>1 loads the merged folder of stage k-1."""
-    from sefe.models.llava import ModelSource
-
-    m = cfg.model
-    if base is not None:
-        return ModelSource(hf=str(base))
-    if m.path == "tiny":
-        return ModelSource(tiny=True)
-    if m.path is not None:
-        return ModelSource(hf=m.path)
-    return ModelSource(llm=m.llm, vision=m.vision, projector=m.projector)
-
-
-def load_base(cfg: RunConfig, base: Path | None) -> tuple[Any, Any]:
-    from sefe.models.llava import load_llava
-
-    source = model_source(cfg, base)
-    m = cfg.model
-    return load_llava(source, dtype=torch_dtype(m.dtype), attn_implementation=m.attn_implementation)
-
-
-def lora_config(cfg: RunConfig) -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=cfg.lora.r,
-        lora_alpha=cfg.lora.alpha,
-        lora_dropout=cfg.lora.dropout,
-        target_modules=cfg.lora.target_regex,
-        modules_to_save=["multi_modal_projector"] if cfg.lora.train_projector else None,
-        bias="none",
-    )
-
-
-def add_fresh_lora(cfg: RunConfig, model: Any) -> Any:
-    """A new adapter for this task; trainable parameters are kept in fp32 for the optimizer."""
-    import torch
-    from peft import get_peft_model
-
-    peft_model = get_peft_model(model, lora_config(cfg))
-    for p in peft_model.parameters():
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()
-    return peft_model
+# ---- checkpoints ---------------------------------------------------------------------------------------
 
 
 def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
@@ -157,17 +65,6 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
                 console.print(f"[yellow]discarding incomplete checkpoint {path}[/yellow]")
                 shutil.rmtree(path, ignore_errors=True)
     return None
-
-
-def free_memory() -> None:
-    """Drop unreachable trainers/optimizers now (a 7B stage's optimizer states would sit on the GPU)."""
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 # ---- the runner ----------------------------------------------------------------------------------
@@ -412,7 +309,6 @@ class ContinualRunner:
             dataset,
             DataCollator(processor),
             ctx.part / L.CHECKPOINTS_DIR,
-            None,
             self.callbacks,
             loss_terms=self.method.loss_terms(ctx, model),
             learning_rate=self.method.learning_rate(ctx),
@@ -441,7 +337,7 @@ class ContinualRunner:
 
     def merge(self, peft_model: Any, processor: Any, part: Path) -> Any:
         """The method's merged model (LoRA: base + (alpha/r)·B·A), saved as `merged/`: base of stage k+1."""
-        from sefe.models.llava import save_llava
+        from sefe.models.llava import save_llava, torch_dtype
 
         ctx = self.context(_stage_index(part), self._task_of(part))
         merged = self.method.merge(ctx, peft_model)
@@ -481,112 +377,3 @@ def _changed_identity(stored: Path, cfg: RunConfig) -> list[str]:
         old = RunConfig.model_validate(old).model_dump(mode="json")
     new = cfg.model_dump(mode="json")
     return [k for k in _IDENTITY_KEYS if old.get(k) != new.get(k)]
-
-
-def build_trainer(
-    cfg: RunConfig,
-    peft_model: Any,
-    processor: Any,
-    dataset: Any,
-    collator: Any,
-    output_dir: Path,
-    penalty: Any,
-    callbacks: list[Any],
-    *,
-    loss_terms: list[Any] | None = None,
-    learning_rate: float | None = None,
-    train_projector: bool | None = None,
-) -> Any:
-    """TrainingArguments from the config (every option passed through) and the continual trainer.
-
-    `penalty` is the RegLoRA penalty as one callable (weight `reglora.lam`); methods pass `loss_terms`.
-    """
-    from transformers import TrainingArguments
-
-    from sefe.sefe_train.trainer import ContinualTrainer
-
-    t = cfg.train
-    import torch
-
-    # No accelerator: say so explicitly (bf16 autocast on CPU, and torchrun on CPU runs gloo DDP)
-    accel = torch.cuda.is_available() or torch.backends.mps.is_available()
-    kwargs: dict[str, Any] = dict(
-        output_dir=str(output_dir),
-        use_cpu=not accel,
-        ddp_backend="gloo" if not accel and world_size() > 1 else None,
-        per_device_train_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.grad_accum(world_size()),
-        learning_rate=t.lr if learning_rate is None else learning_rate,
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
-        lr_scheduler_type=t.scheduler,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        bf16=cfg.model.dtype == "bf16",
-        fp16=cfg.model.dtype == "fp16",
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        logging_steps=t.logging_steps,
-        seed=t.seed,
-        dataloader_num_workers=t.dataloader_num_workers,
-        remove_unused_columns=False,
-        report_to=t.report_to,
-        deepspeed=t.deepspeed,
-        ddp_find_unused_parameters=True,  # text-only batches leave the projector without gradients
-        disable_tqdm=True,  # rich progress instead (sefe_train/progress.py)
-        dataloader_pin_memory=accel,
-    )
-    kwargs.update(tf32_kwargs(t, cuda=torch.cuda.is_available()))
-    kwargs.update(_version_dependent_args(t))
-    args = TrainingArguments(**kwargs)
-    projector = cfg.lora.train_projector if train_projector is None else train_projector
-    trainer = ContinualTrainer(
-        model=peft_model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=collator,
-        processing_class=processor,
-        callbacks=callbacks,
-        loss_terms=loss_terms,
-        penalty=penalty,
-        lam=cfg.reglora.lam if penalty is not None else 0.0,
-        projector_lr=t.projector_lr if projector else None,
-        loss_averaging=t.loss_averaging,
-        group_by_modality_length=t.group_by_modality_length,
-    )
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # logs go to the progress bar and train_log.jsonl
-    return trainer
-
-
-def tf32_kwargs(t: Any, cuda: bool) -> dict[str, Any]:
-    """`tf32` for TrainingArguments when set and on CUDA (transformers refuses it elsewhere)."""
-    return {"tf32": t.tf32} if t.tf32 is not None and cuda else {}
-
-
-def _version_dependent_args(t: Any) -> dict[str, Any]:
-    """Names that moved inside transformers 5.x: use whichever this installation has."""
-    import dataclasses
-
-    from transformers import TrainingArguments
-
-    have = {f.name for f in dataclasses.fields(TrainingArguments)}
-    out: dict[str, Any] = {}
-    ck_kwargs = {"use_reentrant": False} if t.gradient_checkpointing else None
-    if "activation_checkpointing" in have:
-        out.update(
-            activation_checkpointing=t.gradient_checkpointing, activation_checkpointing_kwargs=ck_kwargs
-        )
-    else:
-        out.update(gradient_checkpointing=t.gradient_checkpointing, gradient_checkpointing_kwargs=ck_kwargs)
-    if "train_sampling_strategy" in have:
-        out["train_sampling_strategy"] = "group_by_length" if t.group_by_length else "random"
-    else:
-        out["group_by_length"] = t.group_by_length
-    if "warmup_ratio" in have:
-        out["warmup_ratio"] = t.warmup_ratio
-    else:
-        out["warmup_steps"] = t.warmup_ratio  # a float in [0, 1) is a ratio of the total steps
-    return out

@@ -1,7 +1,8 @@
-"""`ContinualTrainer`: a `transformers.Trainer` whose loss is CE + Σ weight · term over a method's loss terms.
+"""`ContinualTrainer` and what feeds it: `LossTerm` (a method's extra loss) and `build_trainer` (the run
+config as TrainingArguments), side by side as trl pairs its configs with its trainers.
 
-Why a subclass and not a custom loop: checkpointing, resume, DDP / DeepSpeed, bf16 autocast, length grouping
-and the cosine schedule are the Trainer's. We only add small things:
+Why a `transformers.Trainer` subclass and not a custom loop: checkpointing, resume, DDP / DeepSpeed, bf16
+autocast, length grouping and the cosine schedule are the Trainer's. We only add small things:
 - `compute_loss` adds each method's `LossTerm` (RegLoRA's penalty, O-LoRA's orthogonality, ...), each logged
   under its name, and can average the CE per device micro-batch as the release's transformers 4.37 did;
 - `create_optimizer` builds two parameter groups: trained weights at `lr`, the projector at `projector_lr`;
@@ -10,62 +11,59 @@ and the cosine schedule are the Trainer's. We only add small things:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from transformers import Trainer
 
-from sefe.sefe_train.methods.base import LossTerm
+from sefe.sefe_train.config import RunConfig, TrainOptions
+from sefe.sefe_train.distributed import world_size
 
 #: Substring identifying the multimodal projector's parameters (trained fully, own learning rate).
 PROJECTOR_KEY = "multi_modal_projector"
-#: The logged name of RegLoRA's penalty when given as `penalty=` (the historical keyword).
-PENALTY_NAME = "reglora_penalty"
 
 LossAveraging = Literal["global_tokens", "micro_batch"]
 
 
-class ContinualTrainer(Trainer):
-    """Trainer with extra loss terms, a separate projector learning rate and a choice of CE averaging.
+@dataclass
+class LossTerm:
+    """One extra loss term: `weight * fn()` is added to the cross-entropy at every training step.
 
-    `penalty` / `lam` are shorthand for one term named `reglora_penalty`; `trainer.lam` reads and sets its
-    weight.
+    `fn` returns the unweighted scalar (it reads the model's parameters, or state its modules captured in the
+    forward pass); the trainer logs its mean since the last log line under `name`. A term whose weight is 0
+    is neither computed nor logged.
     """
+
+    name: str
+    fn: Callable[[], torch.Tensor]
+    weight: float = 1.0
+
+
+class ContinualTrainer(Trainer):
+    """Trainer with extra loss terms, a separate projector learning rate and a choice of CE averaging."""
 
     optimizer: torch.optim.Optimizer | None  # set by `Trainer.__init__` or `create_optimizer`
 
     def __init__(
         self,
         *args: Any,
-        loss_terms: list[LossTerm] | None = None,
-        penalty: Callable[[], torch.Tensor] | None = None,
-        lam: float = 0.0,
+        loss_terms: Sequence[LossTerm] = (),
         projector_lr: float | None = None,
         loss_averaging: LossAveraging = "global_tokens",
         group_by_modality_length: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.loss_terms: list[LossTerm] = list(loss_terms or [])
-        if penalty is not None:
-            self.loss_terms.append(LossTerm(PENALTY_NAME, penalty, float(lam)))
+        self.loss_terms: list[LossTerm] = list(loss_terms)
         self.projector_lr = projector_lr
         self.loss_averaging = loss_averaging
         self.group_by_modality_length = group_by_modality_length
         self._term_sums: dict[str, float] = {}
         self._term_counts: dict[str, int] = {}
-
-    @property
-    def lam(self) -> float:
-        """Weight of the `reglora_penalty` term (0 when there is none)."""
-        return next((t.weight for t in self.loss_terms if t.name == PENALTY_NAME), 0.0)
-
-    @lam.setter
-    def lam(self, value: float) -> None:
-        for term in self.loss_terms:
-            if term.name == PENALTY_NAME:
-                term.weight = float(value)
 
     # ---- loss hook -------------------------------------------------------------------------------
 
@@ -165,10 +163,6 @@ class ContinualTrainer(Trainer):
         return self.optimizer
 
 
-#: The historical name (RegLoRA was the first method with a loss term).
-RegLoRATrainer = ContinualTrainer
-
-
 def param_groups(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
     """Split trainable parameters into (LoRA and anything else, projector)."""
     lora: list[torch.nn.Parameter] = []
@@ -177,3 +171,105 @@ def param_groups(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list
         if p.requires_grad:
             (projector if PROJECTOR_KEY in name else lora).append(p)
     return lora, projector
+
+
+# ---- the run config as TrainingArguments ---------------------------------------------------------------
+
+
+def build_trainer(
+    cfg: RunConfig,
+    model: Any,
+    processor: Any,
+    dataset: Any,
+    collator: Any,
+    output_dir: Path,
+    callbacks: Sequence[Any] = (),
+    *,
+    loss_terms: Sequence[LossTerm] = (),
+    learning_rate: float | None = None,
+    train_projector: bool | None = None,
+) -> ContinualTrainer:
+    """TrainingArguments from the config (every option passed through) and the continual trainer.
+
+    `learning_rate` / `train_projector`: the method's answers (default: `train.lr`, `lora.train_projector`).
+    """
+    from transformers import TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+
+    t = cfg.train
+    # No accelerator: say so explicitly (bf16 autocast on CPU, and torchrun on CPU runs gloo DDP)
+    accel = torch.cuda.is_available() or torch.backends.mps.is_available()
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        use_cpu=not accel,
+        ddp_backend="gloo" if not accel and world_size() > 1 else None,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.grad_accum(world_size()),
+        learning_rate=t.lr if learning_rate is None else learning_rate,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        lr_scheduler_type=t.scheduler,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        bf16=cfg.model.dtype == "bf16",
+        fp16=cfg.model.dtype == "fp16",
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_steps=t.logging_steps,
+        seed=t.seed,
+        dataloader_num_workers=t.dataloader_num_workers,
+        remove_unused_columns=False,
+        report_to=t.report_to,
+        deepspeed=t.deepspeed,
+        ddp_find_unused_parameters=True,  # text-only batches leave the projector without gradients
+        disable_tqdm=True,  # rich progress instead (sefe_train/progress.py)
+        dataloader_pin_memory=accel,
+    )
+    kwargs.update(tf32_kwargs(t, cuda=torch.cuda.is_available()))
+    kwargs.update(_version_dependent_args(t))
+    args = TrainingArguments(**kwargs)
+    projector = cfg.lora.train_projector if train_projector is None else train_projector
+    trainer = ContinualTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=processor,
+        callbacks=list(callbacks),
+        loss_terms=loss_terms,
+        projector_lr=t.projector_lr if projector else None,
+        loss_averaging=t.loss_averaging,
+        group_by_modality_length=t.group_by_modality_length,
+    )
+    trainer.remove_callback(PrinterCallback)  # logs go to the progress bar and train_log.jsonl
+    return trainer
+
+
+def tf32_kwargs(t: TrainOptions, cuda: bool) -> dict[str, Any]:
+    """`tf32` for TrainingArguments when set and on CUDA (transformers refuses it elsewhere)."""
+    return {"tf32": t.tf32} if t.tf32 is not None and cuda else {}
+
+
+def _version_dependent_args(t: TrainOptions) -> dict[str, Any]:
+    """Names that moved inside transformers 5.x: use whichever this installation has."""
+    from transformers import TrainingArguments
+
+    have = {f.name for f in dataclasses.fields(TrainingArguments)}
+    out: dict[str, Any] = {}
+    ck_kwargs = {"use_reentrant": False} if t.gradient_checkpointing else None
+    if "activation_checkpointing" in have:
+        out.update(
+            activation_checkpointing=t.gradient_checkpointing, activation_checkpointing_kwargs=ck_kwargs
+        )
+    else:
+        out.update(gradient_checkpointing=t.gradient_checkpointing, gradient_checkpointing_kwargs=ck_kwargs)
+    if "train_sampling_strategy" in have:
+        out["train_sampling_strategy"] = "group_by_length" if t.group_by_length else "random"
+    else:
+        out["group_by_length"] = t.group_by_length
+    if "warmup_ratio" in have:
+        out["warmup_ratio"] = t.warmup_ratio
+    else:
+        out["warmup_steps"] = t.warmup_ratio  # a float in [0, 1) is a ratio of the total steps
+    return out

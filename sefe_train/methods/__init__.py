@@ -16,7 +16,6 @@ from sefe.errors import InputError
 from sefe.sefe_train.methods.base import (
     ContinualMethod,
     LoRAMethod,
-    LossTerm,
     MethodOptions,
     Record,
     StageContext,
@@ -25,7 +24,6 @@ from sefe.sefe_train.methods.base import (
 __all__ = [
     "ContinualMethod",
     "LoRAMethod",
-    "LossTerm",
     "MethodOptions",
     "Record",
     "StageContext",

@@ -20,12 +20,14 @@ reuses `trained_dir` if it is there (otherwise training resumes from the last Tr
 method writes must therefore appear atomically (`sefe.atomic`) under a name listed in `stage_files`.
 
 Method modules import only light modules at import time (pydantic, this file): the registry imports them all
-to list them in `sefe train --help`.
+to list them in `sefe train --help`. So `LossTerm` (in `sefe_train/trainer.py`, beside the trainer that adds
+the terms) is imported inside `loss_terms`. The building blocks a method may use are `sefe_train/stage_model`
+(the stage's base model, a fresh LoRA), `sefe_train/trainer` (`build_trainer`, `LossTerm`) and
+`sefe_train/distributed` (rank, memory); never the runner, which calls the hooks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -36,9 +38,8 @@ from sefe.errors import MissingFile
 from sefe.sefe_train import run_layout as L
 
 if TYPE_CHECKING:
-    import torch
-
     from sefe.sefe_train.config import RunConfig, TaskConfig
+    from sefe.sefe_train.trainer import LossTerm
 
 #: One training record as `LlavaDataset.records` holds it: (id, image path or None, [(question, answer)]).
 Record = tuple[Any, str | None, list[tuple[str, str]]]
@@ -88,20 +89,6 @@ class StageContext:
         return self.prev / L.MERGED_DIR if self.prev is not None else None
 
 
-@dataclass
-class LossTerm:
-    """One extra loss term: `weight * fn()` is added to the cross-entropy at every training step.
-
-    `fn` returns the unweighted scalar (it reads the model's parameters, or state its modules captured in the
-    forward pass); the runner logs its mean since the last log line under `name`. A term whose weight is 0
-    is neither computed nor logged.
-    """
-
-    name: str
-    fn: Callable[[], torch.Tensor]
-    weight: float = 1.0
-
-
 class ContinualMethod:
     """Base class of a continual method. Subclass, set the class attributes, override the hooks you need.
 
@@ -131,7 +118,7 @@ class ContinualMethod:
     def load_base(self, ctx: StageContext) -> tuple[Any, Any]:
         """(model, processor) stage k starts from: the configured model, then stage k-1's merged one."""
         if ctx.prev_merged is None:
-            from sefe.sefe_train.runner import load_base
+            from sefe.sefe_train.stage_model import load_base
 
             return load_base(self.cfg, None)
         return self.load_merged(ctx, ctx.prev_merged)
@@ -179,7 +166,7 @@ class ContinualMethod:
 
     def load_merged(self, ctx: StageContext, folder: Path) -> tuple[Any, Any]:
         """(model, processor) from a `merged/` folder, in the run's dtype."""
-        from sefe.sefe_train.runner import load_base
+        from sefe.sefe_train.stage_model import load_base
 
         return load_base(self.cfg, folder)
 
@@ -207,7 +194,7 @@ class LoRAMethod(ContinualMethod):
     trained_dir: ClassVar[str | None] = L.ADAPTER_DIR
 
     def prepare_model(self, ctx: StageContext, model: Any) -> Any:
-        from sefe.sefe_train.runner import add_fresh_lora
+        from sefe.sefe_train.stage_model import add_fresh_lora
 
         return add_fresh_lora(self.cfg, model)
 

@@ -162,9 +162,10 @@ class LoTA(ContinualMethod):
         import torch
 
         from sefe.models.dataset import DataCollator, LlavaDataset
+        from sefe.sefe_train.distributed import free_memory, is_main_process
         from sefe.sefe_train.methods._sparse_mask import lottery_masks
         from sefe.sefe_train.reglora.keys import KeyStore
-        from sefe.sefe_train.runner import build_trainer, free_memory, is_main_process
+        from sefe.sefe_train.trainer import build_trainer
 
         o = self.opts
         if self._processor is None:
@@ -188,8 +189,6 @@ class LoTA(ContinualMethod):
             dataset,
             DataCollator(self._processor),
             ctx.part / CALIBRATION_DIR,
-            None,
-            [],
             learning_rate=self.learning_rate(ctx),
             train_projector=self.trains_projector(),
         )

@@ -69,8 +69,9 @@ class MoELoRA(ContinualMethod):
         run's dtype for evaluation (`cast`), in their saved fp32 to continue training from."""
         import torch
 
+        from sefe.models.llava import torch_dtype
         from sefe.sefe_train.methods import _moe_layer as M
-        from sefe.sefe_train.runner import load_base, torch_dtype
+        from sefe.sefe_train.stage_model import load_base
 
         model, processor = load_base(self.cfg, folder)
         path = folder.parent / EXPERTS_FILE

@@ -8,12 +8,15 @@ beside the new one, which gives the same forward pass (merging is exact), so onl
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from sefe.sefe_train.methods import register
-from sefe.sefe_train.methods.base import LoRAMethod, LossTerm, MethodOptions, StageContext
+from sefe.sefe_train.methods.base import LoRAMethod, MethodOptions, StageContext
+
+if TYPE_CHECKING:
+    from sefe.sefe_train.trainer import LossTerm
 
 #: Stage file: the A matrices of tasks 1..k, stacked per adapted linear.
 PREV_A_FILE = "olora_prev_a.safetensors"
@@ -63,6 +66,7 @@ class OLoRA(LoRAMethod):
 
     def loss_terms(self, ctx: StageContext, model: Any) -> list[LossTerm]:
         from sefe.sefe_train.methods._orthogonal import OLoRARegularizer
+        from sefe.sefe_train.trainer import LossTerm
 
         o = self.opts
         if (ctx.k == 1 or o.lam_orth == 0) and o.lam_l2 == 0:

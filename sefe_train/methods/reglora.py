@@ -8,13 +8,16 @@ section under the generic name).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sefe.errors import MissingFile
 from sefe.sefe_train import run_layout as L
 from sefe.sefe_train.methods import register
-from sefe.sefe_train.methods.base import LoRAMethod, LossTerm, StageContext
+from sefe.sefe_train.methods.base import LoRAMethod, StageContext
 from sefe.sefe_train.reglora.config import RegLoRAConfig
+
+if TYPE_CHECKING:
+    from sefe.sefe_train.trainer import LossTerm
 
 #: Logged name of the penalty (train_log.jsonl, progress bar).
 PENALTY_LOG_NAME = "reglora_penalty"
@@ -49,6 +52,7 @@ class RegLoRA(LoRAMethod):
             return []
         from sefe.sefe_train.reglora.keys import KeyStore
         from sefe.sefe_train.reglora.penalty import RegLoRAPenalty
+        from sefe.sefe_train.trainer import LossTerm
 
         penalty = RegLoRAPenalty(KeyStore.load(prev), model, self.reg)
         return [LossTerm(PENALTY_LOG_NAME, penalty, self.reg.lam)]

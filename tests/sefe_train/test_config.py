@@ -18,7 +18,7 @@ from sefe.sefe_train.config import (
     load_config,
     select_tasks,
 )
-from sefe.sefe_train.runner import check_deepspeed
+from sefe.sefe_train.distributed import check_deepspeed
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from sefe.sefe_train.runner import ContinualRunner, load_base
+from sefe.sefe_train.runner import ContinualRunner
+from sefe.sefe_train.stage_model import load_base
 from tests.helpers.train import Recorder, TwoTaskRuns, make_config
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,9 @@ import torch
 
 from sefe.models.sampling import ModalityLengthGroupedSampler, modality_length_grouped_order
 from sefe.sefe_train.config import load_config
-from sefe.sefe_train.runner import ContinualRunner, add_fresh_lora, build_trainer, load_base, tf32_kwargs
+from sefe.sefe_train.runner import ContinualRunner
+from sefe.sefe_train.stage_model import add_fresh_lora, load_base
+from sefe.sefe_train.trainer import build_trainer, tf32_kwargs
 from tests.helpers.train import Recorder, make_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,7 +33,7 @@ def test_paper_config_has_the_release_recipe() -> None:
 def test_clipping_and_tf32_reach_the_training_arguments(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, "lora", ["train.max_grad_norm=0", "train.tf32=true"], tasks=["ScienceQA"])
     model, processor = load_base(cfg, None)
-    trainer = build_trainer(cfg, add_fresh_lora(cfg, model), processor, [], None, tmp_path / "ck", None, [])
+    trainer = build_trainer(cfg, add_fresh_lora(cfg, model), processor, [], None, tmp_path / "ck")
     assert trainer.args.max_grad_norm == 0
     assert tf32_kwargs(cfg.train, cuda=True) == {"tf32": True}
     assert tf32_kwargs(cfg.train, cuda=False) == {}  # transformers refuses tf32 without CUDA
@@ -99,7 +101,7 @@ def test_trainer_uses_the_modality_sampler_when_asked(tmp_path: Path) -> None:
     kinds = Counter(n > 0 for n in data.modality_lengths)
     assert kinds[True] and kinds[False]  # coin-mini ScienceQA has image and text-only records
     trainer = build_trainer(
-        cfg, add_fresh_lora(cfg, model), processor, data, DataCollator(processor), tmp_path / "ck", None, []
+        cfg, add_fresh_lora(cfg, model), processor, data, DataCollator(processor), tmp_path / "ck"
     )
     sampler = trainer._get_train_sampler()
     assert isinstance(sampler, ModalityLengthGroupedSampler)
@@ -159,7 +161,7 @@ def test_micro_batch_and_global_token_means_differ_as_defined(tmp_path: Path) ->
         ref = _per_record_ce(model, [collate([data[0]]), collate([data[1]])])
         torch.manual_seed(0)
         trainer = build_trainer(
-            cfg, add_fresh_lora(cfg, model), processor, data, collate, tmp_path / mode / "ck", None, []
+            cfg, add_fresh_lora(cfg, model), processor, data, collate, tmp_path / mode / "ck"
         )
         trainer.train()
         logged[mode] = next(e["loss"] for e in trainer.state.log_history if "loss" in e)

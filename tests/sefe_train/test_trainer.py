@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sefe.sefe_train.runner import add_fresh_lora, build_trainer, load_base
+from sefe.sefe_train.stage_model import add_fresh_lora, load_base
+from sefe.sefe_train.trainer import LossTerm, build_trainer
 from tests.helpers.train import make_config
 
 pytestmark = pytest.mark.slow
@@ -36,11 +37,9 @@ def _logged_loss(tmp_path: Path, per_device: int, lam: float) -> tuple[float, fl
     data = LlavaDataset(cfg.train_path(cfg.tasks[0]), cfg.resolved_data_root(), processor, 128)
     data.records = data.records[:2]
     data.lengths = data.lengths[:2]
-    penalty = (lambda: torch.tensor(CONST)) if lam else None
-    trainer = build_trainer(
-        cfg, peft_model, processor, data, DataCollator(processor), tmp_path / "ck", penalty, []
-    )
-    trainer.lam = lam
+    terms = [LossTerm("reglora_penalty", lambda: torch.tensor(CONST), lam)]
+    collate = DataCollator(processor)
+    trainer = build_trainer(cfg, peft_model, processor, data, collate, tmp_path / "ck", loss_terms=terms)
     assert trainer.args.gradient_accumulation_steps == 2 // per_device
     trainer.train()
     log = next(entry for entry in trainer.state.log_history if "loss" in entry)

@@ -10,7 +10,8 @@ import pytest
 from sefe.models.dataset import load_records
 from sefe.sefe_train.config import load_config, select_tasks
 from sefe.sefe_train.methods import method_names
-from sefe.sefe_train.runner import ContinualRunner, load_base
+from sefe.sefe_train.runner import ContinualRunner
+from sefe.sefe_train.stage_model import load_base
 
 
 @pytest.fixture(scope="module")

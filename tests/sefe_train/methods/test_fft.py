@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sefe.sefe_train.runner import ContinualRunner, load_base
+from sefe.sefe_train.runner import ContinualRunner
+from sefe.sefe_train.stage_model import load_base
 from tests.helpers.methods import MethodRecorder
 from tests.helpers.train import make_config
 

@@ -105,8 +105,9 @@ def test_a_method_in_one_file_registers_itself() -> None:
 def test_a_registered_method_gets_its_hooks_called_in_order(tmp_path: Path) -> None:
     """A method written as docs/METHODS.md describes runs through `sefe train` with every hook in place."""
     from sefe.models.dataset import load_records
-    from sefe.sefe_train.methods.base import LoRAMethod, LossTerm
+    from sefe.sefe_train.methods.base import LoRAMethod
     from sefe.sefe_train.runner import ContinualRunner
+    from sefe.sefe_train.trainer import LossTerm
     from tests.helpers.methods import MethodRecorder
     from tests.helpers.train import make_config
 

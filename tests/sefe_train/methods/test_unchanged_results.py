@@ -61,7 +61,7 @@ def inputs_fingerprint(cfg) -> str:
     import numpy as np
 
     from sefe.models.dataset import LlavaDataset
-    from sefe.sefe_train.runner import load_base
+    from sefe.sefe_train.stage_model import load_base
 
     model, processor = load_base(cfg, None)
     h = hashlib.sha256()
@@ -86,7 +86,8 @@ def _legacy_stage(cfg, k: int, out: Path) -> None:
     from sefe.models.llava import save_llava
     from sefe.sefe_train.reglora.keys import KeyStore
     from sefe.sefe_train.reglora.penalty import RegLoRAPenalty
-    from sefe.sefe_train.runner import add_fresh_lora, build_trainer, load_base
+    from sefe.sefe_train.stage_model import add_fresh_lora, load_base
+    from sefe.sefe_train.trainer import LossTerm, build_trainer
 
     task = cfg.tasks[k - 1]
     prev = out / f"{k - 1}_{cfg.tasks[k - 2].name}" if k > 1 else None
@@ -96,9 +97,10 @@ def _legacy_stage(cfg, k: int, out: Path) -> None:
     data = LlavaDataset(cfg.train_path(task), cfg.resolved_data_root(), processor, cfg.train.max_length)
     keys = prev / "keys.safetensors" if prev else None
     penalty = RegLoRAPenalty(KeyStore.load(keys), peft_model, cfg.reglora) if keys else None
+    terms = [LossTerm("reglora_penalty", penalty, cfg.reglora.lam)] if penalty is not None else []
     stage = out / f"{k}_{task.name}"
     collate = DataCollator(processor)
-    trainer = build_trainer(cfg, peft_model, processor, data, collate, stage / "ck", penalty, [])
+    trainer = build_trainer(cfg, peft_model, processor, data, collate, stage / "ck", loss_terms=terms)
     trainer.train()
     peft_model.save_pretrained(str(stage / "adapter"))
     store = KeyStore.load(keys) if keys else KeyStore.empty()

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from sefe.coin.tasks import TaskName
 from sefe.errors import InputError
 
 TASKS_FILE = "tasks.json"
@@ -28,7 +29,7 @@ class RootTaskError(InputError):
 class RootTask(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: TaskName
     style: str
     scorer: str
     asd: dict[str, object]

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sefe.coin.instructions import DEFAULT_CONTEXT_PREFIXES, MCQ_LETTER, SHORT_ANSWER, STYLES, Style
 from sefe.errors import InputError
@@ -28,12 +28,24 @@ CandidateSource = Literal["model", "options", "classes", "boxes"]
 Production = Literal["original", "rule", "data", "model"]
 
 
+def _not_a_path(name: str) -> str:
+    """A task name becomes a folder (`annotations/<name>/`): `.` and `..` would be the folder itself or its
+    parent, so a name made of dots only is refused."""
+    if set(name) == {"."}:
+        raise ValueError(f"task name {name!r} is a path, not a name")
+    return name
+
+
+#: A task name: letters, digits, `_`, `.`, `-`, and never only dots (it names a folder).
+TaskName = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$"), AfterValidator(_not_a_path)]
+
+
 class TaskSpec(BaseModel):
     """Everything ASD needs to know about one task."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: TaskName
     original_style: Literal["short", "mcq"] = "short"
     answer: Literal["text", "option", "box"] = "text"  # what the original gpt turn holds
     candidates: CandidateSource = "model"

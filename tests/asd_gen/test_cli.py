@@ -206,3 +206,22 @@ def test_open_needs_exit_4_and_allow_partial(
     t = m["tasks"]["GQA"]
     assert m["status"] == t["status"] == "partial" and t["effective_x"] < 40
     assert f"GQA x40: partial, effective X {t['effective_x']:g} of 40" in r.output
+
+
+def test_a_task_named_dotdot_reads_and_writes_nothing_outside_annotations(
+    tmp_path: Path, scripted: ScriptedGenerator
+) -> None:
+    from tests.helpers.asd_factory import task_records
+
+    root = tmp_path / "d"
+    (root / "annotations").mkdir(parents=True)
+    (root / "train.json").write_bytes(orjson.dumps(task_records("VizWiz", 12)))  # what `..` would reach
+    task_file = tmp_path / "dots.yaml"
+    task_file.write_text("name: '..'\n")
+    out = tmp_path / "o"
+    args = ["asd", "build", "--task-file", str(task_file), "--tasks", "..", "--data-root", str(root)]
+    r = runner.invoke(app, [*args, "--out", str(out), "--x", "50"], env={"COLUMNS": "200"})
+    assert r.exit_code == 2, r.output
+    assert r.output.strip().splitlines()[-1].startswith("error: ") and "dots.yaml" in r.output
+    assert "is a path, not a name" in r.output
+    assert not list(tmp_path.rglob("train_x50.json"))

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from sefe.coin.tasks import TaskError, coin_tasks, get_task, load_task_file
+from sefe.root_tasks import RootTaskError, register_root
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "tasks" / "example.yaml"
 
@@ -54,3 +56,17 @@ def test_bad_yaml_names_file_and_field(tmp_path: Path) -> None:
         load_task_file(p)
     with pytest.raises(TaskError, match="unknown task 'Nope'"):
         get_task("Nope")
+
+
+@pytest.mark.parametrize("name", [".", "..", "..."])
+def test_task_names_are_names_never_paths(tmp_path: Path, name: str) -> None:
+    p = tmp_path / "t.yaml"
+    p.write_text(f"name: '{name}'\n")
+    with pytest.raises(TaskError, match=r"t\.yaml.*name.*is a path, not a name"):
+        load_task_file(p)
+    task = {"name": name, "style": "short", "scorer": "VQAv2", "asd": {"name": "Ok"}}
+    (tmp_path / "tasks.json").write_bytes(orjson.dumps({"tasks": [task]}))
+    with pytest.raises(RootTaskError, match=r"tasks\.json: field 'tasks\.0\.name'.*is a path"):
+        register_root(tmp_path)
+    p.write_text("name: v1.2_chart-qa\n")
+    assert load_task_file(p).name == "v1.2_chart-qa"  # dots inside a name stay allowed

@@ -15,16 +15,27 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 #: Set to 1 to get the full traceback of a user error (for bug reports).
 DEBUG_ENV = "SEFE_DEBUG"
 #: The exit code of every user error (click uses 2 for usage errors too).
 USER_ERROR_EXIT = 2
+#: The exit code of a command that stopped with work left open (a server down, needs unanswered): rerun it.
+OPEN_EXIT = 4
+#: The exit code of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+INTERRUPTED_EXIT = 130
+#: What the CLI prints after an interrupt that carries no message of its own.
+INTERRUPTED_HINT = "interrupted; rerun the same command to resume"
 
 
 class SefeError(Exception):
     """An error caused by the user's input or environment; the message says what to fix."""
+
+    #: The CLI's exit code for this kind of error.
+    exit_code: ClassVar[int] = USER_ERROR_EXIT
+    #: A sentence the CLI prints after the message (what to do next), if any.
+    hint: ClassVar[str] = ""
 
 
 class InputError(SefeError, ValueError):
@@ -41,6 +52,13 @@ class MissingDependency(SefeError, ImportError):
 
 class UnavailableError(SefeError, RuntimeError):
     """Something the command needs is not there or not usable (a model folder, a backend, an engine)."""
+
+
+class Unreachable(UnavailableError):
+    """A server the command talks to cannot be reached: the command is right, rerun it once it is up."""
+
+    exit_code = OPEN_EXIT
+    hint = "Is it running? Rerun this command once it is up."
 
 
 def one_line(exc: BaseException) -> str:
@@ -76,19 +94,25 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def report_errors(func: F) -> F:
-    """Wrap a CLI command: a user error prints `error: <one line>` to stderr and exits with code 2.
+    """Wrap a CLI command: a user error prints `error: <one line>` to stderr and exits with its code (2, or
+    4 for `Unreachable`); Ctrl-C prints how to resume and exits with 130. Commands catch nothing themselves.
 
-    `SEFE_DEBUG=1` re-raises instead, for a traceback.
+    `SEFE_DEBUG=1` re-raises a user error instead, for a traceback.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except KeyboardInterrupt as exc:  # graceful stops carry their own message (what was kept)
+            print(str(exc) or INTERRUPTED_HINT, file=sys.stderr, flush=True)
+            raise SystemExit(INTERRUPTED_EXIT) from None
         except Exception as exc:
             if not is_user_error(exc) or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
                 raise
-            print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
-            raise SystemExit(USER_ERROR_EXIT) from None
+            hint = getattr(exc, "hint", "")
+            msg = one_line(exc) + (f". {hint}" if hint else "")
+            print(f"error: {msg}", file=sys.stderr, flush=True)
+            raise SystemExit(getattr(exc, "exit_code", USER_ERROR_EXIT)) from None
 
     return wrapper  # type: ignore[return-value]

@@ -40,7 +40,7 @@ from sefe.coin import layout
 from sefe.coin.instructions import CANDIDATE_PREFIX, GROUNDING_INSTRUCTIONS, INSTRUCTIONS
 from sefe.coin.records import TrainRecord, dump_json, load_train, save_train
 from sefe.coin.tasks import TaskSpec, coin_tasks, get_task
-from sefe.errors import UnavailableError
+from sefe.errors import INTERRUPTED_EXIT, OPEN_EXIT, UnavailableError
 
 ENGINE_HINT = (
     "Use `--distractors pool` to draw yes/no and MCQ distractors from the task's own answers (no model); "
@@ -50,8 +50,8 @@ ENGINE_HINT = (
 # are waiting for the provider; 4 some needs got no answer (model server down, spend cap): the tasks they
 # belong to were not written, rerunning resumes; 130 interrupted (Ctrl-C / SIGTERM), rerunning resumes.
 EXIT_PENDING = 3
-EXIT_OPEN = 4
-EXIT_INTERRUPTED = 130
+EXIT_OPEN = OPEN_EXIT
+EXIT_INTERRUPTED = INTERRUPTED_EXIT
 
 
 class BuildError(UnavailableError):

@@ -95,7 +95,7 @@ def ensure_benchmark(opts: MicroOptions, console: Console) -> Path:
         info = orjson.loads(marker.read_bytes())
         if info.get("sizes") == want and info.get("seed") == opts.benchmark_seed:
             return root
-        raise ValueError(f"{marker}: built with other sizes/seed ({info.get('sizes')}); use another --out")
+        raise InputError(f"{marker}: built with other sizes/seed ({info.get('sizes')}); use another --out")
     t0 = time.perf_counter()
     build_micro(root, seed=opts.benchmark_seed, n_train=opts.n_train, n_test=opts.n_test, n_warm=opts.n_warm)
     console.print(f"benchmark built in {time.perf_counter() - t0:.0f} s: {root}")

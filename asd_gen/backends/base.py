@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sefe.errors import UnavailableError
+from sefe.errors import UnavailableError, Unreachable
 
 
 class ChatRequest(BaseModel):
@@ -97,8 +97,8 @@ class Backend(ABC):
         """Release engines, sessions or threads."""
 
 
-class BackendUnreachable(RuntimeError):
-    """The server or engine cannot be reached at all (checked before the first request)."""
+class BackendUnreachable(Unreachable):
+    """The server or engine cannot be reached at all (checked before the first request): exit code 4."""
 
 
 class BackendConfigError(UnavailableError):

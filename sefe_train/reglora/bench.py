@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
+from sefe.errors import InputError
 from sefe.sefe_train.reglora.config import BenchDType, PenaltyImpl
 from sefe.sefe_train.reglora.topk import n_top
 
@@ -76,7 +77,7 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
         try:
             out_f, in_f = (int(v) for v in part.lower().strip().split("x"))
         except ValueError:
-            raise ValueError(f"--shapes: {part!r} is not OUTxIN (e.g. 4096x11008)") from None
+            raise InputError(f"--shapes: {part!r} is not OUTxIN (e.g. 4096x11008)") from None
         shapes.append((out_f, in_f))
     return shapes
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from sefe.atomic import atomic_path
+from sefe.errors import InputError, MissingFile
 from sefe.sefe_train.reglora.config import Accumulate, RegLoRAConfig
 from sefe.sefe_train.reglora.modules import adapted_linears
 from sefe.sefe_train.reglora.topk import n_top, top_k_mask
@@ -30,6 +31,10 @@ from sefe.sefe_train.reglora.topk import n_top, top_k_mask
 FORMAT = "sefe.reglora.keys"
 VERSION = "1"
 COUNTS_SUFFIX = ":counts"
+
+
+class KeysFileError(InputError):
+    """A `keys.safetensors` file that cannot be read (the message names the file and the field or tensor)."""
 
 
 def canonical_safetensors(raw: bytes) -> bytes:
@@ -236,31 +241,39 @@ class KeyStore:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> KeyStore:
         """Read a `keys.safetensors` file, checking every tensor against its recorded shape."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         path = Path(path)
-        with safe_open(str(path), framework="np") as fh:
+        if not path.is_file():
+            raise MissingFile(f"{path}: no such key file")
+        try:
+            opened = safe_open(str(path), framework="np")
+        except (OSError, SafetensorError) as err:
+            raise KeysFileError(f"{path}: not a safetensors file ({err})") from None
+        with opened as fh:
             meta = dict(fh.metadata() or {})
             if meta.get("format") != FORMAT:
                 fmt = meta.get("format")
-                raise ValueError(f"{path}: not a RegLoRA key file (metadata 'format' is {fmt!r})")
+                raise KeysFileError(f"{path}: not a RegLoRA key file (metadata 'format' is {fmt!r})")
             try:
                 shapes: Mapping[str, list[int]] = json.loads(meta["shapes"])
                 tasks = int(meta.get("tasks", "0"))
             except (KeyError, ValueError) as err:
-                raise ValueError(f"{path}: bad metadata field 'shapes'/'tasks': {err}") from None
+                raise KeysFileError(f"{path}: bad metadata field 'shapes'/'tasks': {err}") from None
             accumulate = meta.get("accumulate", "union")
             if accumulate not in ("union", "concat"):
-                raise ValueError(f"{path}: metadata 'accumulate' must be union or concat, got {accumulate!r}")
+                raise KeysFileError(
+                    f"{path}: metadata 'accumulate' must be union or concat, got {accumulate!r}"
+                )
             names = set(fh.keys())
             modules: dict[str, ModuleKeys] = {}
             for name, shp in shapes.items():
                 if name not in names:
-                    raise ValueError(f"{path}: module {name!r} listed in metadata 'shapes' has no tensor")
+                    raise KeysFileError(f"{path}: module {name!r} listed in metadata 'shapes' has no tensor")
                 shape = (int(shp[0]), int(shp[1]))
                 bits = fh.get_tensor(name)
                 if bits.dtype != np.uint8 or bits.size != -(-shape[0] * shape[1] // 8):
-                    raise ValueError(
+                    raise KeysFileError(
                         f"{path}: tensor {name!r} must be uint8 with ceil({shape[0]}*{shape[1]}/8) entries, "
                         f"got {bits.dtype} with {bits.size}"
                     )
@@ -268,13 +281,13 @@ class KeyStore:
                 if name + COUNTS_SUFFIX in names:
                     counts = fh.get_tensor(name + COUNTS_SUFFIX).reshape(-1)
                     if counts.dtype != np.uint8 or counts.size != keys.n_keys:
-                        raise ValueError(
+                        raise KeysFileError(
                             f"{path}: tensor {name + COUNTS_SUFFIX!r} must be uint8 with one entry per key "
                             f"({keys.n_keys}), got {counts.dtype} with {counts.size}"
                         )
                     keys.counts = counts
                 elif accumulate == "concat":
-                    raise ValueError(f"{path}: concat key file lacks tensor {name + COUNTS_SUFFIX!r}")
+                    raise KeysFileError(f"{path}: concat key file lacks tensor {name + COUNTS_SUFFIX!r}")
                 modules[name] = keys
         reserved = ("format", "version", "accumulate", "tasks", "shapes")
         extra = {k: v for k, v in meta.items() if k not in reserved}

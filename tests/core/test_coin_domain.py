@@ -14,8 +14,18 @@ from sefe.coin.tasks import COIN_TASK_NAMES
 
 PACKAGE = Path(__file__).resolve().parents[2]
 # the shipped package folders (tests/ and bench/ are not part of it)
-SOURCE_DIRS = ("asd_gen", "coin", "models", "evaluation", "sefe_train", "micro", "data", "prompts")
-TOP_MODULES = ("cli.py", "demo.py", "atomic.py", "__init__.py")
+SOURCE_DIRS = (
+    "asd_gen",
+    "coin",
+    "models",
+    "evaluation",
+    "sefe_train",
+    "micro",
+    "commands",
+    "data",
+    "prompts",
+)
+TOP_MODULES = ("cli.py", "atomic.py", "__init__.py")
 
 
 def _modules() -> Iterator[Path]:
@@ -61,7 +71,13 @@ def _rel(path: Path) -> str:
 
 def test_the_scan_sees_the_package() -> None:
     names = {_rel(p) for p in _modules()}
-    assert {"coin/records.py", "evaluation/scorers.py", "asd_gen/build.py", "cli.py"} <= names
+    assert {
+        "coin/records.py",
+        "evaluation/scorers.py",
+        "asd_gen/build.py",
+        "cli.py",
+        "commands/asd.py",
+    } <= names
 
 
 def test_sefe_train_uses_asd_gen_only_for_its_backends() -> None:
@@ -82,7 +98,7 @@ def test_coin_depends_on_nothing_above_it() -> None:
         for p in _modules()
         if _rel(p).startswith("coin/")
         for line, mod in _imports(p)
-        if mod.startswith(("sefe.asd_gen", "sefe.sefe_train", "sefe.cli", "sefe.demo", "sefe.data"))
+        if mod.startswith(("sefe.asd_gen", "sefe.sefe_train", "sefe.cli", "sefe.commands", "sefe.data"))
     ]
     assert bad == []
 

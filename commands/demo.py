@@ -1,35 +1,26 @@
 """`sefe demo` / `make demo`: the whole SEFE pipeline on bundled data with embedded defaults.
 
-Default (`--on micro`): Micro-CoIN, one seed, 2 epochs a task, plain LoRA on the original data against SEFE
-(RegLoRA on ASD data, the two runs side by side): the generated benchmark, the warm start (cached),
-`sefe asd build --x 20` with the scene backend, both continual runs evaluated after every task, and
-`report.md` with the accuracy, format-error and knowledge matrices of both. A run where forgetting can be
-seen, in minutes on a laptop.
-
-`--on coin-mini`: the CoIN-format sample data (three tasks), ASD written by the embedded SmolLM2, the
-embedded tiny LLaVA trained with LoRA and RegLoRA: the whole CoIN pipeline, though its model learns little.
-Every step resumes: rerunning the same command skips finished work.
+Default (`--on micro`, `sefe.micro.demo`): Micro-CoIN, LoRA on the original data against SEFE (RegLoRA on ASD
+data). `--on coin-mini` (`run_demo` below): the CoIN-format sample data (three tasks), ASD written by the
+embedded SmolLM2, the embedded tiny LLaVA trained with LoRA and RegLoRA: the whole CoIN pipeline, though its
+model learns little. Every step resumes: rerunning the same command skips finished work.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from rich.console import Console
-from rich.rule import Rule
+import typer
 
+from sefe.asd_gen.needs import BackendName, GenerationOptions
 from sefe.coin.tasks import COIN_TASK_NAMES
+from sefe.commands.common import arg_default, default
 
+if TYPE_CHECKING:
+    from rich.console import Console
 
-def run_micro_demo(out: Path, x: float = 20.0, console: Console | None = None) -> Path:
-    """LoRA/original vs SEFE (reglora/asd), one seed, on Micro-CoIN; returns the folder of `report.md`."""
-    from sefe.micro.run import MicroOptions, run_micro
-
-    # 2 epochs a task (the benchmark's default is 4): the demo must fit in 10 minutes with the install and
-    # the warm start on 2 cores (measured 623 s with 4); the style takeover and its cure show either way
-    pairs = ["lora/original", "reglora/asd"]
-    opts = MicroOptions(out=out.resolve() / "micro", pairs=pairs, seeds=1, x=x, epochs=2.0, jobs=2)
-    return run_micro(opts, console=console).parent
+_GEN = GenerationOptions
 
 
 def run_demo(
@@ -41,8 +32,10 @@ def run_demo(
     console: Console | None = None,
 ) -> Path:
     """Run ASD, LoRA and RegLoRA training, and the report under `out`; return the report folder."""
+    from rich.console import Console
+    from rich.rule import Rule
+
     from sefe.asd_gen.build import BuildOptions, build
-    from sefe.asd_gen.needs import GenerationOptions
     from sefe.asd_gen.summary import build_table
     from sefe.coin.layout import asd_train_path
     from sefe.data import coin_mini_root
@@ -96,4 +89,25 @@ def run_demo(
 
 def _demo_config() -> Path:
     """The shipped tiny-model config (package data), so the demo works from an installed wheel too."""
-    return Path(__file__).resolve().parent / "configs" / "coin-mini.yaml"
+    return Path(__file__).resolve().parents[1] / "configs" / "coin-mini.yaml"
+
+
+def demo_cmd(
+    out: Path = typer.Option(Path("out/demo"), help="Where ASD data, both runs and the report go."),
+    x: float = typer.Option(arg_default(run_demo, "x"), "--x", help="Percent of each task converted by ASD."),
+    backend: BackendName = typer.Option(
+        default(_GEN, "backend"), help="ASD generation backend (local = embedded SmolLM2)."
+    ),
+    max_steps: int | None = typer.Option(None, help="Cap the steps of every training stage (coin-mini)."),
+    on: Literal["micro", "coin-mini"] = typer.Option(
+        "micro", help="micro: LoRA vs SEFE on Micro-CoIN; coin-mini: the CoIN sample data, SmolLM2 ASD."
+    ),
+) -> None:
+    """The main job on bundled data: ASD, then LoRA vs SEFE over the task sequence, then a report."""
+    from sefe.micro.demo import run_micro_demo
+
+    if on == "micro":
+        report = run_micro_demo(out, x=x)
+    else:
+        report = run_demo(out, x=x, backend=backend, max_steps=max_steps)
+    typer.echo(f"done: open {report / 'report.md'}")

@@ -1,0 +1,204 @@
+"""`sefe eval run | score | judge`: CoIN predictions, their scores, and the LLM judge's knowledge score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from sefe.asd_gen.needs import GenerationOptions
+from sefe.commands.common import arg_default, default
+from sefe.evaluation import inference
+from sefe.evaluation.inference import Engine, InferenceDType
+from sefe.evaluation.judge import JudgeBackend
+from sefe.evaluation.scorers import score_in_root
+from sefe.models.conversation import ScienceQAInstruction
+from sefe.sefe_train.config import ScoringMode
+
+if TYPE_CHECKING:
+    from sefe.evaluation.judge import JudgeResult
+
+app = typer.Typer(help="CoIN inference and scoring.", no_args_is_help=True)
+_GEN = GenerationOptions
+
+
+@app.command("run")
+def eval_run_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="Merged LLaVA folder (HF save_pretrained)."),
+    data_root: Path = typer.Option(..., "--data-root", help="CoIN data root (annotations/<Task>/test.json)."),
+    tasks: str | None = typer.Option(
+        None, "--tasks", help="Comma-separated tasks (default: every task with a test.json, CoIN order)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for <Task>.jsonl prediction files."),
+    batch_size: int = typer.Option(
+        arg_default(inference.run_inference, "batch_size"),
+        "--batch-size",
+        help="Prompts per generate call (left padded).",
+    ),
+    max_new_tokens: int = typer.Option(
+        arg_default(inference.run_inference, "max_new_tokens"),
+        "--max-new-tokens",
+        help="Generation cap per answer (the release's 1024).",
+    ),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N test records per task."),
+    model_id: str | None = typer.Option(None, "--model-id", help="model_id field (default: folder name)."),
+    dtype: InferenceDType = typer.Option(
+        arg_default(inference.run_inference, "dtype"),
+        "--dtype",
+        help="auto: bfloat16 on CUDA, else float32.",
+    ),
+    device: str | None = typer.Option(None, "--device", help="torch device (default: cuda if available)."),
+    engine: Engine = typer.Option(
+        arg_default(inference.run_inference, "engine"),
+        "--engine",
+        help="hf: transformers; vllm: pip install 'sefe[vllm]'.",
+    ),
+    scienceqa_instruction: ScienceQAInstruction = typer.Option(
+        arg_default(inference.run_inference, "scienceqa_instruction"),
+        "--scienceqa-instruction",
+        help="ScienceQA letter line: always (appended, as the release) | once (not repeated).",
+    ),
+) -> None:
+    """CoIN predictions, greedy, one JSONL per task. Rerun the same command to resume."""
+    from sefe.errors import MissingFile
+    from sefe.evaluation.inference import default_tasks, run_inference
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else default_tasks(data_root)
+    if not names:
+        raise MissingFile(f"no annotations/<Task>/test.json under {data_root}")
+    paths = run_inference(
+        model,
+        data_root,
+        names,
+        out,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        limit=limit,
+        model_id=model_id,
+        dtype=dtype,
+        device=device,
+        engine=engine,
+        scienceqa_instruction=scienceqa_instruction,
+    )
+    for task, path in paths.items():
+        typer.echo(f"{task}: {path}")
+
+
+@app.command("score")
+def eval_score_cmd(
+    task: str = typer.Option(..., "--task", "-t", help="CoIN task, e.g. ScienceQA, TextVQA, Grounding."),
+    predictions: Path = typer.Option(..., "--predictions", "-p", help="Prediction JSONL (`sefe eval run`)."),
+    data_root: Path | None = typer.Option(
+        None,
+        "--data-root",
+        help="CoIN data root: annotations/<Task>/test.json and the official ground truth are found in it.",
+    ),
+    annotations: Path | None = typer.Option(
+        None, "--annotations", "-a", help="The task's test.json (default: from --data-root)."
+    ),
+    gt: Path | None = typer.Option(
+        None,
+        "--gt",
+        help="Official ground truth: ScienceQA folder with problems.json + pid_splits.json, "
+        "TextVQA_0.5.1_val.json, or GQA testdev_balanced_questions.json (default: found in the data root).",
+    ),
+    mode: ScoringMode = typer.Option(
+        arg_default(score_in_root, "mode"),
+        "--mode",
+        help="compat: published scorers, quirks kept; fixed: quirks fixed.",
+    ),
+    variant: str | None = typer.Option(
+        None, "--variant", help="ScienceQA only: coin-legacy (CoIN's older scorer)."
+    ),
+    allow_approximate: bool = typer.Option(
+        False,
+        "--allow-approximate",
+        help="Without the official ground truth, score from test.json's answer (marked approximate).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Score one prediction file with the CoIN rules; the output always names the scoring mode."""
+    import orjson
+
+    from sefe.coin.layout import root_of_annotations
+    from sefe.root_tasks import register_root
+
+    register_root(data_root or root_of_annotations(annotations))
+    res = score_in_root(
+        task,
+        predictions,
+        data_root=data_root,
+        annotations=annotations,
+        gt=gt,
+        mode=mode,
+        variant=variant,
+        allow_approximate=allow_approximate,
+    )
+    if as_json:
+        typer.echo(orjson.dumps(res.model_dump(mode="json")).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{res.task} ({res.mode}{', ' + res.variant if res.variant else ''})")
+    for col in ("accuracy", "correct", "total", "missing", "unknown ids", "ground truth"):
+        table.add_column(col)
+    table.add_row(
+        res.shown_accuracy,
+        f"{res.correct:g}",
+        str(res.total),
+        str(res.missing),
+        str(len(res.unknown_ids)),
+        res.gt_source,
+    )
+    console = Console()
+    console.print(table)
+    for note in res.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+@app.command("judge")
+def eval_judge_cmd(
+    task: str = typer.Option(..., "--task", "-t", help="CoIN task of the predictions."),
+    predictions: Path = typer.Option(..., "--predictions", "-p", help="Prediction JSONL (`sefe eval run`)."),
+    annotations: Path = typer.Option(..., "--annotations", "-a", help="The task's test.json."),
+    backend: JudgeBackend = typer.Option("openai", "--backend", help="The ASD backend the judge runs on."),
+    model: str | None = typer.Option(None, "--model", help="Judge model (default: the backend's)."),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint URL."),
+    concurrency: int = typer.Option(
+        default(_GEN, "concurrency"), "--concurrency", help="Requests in flight (openai backend)."
+    ),
+    cache: Path | None = typer.Option(None, "--cache", help="Ratings cache (default: <P>.judge.jsonl)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Knowledge capability: an LLM judge rates each answer 0-10; score = sum / (10 N) x 100. Resumable."""
+    import orjson
+
+    from sefe.asd_gen.backends.factory import make_backend
+    from sefe.asd_gen.backends.guard import RESUME_HINT
+    from sefe.asd_gen.build import EXIT_OPEN
+    from sefe.evaluation.judge import run_judge
+
+    opts = GenerationOptions(backend=backend, model=model, base_url=base_url, concurrency=concurrency)
+    engine = make_backend(opts)
+    # Ctrl-C and a dead server end here too: the ratings received so far are in the cache
+    res = run_judge(task, predictions, annotations, engine, cache or Path(f"{predictions}.judge.jsonl"))
+    if as_json:
+        typer.echo(orjson.dumps(res.model_dump(mode="json")).decode())
+    else:
+        _print_judge(res)
+    if res.open:
+        why = "; ".join(f"{n} {reason}" for reason, n in res.open_reasons.items())
+        typer.echo(f"{res.open} ratings open ({why}); {RESUME_HINT}", err=True)
+        raise typer.Exit(EXIT_OPEN)
+
+
+def _print_judge(res: JudgeResult) -> None:
+    score = "–" if res.score is None else f"{res.score:.2f}"
+    typer.echo(
+        f"{res.task} judge ({res.judge_model}): {score} over {res.judged} answers "
+        f"(failed {res.failed}, missing {res.missing})"
+    )
+    for note in res.notes:
+        typer.echo(f"note: {note}")

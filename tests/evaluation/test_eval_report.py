@@ -121,3 +121,19 @@ def test_eval_score_cli(
     preds.write_text("not json\n")
     res = runner.invoke(app, ["eval", "score", "--task", "VQAv2", "-p", str(preds), "-a", str(ann)])
     assert res.exit_code == 2 and "line 1: broken JSON" in res.output
+
+
+def test_report_redacts_credentials_under_keys_not_named_secret(tmp_path: Path) -> None:
+    run = _run(tmp_path, "lora", [[80.0]], "lora")
+    (run / "config.yaml").write_text(
+        "method: lora\ntrain:\n  report_to: sk-live-4f1c9e0bd00d\n"
+        "judge:\n  base_url: https://host/v1?token=qq-77-secret&page=2\n"
+    )
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(app, ["report", str(run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for text in (result.output, (out / "report.md").read_text(), (out / "report.json").read_text()):
+        assert "4f1c9e0bd00d" not in text and "qq-77-secret" not in text
+    config = orjson.loads((out / "report.json").read_bytes())["runs"][0]["config"]
+    assert config["train"]["report_to"] == "***"
+    assert config["judge"]["base_url"] == "https://host/v1?token=***&page=2"

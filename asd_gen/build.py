@@ -39,7 +39,8 @@ from sefe.atomic import atomic_write_bytes
 from sefe.coin import layout
 from sefe.coin.instructions import CANDIDATE_PREFIX, GROUNDING_INSTRUCTIONS, INSTRUCTIONS
 from sefe.coin.records import TrainRecord, dump_json, load_train, save_train
-from sefe.coin.tasks import TaskSpec, coin_tasks, get_task
+from sefe.coin.root_tasks import find_task, root_tasks
+from sefe.coin.tasks import TaskSpec, coin_tasks
 from sefe.errors import INTERRUPTED_EXIT, OPEN_EXIT, UnavailableError
 
 ENGINE_HINT = (
@@ -81,17 +82,19 @@ def resolve_tasks(opts: BuildOptions) -> list[tuple[TaskSpec, Path]]:
     """The chosen tasks (CoIN order for defaults) with their train files; errors name missing files."""
     root = opts.data_root
     if opts.tasks:
-        chosen = [get_task(t) for t in opts.tasks]
+        chosen = [find_task(t, root) for t in opts.tasks]
         for spec in chosen:
             if not layout.train_path(root, spec.name).is_file():
                 raise BuildError(
                     f"{layout.train_path(root, spec.name)}: train file of task {spec.name} not found"
                 )
     else:
-        chosen = [t for t in coin_tasks() if layout.train_path(root, t.name).is_file()]
+        declared = root_tasks(root)  # the root's own tasks (tasks.json), else CoIN's
+        chosen = [t for t in declared or coin_tasks() if layout.train_path(root, t.name).is_file()]
         if not chosen:
             ann = layout.annotations_dir(root)
-            raise BuildError(f"{ann}: no <Task>/train.json of any CoIN task (use --data-root / --tasks)")
+            which = "declared" if declared else "CoIN"
+            raise BuildError(f"{ann}: no <Task>/train.json of any {which} task (use --data-root / --tasks)")
     return [(spec, layout.train_path(root, spec.name)) for spec in chosen]
 
 
@@ -123,12 +126,6 @@ def prepare(opts: BuildOptions, progress: Progress | None = None) -> list[TaskWo
     """Load, select (largest X), parse the selected records and list the model Needs; no model call."""
     if not opts.xs:
         raise BuildError("no X given (--x)")
-    from sefe.root_tasks import RootTaskError, register_root
-
-    try:
-        register_root(opts.data_root)  # tasks the data root declares in tasks.json (Micro-CoIN)
-    except RootTaskError as exc:
-        raise BuildError(str(exc)) from None
     top_x = max(opts.xs)
     works: list[TaskWork] = []
     targets = resolve_tasks(opts)

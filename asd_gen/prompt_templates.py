@@ -132,11 +132,12 @@ def _full_question(item: QAItem) -> str:
     return "\n".join(lines)
 
 
-def _is_box_task(task: str) -> bool:
-    from sefe.coin.tasks import TaskError, get_task
+def _is_box_task(task: str, data_root: Path | None) -> bool:
+    from sefe.coin.root_tasks import find_task
+    from sefe.coin.tasks import TaskError
 
     try:
-        return get_task(task).answer == "box"
+        return find_task(task, data_root).answer == "box"
     except TaskError:
         return False
 
@@ -193,7 +194,7 @@ class ResolvedPrompt:
 def _context(need: Need, data_root: Path | None) -> dict[str, Any]:
     """Template variables; Grounding items carry the referring expression and the unpadded box (as the
     official prompts), since the image the model sees is the unpadded original."""
-    boxes = _is_box_task(need.task)
+    boxes = _is_box_task(need.task, data_root)
 
     def shown(q: QAItem) -> tuple[str, str]:
         if not boxes:

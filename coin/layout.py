@@ -7,6 +7,7 @@
     <root>/ScienceQA/problems.json + pid_splits.json, <root>/TextVQA/TextVQA_0.5.1_val.json,
     <root>/GQA/testdev_balanced_questions.json    official ground truth, where the release's scripts read it
     <root>/eval_gt/<same relative paths>          the same files for the bundled data (data/coin-mini)
+    <root>/tasks.json                             tasks the root declares beyond CoIN's (Micro-CoIN)
 
 Image paths inside records are relative to the root (see `sefe.coin.images`). Nothing else in sefe spells
 these names: callers ask this module.
@@ -26,6 +27,7 @@ EVAL_GT = "eval_gt"
 TRAIN_FILE = "train.json"
 TRAIN_ORI_FILE = "train_ori.json"
 TEST_FILE = "test.json"
+TASKS_FILE = "tasks.json"
 #: the run config's default `train_file`, relative to the data root
 TRAIN_PATTERN = f"{ANNOTATIONS}/{{task}}/{TRAIN_FILE}"
 
@@ -44,6 +46,11 @@ OFFICIAL_GT: dict[str, tuple[str, ...]] = {
 def format_x(x: float) -> str:
     """`20.0` -> `20`, `12.5` -> `12.5` (as in `train_x20.json`)."""
     return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def tasks_file(root: Path) -> Path:
+    """`<root>/tasks.json`: the root's own task declarations (read by `sefe.coin.root_tasks`)."""
+    return Path(root) / TASKS_FILE
 
 
 def annotations_dir(root: Path) -> Path:

@@ -1,9 +1,11 @@
 """Task registry: the eight CoIN tasks in training order, and any task declared in YAML.
 
 A `TaskSpec` says what a task's answers are (option letter, text, box), its original answer style, where ASD
-finds wrong candidates and its question form. The CoIN order lives here only (`COIN_TASK_NAMES`); training,
-ASD, inference and scoring read it from here. Any other LLaVA-format dataset can be declared in a YAML file
-(see `configs/tasks/example.yaml`) and loaded with `load_task_file`, so sefe is not tied to CoIN.
+finds wrong candidates, its question form, the CoIN scorer that scores it and the answer style the format
+checks expect. The CoIN order lives here only (`COIN_TASK_NAMES`); training, ASD, inference and scoring read
+it from here. Any other LLaVA-format dataset can be declared in a YAML file (see `configs/tasks/example.yaml`)
+and loaded with `load_task_file`, or in a data root's `tasks.json` (`sefe.coin.root_tasks`), so sefe is not
+tied to CoIN.
 """
 
 from __future__ import annotations
@@ -11,10 +13,18 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sefe.coin.instructions import DEFAULT_CONTEXT_PREFIXES, MCQ_LETTER, SHORT_ANSWER, STYLES, Style
 from sefe.errors import InputError
@@ -26,6 +36,12 @@ from sefe.errors import InputError
 #   boxes   - other boxes of the same image or perturbed boxes with IoU < 0.5 (Grounding)
 CandidateSource = Literal["model", "options", "classes", "boxes"]
 Production = Literal["original", "rule", "data", "model"]
+#: The eight CoIN scorers (`sefe.evaluation.scorers`), each named after the task it was written for.
+ScorerName = Literal["ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz", "Grounding", "VQAv2", "OCRVQA"]
+SCORER_NAMES: tuple[ScorerName, ...] = get_args(ScorerName)
+#: The answer forms the format checks tell apart (`sefe.evaluation.format_checks` has one checker each).
+AnswerStyle = Literal["letter", "yesno", "short", "box", "explained"]
+ANSWER_STYLES: tuple[AnswerStyle, ...] = get_args(AnswerStyle)
 
 
 def _not_a_path(name: str) -> str:
@@ -52,9 +68,22 @@ class TaskSpec(BaseModel):
     question_form: Literal["single", "list"] = "single"  # list: several QA turns per record, one prompt
     instruction_lines: tuple[str, ...] = ()  # this task's known instruction lines (besides the heuristic)
     context_prefixes: tuple[str, ...] = DEFAULT_CONTEXT_PREFIXES
+    scorer: ScorerName | None = None  # the CoIN scorer of its predictions (None: not scorable)
+    style: AnswerStyle = "short"  # the answer form the format checks expect when the question does not say
+
+    @field_validator("scorer", mode="before")
+    @classmethod
+    def _scorer_any_case(cls, value: object) -> object:
+        """`vqav2` names the VQAv2 scorer (tasks.json files are written by hand too)."""
+        if isinstance(value, str):
+            return next((s for s in SCORER_NAMES if s.lower() == value.lower()), value)
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:
+        own = next((s for s in SCORER_NAMES if s.lower() == self.name.lower()), None)
+        if own is not None and self.scorer != own:
+            raise ValueError(f"{self.name!r} is a CoIN task: it is scored by the {own} scorer")
         if self.answer == "option" and (self.original_style != "mcq" or self.candidates != "options"):
             raise ValueError("answer 'option' needs original_style 'mcq' and candidates 'options'")
         if self.original_style == "mcq" and self.answer != "option":
@@ -88,14 +117,23 @@ COIN_TASKS: tuple[TaskSpec, ...] = (
         answer="option",
         candidates="options",
         instruction_lines=(MCQ_LETTER,),
+        scorer="ScienceQA",
+        style="letter",
     ),
-    TaskSpec(name="TextVQA", instruction_lines=(SHORT_ANSWER,)),
-    TaskSpec(name="ImageNet", candidates="classes", instruction_lines=(SHORT_ANSWER,)),
-    TaskSpec(name="GQA", question_form="list", instruction_lines=(SHORT_ANSWER,)),
-    TaskSpec(name="VizWiz", instruction_lines=(SHORT_ANSWER,)),
-    TaskSpec(name="Grounding", answer="box", candidates="boxes", question_form="list"),
-    TaskSpec(name="VQAv2", question_form="list", instruction_lines=(SHORT_ANSWER,)),
-    TaskSpec(name="OCRVQA", question_form="list", instruction_lines=(SHORT_ANSWER,)),
+    TaskSpec(name="TextVQA", instruction_lines=(SHORT_ANSWER,), scorer="TextVQA"),
+    TaskSpec(name="ImageNet", candidates="classes", instruction_lines=(SHORT_ANSWER,), scorer="ImageNet"),
+    TaskSpec(name="GQA", question_form="list", instruction_lines=(SHORT_ANSWER,), scorer="GQA"),
+    TaskSpec(name="VizWiz", instruction_lines=(SHORT_ANSWER,), scorer="VizWiz"),
+    TaskSpec(
+        name="Grounding",
+        answer="box",
+        candidates="boxes",
+        question_form="list",
+        scorer="Grounding",
+        style="box",
+    ),
+    TaskSpec(name="VQAv2", question_form="list", instruction_lines=(SHORT_ANSWER,), scorer="VQAv2"),
+    TaskSpec(name="OCRVQA", question_form="list", instruction_lines=(SHORT_ANSWER,), scorer="OCRVQA"),
 )
 
 COIN_TASK_NAMES: tuple[str, ...] = tuple(t.name for t in COIN_TASKS)
@@ -125,13 +163,18 @@ def in_coin_order(names: Iterable[str]) -> list[str]:
 
 
 def get_task(name: str) -> TaskSpec:
-    """A registered task by name (CoIN built-ins plus any registered from YAML)."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
+    """A registered task by name, exact or else case-insensitive (CoIN built-ins plus those loaded from YAML).
+
+    A data root's own tasks (`tasks.json`) are not here: `sefe.coin.root_tasks.find_task` looks there first.
+    """
+    spec = _REGISTRY.get(name) or next(
+        (t for t in _REGISTRY.values() if t.name.lower() == name.lower()), None
+    )
+    if spec is None:
         known = ", ".join(_REGISTRY)
         msg = f"unknown task {name!r}; known: {known} (declare others in a YAML task file)"
-        raise TaskError(msg) from None
+        raise TaskError(msg)
+    return spec
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:

@@ -121,10 +121,6 @@ def eval_score_cmd(
     """Score one prediction file with the CoIN rules; the output always names the scoring mode."""
     import orjson
 
-    from sefe.coin.layout import root_of_annotations
-    from sefe.root_tasks import register_root
-
-    register_root(data_root or root_of_annotations(annotations))
     res = score_in_root(
         task,
         predictions,

@@ -11,8 +11,8 @@ scorer of its task could accept because of its *form*, whatever its content. One
 - `explained`: an answer (phrase, letter or box) first, then at least `EXPLANATION_MIN_WORDS` more words
 
 The style of a question is read from its instruction line (the last line, as CoIN's tools treat it) when it
-is a known one, else from the task's registered style (CoIN's eight are built in; others register with
-`register_task_style`). The result per task is the share of answers with a format error (percent).
+is a known one, else from the task's `style` (its `TaskSpec` in `sefe.coin`: CoIN's eight, YAML tasks and a
+data root's `tasks.json`). The result per task is the share of answers with a format error (percent).
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FormatStyle = Literal["letter", "yesno", "short", "box", "explained"]
-FORMAT_STYLES: tuple[FormatStyle, ...] = ("letter", "yesno", "short", "box", "explained")
+from sefe.coin.root_tasks import find_task
+from sefe.coin.tasks import ANSWER_STYLES, AnswerStyle, TaskError
+
+FormatStyle = AnswerStyle  # the task facts name the styles; this module checks them
+FORMAT_STYLES: tuple[FormatStyle, ...] = ANSWER_STYLES
 SHORT_MAX_WORDS = 10  # OCRVQA book titles reach about ten words; CoIN short answers are shorter
 EXPLANATION_MIN_WORDS = 3
 
@@ -37,19 +39,6 @@ _LETTER = re.compile(r"^\(?([A-Z])\)?\.?$")
 _YESNO = re.compile(r"^(yes|no)[.!]?$", re.IGNORECASE)
 _SENTENCE_BREAK = re.compile(r"[.!?;:](?:\s+|$)|\n")
 _ANSWER_BREAK = re.compile(r"[.!?;:,](?:\s+|$)|\n")  # where an answer ends and its explanation begins
-
-#: CoIN's eight tasks and their original answer styles (coin-data.md).
-COIN_TASK_STYLES: dict[str, FormatStyle] = {
-    "ScienceQA": "letter",
-    "TextVQA": "short",
-    "ImageNet": "short",
-    "GQA": "short",
-    "VizWiz": "short",
-    "Grounding": "box",
-    "VQAv2": "short",
-    "OCRVQA": "short",
-}
-_TASK_STYLES: dict[str, FormatStyle] = dict(COIN_TASK_STYLES)
 
 # Instruction lines -> style, matched case-insensitively as substrings of the question's last line. Order
 # matters: the explanation lines of Grounding mention the bounding box too.
@@ -64,19 +53,12 @@ _INSTRUCTION_STYLES: tuple[tuple[str, FormatStyle], ...] = (
 )
 
 
-def register_task_style(task: str, style: FormatStyle) -> None:
-    """Declare the original answer style of a task beyond CoIN's eight (e.g. the Micro-CoIN tasks)."""
-    if style not in FORMAT_STYLES:
-        raise ValueError(f"unknown answer style {style!r}; one of {', '.join(FORMAT_STYLES)}")
-    _TASK_STYLES[task] = style
-
-
-def task_style(task: str) -> FormatStyle | None:
-    """The registered original style of a task (case-insensitive name), or None."""
-    for name, style in _TASK_STYLES.items():
-        if name.lower() == task.lower():
-            return style
-    return None
+def task_style(task: str, root: Path | str | None = None) -> FormatStyle | None:
+    """The answer style of a task (any case; a data root's own tasks first), or None for an unknown task."""
+    try:
+        return find_task(task, root).style
+    except TaskError:
+        return None
 
 
 def style_from_instruction(question: str) -> FormatStyle | None:
@@ -91,9 +73,9 @@ def style_from_instruction(question: str) -> FormatStyle | None:
     return None
 
 
-def question_style(task: str, question: str) -> FormatStyle:
+def question_style(task: str, question: str, root: Path | str | None = None) -> FormatStyle:
     """Instruction line first (it is what the model was asked), then the task's style, else `short`."""
-    return style_from_instruction(question) or task_style(task) or "short"
+    return style_from_instruction(question) or task_style(task, root) or "short"
 
 
 # ---- the checkers ---------------------------------------------------------------------------------------
@@ -189,17 +171,23 @@ class FormatResult(BaseModel):
 
 
 def format_errors(
-    task: str, questions: Sequence[str], answers: Sequence[str], max_examples: int = 5
+    task: str,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    max_examples: int = 5,
+    root: Path | str | None = None,
 ) -> FormatResult:
-    """Share of `answers` that are not in the style each matching question asks for."""
+    """Share of `answers` that are not in the style each matching question asks for (`root`: the data root,
+    whose `tasks.json` may declare the task)."""
     if len(questions) != len(answers):
         raise ValueError(f"{task}: {len(questions)} questions but {len(answers)} answers")
     expected: Counter[str] = Counter()
     taken: Counter[str] = Counter()
     examples: list[dict[str, str]] = []
     errors = 0
+    default = task_style(task, root) or "short"
     for q, a in zip(questions, answers, strict=True):
-        style = question_style(task, q)
+        style = style_from_instruction(q) or default
         expected[style] += 1
         if not in_style(style, a):
             errors += 1
@@ -218,10 +206,12 @@ def format_errors(
     )
 
 
-def format_errors_of_predictions(task: str, predictions: Path) -> FormatResult:
+def format_errors_of_predictions(
+    task: str, predictions: Path, root: Path | str | None = None
+) -> FormatResult:
     """Format errors of a CoIN prediction JSONL (its `prompt` is the question as asked, `text` the answer)."""
     from sefe.evaluation.loading import load_predictions
 
     preds = load_predictions(Path(predictions))
     questions = [str(getattr(p, "prompt", None) or "") for p in preds]
-    return format_errors(task, questions, [p.text for p in preds])
+    return format_errors(task, questions, [p.text for p in preds], root=root)

@@ -24,6 +24,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from sefe.asd_gen.backends.guard import DEFAULT_BREAKER_THRESHOLD, RESUME_HINT, RunGuard, RunInterrupted
+from sefe.coin.layout import root_of_annotations
 from sefe.coin.records import TestField
 from sefe.evaluation.loading import ScoringError, load_predictions, load_test_records
 from sefe.evaluation.scorers import canonical_task
@@ -183,7 +184,7 @@ def run_judge(
 
     from sefe.asd_gen.backends.base import ChatResult
 
-    name = canonical_task(task)
+    name = canonical_task(task, root_of_annotations(Path(annotations)))
     items, missing = build_items(Path(predictions), Path(annotations))
     cache_path = Path(cache_path)
     cache = _read_cache(cache_path)

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sefe.coin import layout
 from sefe.coin.records import TestField, TestRecord, answer_fields
-from sefe.coin.tasks import COIN_TASK_NAMES, coin_task_name, get_task
+from sefe.coin.root_tasks import find_task
+from sefe.coin.tasks import COIN_TASK_NAMES, TaskError, TaskSpec, get_task
 from sefe.evaluation.loading import (
     Prediction,
     ScoringError,
@@ -512,39 +513,30 @@ _SCORERS: dict[str, Callable[[_Ctx], ScoreResult]] = {
 }
 
 
-#: Tasks beyond CoIN scored by one of the eight scorers (Micro-CoIN's, via `sefe.root_tasks`): name -> scorer.
-_ALIASES: dict[str, str] = {}
+def _spec(task: str, root: Path | str | None) -> TaskSpec:
+    try:
+        return find_task(task, root)
+    except TaskError:
+        where = f" (nor does {layout.tasks_file(Path(root))} declare it)" if root is not None else ""
+        raise ScoringError(f"no scorer for task {task!r}; CoIN tasks: {', '.join(TASKS)}{where}") from None
 
 
-def register_scorer_alias(task: str, scorer: str) -> None:
-    """Score `task` with the CoIN scorer `scorer` (e.g. a generated letter-MCQ task with ScienceQA's)."""
-    target = next((name for name in TASKS if name.lower() == scorer.lower()), None)
-    if target is None:
-        raise ScoringError(f"task {task!r}: unknown scorer {scorer!r}; CoIN scorers: {', '.join(TASKS)}")
-    if task.lower() in (name.lower() for name in TASKS) and task.lower() != target.lower():
-        raise ScoringError(f"task {task!r} is a CoIN task; its scorer cannot be changed")
-    _ALIASES[task.lower()] = target
-
-
-def canonical_task(task: str) -> str:
-    """Map a task name case-insensitively onto a CoIN task (or a registered alias), or fail listing them."""
-    name = coin_task_name(task)
-    if name is not None:
-        return name
-    if task.lower() in _ALIASES:
-        return _ALIASES[task.lower()]
-    raise ScoringError(f"no scorer for task {task!r}; CoIN tasks: {', '.join(TASKS)}")
+def canonical_task(task: str, root: Path | str | None = None) -> str:
+    """The CoIN scorer of a task (any case; a data root's `tasks.json` tasks too), or fail listing them."""
+    spec = _spec(task, root)
+    if spec.scorer is None:
+        raise ScoringError(f"task {spec.name!r} names no CoIN scorer; CoIN scorers: {', '.join(TASKS)}")
+    return spec.scorer
 
 
 def default_annotations(data_root: Path, task: str) -> Path:
     """`<data_root>/annotations/<Task>/test.json`."""
-    folder = task if task.lower() in _ALIASES else canonical_task(task)
-    return layout.evaluation_file(Path(data_root), folder)
+    return layout.evaluation_file(Path(data_root), _spec(task, data_root).name)
 
 
-def scoring_fields(task: str, official: bool) -> tuple[TestField, ...]:
-    """Test-record fields the task's scorer reads: none besides the id with official ground truth."""
-    name = canonical_task(task)
+def scoring_fields(scorer: str, official: bool) -> tuple[TestField, ...]:
+    """Test-record fields a CoIN scorer reads: none besides the id with official ground truth."""
+    name = canonical_task(scorer)
     if official and layout.needs_official_gt(name):
         return ()
     return answer_fields(get_task(name).answer)
@@ -559,7 +551,7 @@ def find_gt(
     every path looked for, unless `allow_approximate` (then None: scored from test.json, marked approximate);
     fixed mode approximates with a note, as it always did.
     """
-    name = canonical_task(task)
+    name = canonical_task(task, data_root)
     if not layout.needs_official_gt(name):
         return None
     hint = "give --gt (tasks[].gt in a run config) or allow the approximation with --allow-approximate"
@@ -600,7 +592,9 @@ def score_in_root(
         annotations = default_annotations(root, task)
     if gt is None:
         gt = find_gt(root, task, mode, allow_approximate)
-    return score_predictions(task, predictions, annotations, gt=gt, mode=mode, variant=variant)
+    return score_predictions(
+        task, predictions, annotations, gt=gt, mode=mode, variant=variant, data_root=root
+    )
 
 
 def score_predictions(
@@ -610,13 +604,16 @@ def score_predictions(
     gt: Path | None = None,
     mode: Mode = "compat",
     variant: str | None = None,
+    data_root: Path | None = None,
 ) -> ScoreResult:
     """Score one CoIN prediction JSONL against its `test.json` (and the official ground truth, if given).
 
     `variant="coin-legacy"` (ScienceQA, compat only) applies CoIN's older scorer: first one-character word
-    fallback and the whole official test split as the denominator.
+    fallback and the whole official test split as the denominator. The task's scorer is looked up in
+    `data_root` (default: the root `annotations` sits in), whose `tasks.json` may declare the task.
     """
-    name = canonical_task(task)
+    root = data_root if data_root is not None else layout.root_of_annotations(Path(annotations))
+    name = canonical_task(task, root)
     if mode not in ("compat", "fixed"):
         raise ScoringError(f"unknown scoring mode {mode!r}: use 'compat' or 'fixed'")
     if variant is not None and (name != "ScienceQA" or variant != SCIENCEQA_LEGACY or mode != "compat"):

@@ -17,9 +17,9 @@ CoIN scorer of that style (compat scorers, quirks off: runs use `fixed` mode):
 Written: images, `annotations/<Task>/{train,test}.json`, `annotations/<Task>/distractors.json` (the task's
 answer pool: wrong answers for ASD and the probe), official-format ground truth for the scorers that read it
 (`eval_gt/ScienceQA/{problems,pid_splits}.json`, `eval_gt/TextVQA/TextVQA_0.5.1_val.json`), `scenes.json`
-(the truth of every picture, for the scene answerer), `tasks.json` (the tasks' declarations, registered by
-`sefe.root_tasks` when a tool opens this root), and `warmstart/train.json` (the mixed-style pre-training
-corpus). A pure function of the seed and sizes.
+(the truth of every picture, for the scene answerer), `tasks.json` (the tasks' declarations,
+which `sefe.coin.root_tasks` reads when a tool opens this root), and `warmstart/train.json` (the mixed-style
+pre-training corpus). A pure function of the seed and sizes.
 """
 
 from __future__ import annotations

@@ -181,7 +181,6 @@ def run_micro(opts: MicroOptions, console: Console | None = None) -> Path:
     from sefe.atomic import atomic_write_bytes
     from sefe.micro.report import write_report
     from sefe.micro.warmstart import warmstart_dir
-    from sefe.root_tasks import register_root
 
     console = console or Console(stderr=True)
     out = Path(opts.out)
@@ -194,7 +193,6 @@ def run_micro(opts: MicroOptions, console: Console | None = None) -> Path:
         out / "micro.json", orjson.dumps(opts.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
     )
     root = ensure_benchmark(opts, console)
-    register_root(root)
     t0 = time.perf_counter()
     warm = warmstart_dir(root, opts=opts.warm, console=console)
     console.print(f"warm start: {warm} ({time.perf_counter() - t0:.0f} s)")
@@ -260,8 +258,6 @@ def _worker(
 
     import torch
 
-    from sefe.root_tasks import register_root
-
     opts = MicroOptions.model_validate(payload)
     log = Path(opts.out) / "runs" / f"{opts.run_name(method, data, seed)}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -271,5 +267,4 @@ def _worker(
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (the process's own streams)
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     torch.set_num_threads(threads)
-    register_root(Path(root))
     return _run_one(opts, method, data, seed, Path(root), Path(warm))

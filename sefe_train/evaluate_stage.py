@@ -81,7 +81,9 @@ def evaluate_stage(
     for i, task in enumerate(tasks):
         test = _limited_test_file(cfg.test_path(task), cfg.eval.max_samples, eval_dir, task.name)
         gt = cfg.gt_path(task) or find_gt(root, task.name, cfg.eval.mode, cfg.eval.allow_approximate)
-        result = score_predictions(task.name, preds[task.name], test, gt=gt, mode=cfg.eval.mode)
+        result = score_predictions(
+            task.name, preds[task.name], test, gt=gt, mode=cfg.eval.mode, data_root=root
+        )
         matrix.record(k - 1, i, result)
         scores[task.name] = result.model_dump(mode="json")
     atomic_write_bytes(eval_dir / "scores.json", orjson.dumps(scores, option=orjson.OPT_INDENT_2))
@@ -112,7 +114,7 @@ def _record_format_errors(cfg: RunConfig, k: int, preds: dict[str, Path], eval_d
     matrix = _side_matrix(path, cfg)
     out: dict[str, Any] = {}
     for i, task in enumerate(cfg.tasks[:k]):
-        res = format_errors_of_predictions(task.name, preds[task.name])
+        res = format_errors_of_predictions(task.name, preds[task.name], cfg.resolved_data_root())
         matrix.set(k - 1, i, res.rate, res.model_dump(mode="json"))
         out[task.name] = res.model_dump(mode="json")
     atomic_write_bytes(eval_dir / "format.json", orjson.dumps(out, option=orjson.OPT_INDENT_2))

@@ -118,9 +118,6 @@ class ContinualRunner:
 
     def _preflight(self) -> None:
         """Fail before hours of training: train files, and a scorer and ground truth per evaluated task."""
-        from sefe.root_tasks import register_root
-
-        register_root(self.cfg.resolved_data_root())  # tasks the data root declares (Micro-CoIN)
         paths = [self.cfg.train_path(t) for t in self.cfg.tasks]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
@@ -131,7 +128,7 @@ class ContinualRunner:
             ev = self.cfg.eval
             for t in self.cfg.tasks:
                 try:
-                    canonical_task(t.name)
+                    canonical_task(t.name, self.cfg.resolved_data_root())
                     if self.cfg.gt_path(t) is None:
                         find_gt(self.cfg.resolved_data_root(), t.name, ev.mode, ev.allow_approximate)
                 except ScoringError as exc:

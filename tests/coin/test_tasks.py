@@ -5,8 +5,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from sefe.coin.root_tasks import RootTaskError, root_tasks
 from sefe.coin.tasks import TaskError, coin_tasks, get_task, load_task_file
-from sefe.root_tasks import RootTaskError, register_root
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "tasks" / "example.yaml"
 
@@ -43,6 +43,12 @@ def test_example_yaml_registers_a_task() -> None:
     assert spec.candidates == "model" and "Context:" in spec.context_prefixes
 
 
+def test_the_yaml_task_of_the_test_before_is_gone() -> None:
+    """tests/conftest.py puts the task registry back after each test (this one runs after the YAML one)."""
+    with pytest.raises(TaskError, match="unknown task 'ChartQA'"):
+        get_task("ChartQA")
+
+
 def test_bad_yaml_names_file_and_field(tmp_path: Path) -> None:
     p = tmp_path / "t.yaml"
     p.write_text("name: X\noriginal_style: essay\n")
@@ -67,6 +73,28 @@ def test_task_names_are_names_never_paths(tmp_path: Path, name: str) -> None:
     task = {"name": name, "style": "short", "scorer": "VQAv2", "asd": {"name": "Ok"}}
     (tmp_path / "tasks.json").write_bytes(orjson.dumps({"tasks": [task]}))
     with pytest.raises(RootTaskError, match=r"tasks\.json: field 'tasks\.0\.name'.*is a path"):
-        register_root(tmp_path)
+        root_tasks(tmp_path)
     p.write_text("name: v1.2_chart-qa\n")
     assert load_task_file(p).name == "v1.2_chart-qa"  # dots inside a name stay allowed
+
+
+def test_each_coin_task_names_its_scorer_and_answer_style() -> None:
+    from sefe.coin.tasks import COIN_TASK_NAMES, SCORER_NAMES
+
+    assert SCORER_NAMES == COIN_TASK_NAMES  # one scorer per CoIN task, in training order
+    assert all(t.scorer == t.name for t in coin_tasks())
+    styles = {t.name: t.style for t in coin_tasks()}
+    assert styles.pop("ScienceQA") == "letter" and styles.pop("Grounding") == "box"
+    assert set(styles.values()) == {"short"}
+    assert get_task("textvqa") is get_task("TextVQA")
+
+
+def test_a_declared_task_cannot_take_another_scorer_for_a_coin_name() -> None:
+    from pydantic import ValidationError
+
+    from sefe.coin.tasks import TaskSpec
+
+    assert TaskSpec(name="Colour", scorer="vqav2").scorer == "VQAv2"
+    assert TaskSpec(name="ChartQA").scorer is None
+    with pytest.raises(ValidationError, match="scored by the GQA scorer"):
+        TaskSpec(name="gqa", scorer="VQAv2")

@@ -7,14 +7,16 @@ from pathlib import Path
 import orjson
 import pytest
 
+from sefe.coin.root_tasks import RootTaskError
 from sefe.evaluation.format_checks import (
     detect_style,
     format_errors,
     format_errors_of_predictions,
     in_style,
     question_style,
-    register_task_style,
+    task_style,
 )
+from tests.helpers.root_tasks import declare
 
 
 @pytest.mark.parametrize("text", ["B", "B.", "(C)", " A ", "E"])
@@ -96,7 +98,7 @@ def test_detect_style_names_the_style_that_took_over() -> None:
     assert detect_style("") is None
 
 
-def test_question_style_instruction_line_wins_over_task() -> None:
+def test_question_style_instruction_line_wins_over_task(tmp_path: Path) -> None:
     mcq = "What colour?\nA. red\nB. blue\nAnswer with the option's letter from the given choices directly."
     assert question_style("TextVQA", mcq) == "letter"
     assert (
@@ -110,10 +112,18 @@ def test_question_style_instruction_line_wins_over_task() -> None:
     assert question_style("Grounding", brief) == "explained"
     assert question_style("ScienceQA", "Which is a solid?") == "letter"  # task default (CoIN style)
     assert question_style("SomethingNew", "Which?") == "short"
-    register_task_style("SomethingNew", "yesno")
-    assert question_style("SomethingNew", "Which?") == "yesno"
-    with pytest.raises(ValueError, match="unknown answer style"):
-        register_task_style("X", "poem")  # type: ignore[arg-type]
+    root = declare(tmp_path / "root", {"name": "SomethingNew", "style": "yesno", "scorer": "VizWiz"})
+    assert question_style("SomethingNew", "Which?", root) == "yesno"  # the root's tasks.json says so
+    assert question_style("somethingnew", "Which?", root) == "yesno"
+    assert question_style("SomethingNew", "Which?") == "short"  # without the root nothing is known
+
+
+def test_task_style_comes_from_the_task_facts(tmp_path: Path) -> None:
+    assert task_style("ScienceQA") == "letter" and task_style("grounding") == "box"
+    assert task_style("OCRVQA") == "short" and task_style("Nope") is None
+    bad = declare(tmp_path / "bad", {"name": "X", "style": "poem", "scorer": "VizWiz"})
+    with pytest.raises(RootTaskError, match=r"tasks\[0\] \(X\): field 'style'"):
+        task_style("X", bad)
 
 
 def test_format_error_rate_counts_and_examples() -> None:

@@ -1,4 +1,4 @@
-"""Micro-CoIN generator: deterministic for a seed, CoIN layout, truthful answers, registered tasks."""
+"""Micro-CoIN generator: deterministic for a seed, CoIN layout, truthful answers, tasks in its root."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import orjson
+import pytest
 
 from sefe.micro.generate import TASK_ORDER, build_micro
 
@@ -59,17 +60,19 @@ def test_layout_ground_truth_and_candidates(tmp_path: Path) -> None:
     assert all(len(d["answers"]) == 10 for d in textvqa["data"])
 
 
-def test_root_registers_scorers_styles_and_asd_specs(tmp_path: Path) -> None:
-    from sefe.coin.tasks import get_task
+def test_root_declares_scorers_styles_and_asd_specs(tmp_path: Path) -> None:
+    from sefe.coin.root_tasks import find_task, root_tasks
+    from sefe.coin.tasks import TaskError, get_task
     from sefe.evaluation.format_checks import task_style
     from sefe.evaluation.scorers import canonical_task, score_predictions
-    from sefe.root_tasks import register_root
 
     root = build_micro(tmp_path / "m", seed=0, n_train=4, n_test=5, n_warm=2)
-    assert register_root(root) == list(TASK_ORDER)
-    assert canonical_task("Count") == "ScienceQA" and canonical_task("Locate") == "Grounding"
-    assert task_style("Position") == "yesno"
-    assert get_task("Locate").answer == "box"
+    assert [t.name for t in root_tasks(root)] == list(TASK_ORDER)
+    assert canonical_task("Count", root) == "ScienceQA" and canonical_task("Locate", root) == "Grounding"
+    assert task_style("Position", root) == "yesno"
+    assert find_task("Locate", root).answer == "box"
+    with pytest.raises(TaskError):  # nothing leaked into the process: another root does not know Locate
+        get_task("Locate")
     test = root / "annotations" / "Word" / "test.json"
     recs = orjson.loads(test.read_bytes())
     preds = tmp_path / "p.jsonl"

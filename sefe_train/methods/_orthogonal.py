@@ -115,24 +115,39 @@ class OLoRARegularizer:
             raise ValueError("O-LoRA: no LoRA-adapted linear layers found in the model")
         self.lam_orth = float(lam_orth)
         self.lam_l2 = float(lam_l2)
-        self._prev: list[tuple[AdaptedLinear, torch.Tensor]] = []
+        self._prev: list[tuple[AdaptedLinear, torch.Tensor]] = []  # as stored (CPU)
+        self._placed: list[torch.Tensor] = []  # the same, beside the new A's (device, dtype)
+        self._placed_on: tuple[torch.device, torch.dtype] | None = None
         if not store.is_empty and self.lam_orth:
             missing = [m.name for m in self.modules if m.name not in store.prev]
             if missing:
                 raise ValueError(f"O-LoRA: no earlier A matrices for {missing[:3]} (of {len(missing)})")
-            for m in self.modules:
-                # earlier A's live beside the new A (same device), in its dtype: no per-step copies
-                self._prev.append((m, store.prev[m.name].to(m.lora_A.device, m.lora_A.dtype)))
+            self._prev = [(m, store.prev[m.name]) for m in self.modules]
 
     @property
     def has_orth(self) -> bool:
         return bool(self._prev)
 
+    def _prev_beside_a(self) -> list[torch.Tensor]:
+        """The earlier A's on the new A's device and in its dtype, copied once per placement of the model.
+
+        Set-up runs before the Trainer moves the model, so nothing is placed then: the copy follows the
+        parameters at the first step after each move (one copy, no per-step transfers).
+        """
+        a = self.modules[0].lora_A
+        if self._placed_on != (a.device, a.dtype):
+            self._placed = [p.to(m.lora_A.device, m.lora_A.dtype) for m, p in self._prev]
+            self._placed_on = (a.device, a.dtype)
+        return self._placed
+
     def orth(self) -> torch.Tensor:
         """L_orth = Σ_modules Σ_ij |A_prev · A_tᵀ|_ij (zero-free only from the second task on)."""
         if not self._prev:
             raise ValueError("O-LoRA: no earlier tasks' A matrices, the orthogonality term does not apply")
-        return torch.stack([orthogonality_loss(p, m.lora_A) for m, p in self._prev]).sum()
+        placed = self._prev_beside_a()
+        return torch.stack(
+            [orthogonality_loss(p, m.lora_A) for (m, _), p in zip(self._prev, placed, strict=True)]
+        ).sum()
 
     def l2(self) -> torch.Tensor:
         """L_l2 = Σ ||P||_F over the new LoRA's A and B matrices."""

@@ -148,6 +148,9 @@ class GradientMask:
     A tensor hook on the parameter runs before gradient accumulation and before the data-parallel reducers'
     hooks, so every backend only ever sees masked gradients. With zero gradients from the first step, Adam's
     moments stay zero there and the entries do not move (weight decay would move them: refuse it upstream).
+
+    The hooks are registered at set-up, before the Trainer moves the model: each mask follows its gradient's
+    device at the first backward after a move (one copy, kept), never the device it was registered on.
     """
 
     def __init__(self, params: Mapping[str, torch.nn.Parameter], masks: Mapping[str, torch.Tensor]) -> None:
@@ -157,11 +160,18 @@ class GradientMask:
         self.masks: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
         for name, p in params.items():
-            m = masks[name].to(p.device, torch.bool)
+            m = masks[name].to(torch.bool)
             if m.shape != p.shape:
                 raise ValueError(f"{name}: mask shape {tuple(m.shape)} != parameter shape {tuple(p.shape)}")
             self.masks[name] = m
-            self._handles.append(p.register_hook(lambda g, m=m: g * m))
+            self._handles.append(p.register_hook(lambda g, name=name: self.apply(name, g)))
+
+    def apply(self, name: str, grad: torch.Tensor) -> torch.Tensor:
+        """`grad` zeroed outside `name`'s mask, the mask moved to the gradient's device first if needed."""
+        m = self.masks[name]
+        if m.device != grad.device:
+            m = self.masks[name] = m.to(grad.device)
+        return grad * m
 
     def remove(self) -> None:
         for h in self._handles:

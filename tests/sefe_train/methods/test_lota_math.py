@@ -145,3 +145,17 @@ def test_gradient_mask_checks_names_and_shapes() -> None:
         GradientMask({"w": p}, {})
     with pytest.raises(ValueError, match="shape"):
         GradientMask({"w": p}, {"w": torch.ones(3, 2, dtype=torch.bool)})
+
+
+def test_gradient_mask_follows_the_gradients_device_and_dtype() -> None:
+    """Registered on CPU weights, applied to the gradient of weights that moved (meta stands in for CUDA:
+    an elementwise op mixing it with a CPU tensor raises as CUDA does)."""
+    p = torch.nn.Parameter(torch.zeros(2, 3))
+    mask = torch.tensor([[True, False, True], [False, False, True]])
+    hooks = GradientMask({"w": p}, {"w": mask})
+    p.data = p.data.to(torch.bfloat16)  # the Trainer's cast: same parameter, the hook stays
+    (p.float() * torch.arange(6.0).view(2, 3)).sum().backward()
+    assert p.grad is not None and torch.equal(p.grad.float(), torch.arange(6.0).view(2, 3) * mask)
+    g = hooks.apply("w", torch.ones(2, 3, device="meta", dtype=torch.bfloat16))
+    assert g.device.type == "meta" and g.dtype == torch.bfloat16
+    assert hooks.masks["w"].device.type == "meta"  # moved once, kept for the next steps

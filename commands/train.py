@@ -76,10 +76,13 @@ def train_cmd(
         cfg = load_config(config, overrides + list(set_) + method_option_overrides(cfg.method, option))
     if tasks:
         cfg = select_tasks(cfg, [t.strip() for t in tasks.split(",") if t.strip()])
+    from sefe.sefe_train.methods import resolve
+
+    continual_method = resolve(cfg)  # a bad method name or option: one line, exit 2
     if print_config:
         typer.echo(dump_config(cfg))
         return
     from sefe.sefe_train.runner import ContinualRunner
 
-    state = ContinualRunner(cfg).run()
+    state = ContinualRunner(cfg, method=continual_method).run()
     typer.echo(f"run folder: {cfg.output_dir} ({len(state.done)}/{len(cfg.tasks)} stages done)")

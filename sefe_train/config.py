@@ -150,9 +150,10 @@ class RunConfig(_Strict):
     train_file: str = layout.TRAIN_PATTERN
     tasks: list[TaskConfig] = Field(min_length=1)
     # A registered continual method (sefe_train/methods/, docs/METHODS.md). A str, not a Literal: methods are
-    # plugins; the validator below checks the name against the registry and lists the installed ones.
+    # plugins; `sefe_train.methods.resolve` checks the name against the registry (this module cannot: the
+    # methods import it).
     method: str = "reglora"
-    # Per-method options, validated by the method's options model: method_options.<name>.<key>
+    # Per-method options, validated by the method's options model in `resolve`: method_options.<name>.<key>
     method_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     model: ModelConfig = ModelConfig()
     lora: LoraOptions = LoraOptions()  # the fresh LoRA of the LoRA-based methods
@@ -183,41 +184,6 @@ class RunConfig(_Strict):
                 data = {**data, "method_options": opts, "reglora": {**(data.get("reglora") or {}), **extra}}
         return data
 
-    @field_validator("method")
-    @classmethod
-    def _registered_method(cls, value: str) -> str:
-        from sefe.sefe_train.methods import get_method
-
-        get_method(value)  # raises with the list of installed methods
-        return value
-
-    @field_validator("method_options")
-    @classmethod
-    def _known_method_options(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from sefe.sefe_train.methods import get_method
-
-        for name, opts in value.items():
-            if not isinstance(opts, dict):
-                raise ValueError(f"method_options.{name} must be a mapping of options")
-            try:
-                get_method(name).options_cls.model_validate(opts)
-            except ValidationError as exc:
-                bad = "; ".join(
-                    f"method_options.{name}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                    for e in exc.errors()
-                )
-                raise ValueError(bad) from None
-        return value
-
-    def options_for(self, name: str | None = None) -> Any:
-        """The validated options of method `name` (default: the run's method)."""
-        from sefe.sefe_train.methods import get_method
-
-        name = name or self.method
-        if name == "reglora":
-            return self.reglora
-        return get_method(name).options_cls.model_validate(self.method_options.get(name, {}))
-
     @model_validator(mode="after")
     def _unique_tasks(self) -> RunConfig:
         names = [t.name for t in self.tasks]
@@ -246,9 +212,6 @@ class RunConfig(_Strict):
 
     def gt_path(self, task: TaskConfig) -> Path | None:
         return self._under_root(task.gt) if task.gt else None
-
-    def to_reglora_config(self) -> RegLoRAConfig:
-        return self.reglora
 
 
 # ---- loading and overrides -----------------------------------------------------------------------

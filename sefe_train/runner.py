@@ -19,7 +19,6 @@ import json
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,19 +69,25 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
 # ---- the runner ----------------------------------------------------------------------------------
 
 
-@dataclass
 class ContinualRunner:
-    """Runs (or resumes) every stage of `cfg`. `callbacks`: extra `TrainerCallback`s (tests, monitoring)."""
+    """Runs (or resumes) every stage of `cfg` with `method` (default: `methods.resolve(cfg)`).
 
-    cfg: RunConfig
-    callbacks: list[Any] = field(default_factory=list)
-    poll_seconds: float = 2.0
-    method: ContinualMethod = field(init=False)  # the run's method, from the registry
+    `callbacks`: extra `TrainerCallback`s (tests, monitoring).
+    """
 
-    def __post_init__(self) -> None:
-        from sefe.sefe_train.methods import get_method
+    def __init__(
+        self,
+        cfg: RunConfig,
+        callbacks: list[Any] | None = None,
+        poll_seconds: float = 2.0,
+        method: ContinualMethod | None = None,
+    ) -> None:
+        from sefe.sefe_train.methods import resolve
 
-        self.method = get_method(self.cfg.method)(self.cfg, self.cfg.options_for())
+        self.cfg = cfg
+        self.callbacks = list(callbacks or [])
+        self.poll_seconds = poll_seconds
+        self.method = method if method is not None else resolve(cfg)
 
     @property
     def run_dir(self) -> Path:

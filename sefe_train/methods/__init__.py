@@ -3,6 +3,10 @@
 Every module of this package (other than `base`) is imported on first use and registers its class with
 `@register`; installed packages can add methods through the entry-point group `sefe.methods` (each entry
 point names a module that registers, or a `ContinualMethod` subclass). docs/METHODS.md: how to add one.
+
+`resolve(cfg)` is the one place a run's method name and options are checked: the runner, `sefe train` and
+Micro-CoIN call it once and hand the method object on (the run config cannot check them: the methods import
+it).
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from importlib.metadata import entry_points
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sefe.errors import InputError
+from pydantic import BaseModel, ValidationError
+
+from sefe.sefe_train.config import ConfigError, RunConfig
 from sefe.sefe_train.methods.base import (
     ContinualMethod,
     LoRAMethod,
@@ -31,6 +37,7 @@ __all__ = [
     "list_methods",
     "method_names",
     "register",
+    "resolve",
 ]
 
 ENTRY_POINT_GROUP = "sefe.methods"
@@ -40,7 +47,7 @@ _REGISTRY: dict[str, type[ContinualMethod]] = {}
 _discovered = False
 
 
-class UnknownMethodError(InputError):
+class UnknownMethodError(ConfigError):
     """`--method NAME` names no installed method; the message lists the installed ones."""
 
 
@@ -90,3 +97,29 @@ def get_method(name: str) -> type[ContinualMethod]:
         raise UnknownMethodError(
             f"unknown method {name!r}; installed: {', '.join(sorted(_REGISTRY))}"
         ) from None
+
+
+def _checked_options(cls: type[BaseModel], section: dict[str, Any], key: str) -> BaseModel:
+    try:
+        return cls.model_validate(section)
+    except ValidationError as exc:
+        raise ConfigError(
+            "; ".join(f"{key}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        ) from None
+
+
+def resolve(cfg: RunConfig) -> ContinualMethod:
+    """The run's method, built once from `cfg`: its name checked against the registry, and every
+    `method_options.<name>` section against its method's options model (a typo in an unused method's
+    section fails too). A bad name or option is a one-line `ConfigError` naming the key."""
+    for name, section in cfg.method_options.items():
+        try:
+            cls = get_method(name)
+        except UnknownMethodError as exc:
+            raise UnknownMethodError(f"method_options.{name}: {exc}") from None
+        _checked_options(cls.options_cls, section, f"method_options.{name}")
+    try:
+        method_cls = get_method(cfg.method)
+    except UnknownMethodError as exc:
+        raise UnknownMethodError(f"method: {exc}") from None
+    return method_cls(cfg, method_cls.read_options(cfg))

@@ -113,6 +113,11 @@ class ContinualMethod:
         self.cfg = cfg
         self.options = options if options is not None else self.options_cls()
 
+    @classmethod
+    def read_options(cls, cfg: RunConfig) -> BaseModel:
+        """This method's options in `cfg`: the section `method_options.<name>` (defaults where absent)."""
+        return cls.options_cls.model_validate(cfg.method_options.get(cls.name, {}))
+
     # ---- 1-4: setting up stage k -------------------------------------------------------------------
 
     def load_base(self, ctx: StageContext) -> tuple[Any, Any]:

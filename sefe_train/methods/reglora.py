@@ -17,6 +17,7 @@ from sefe.sefe_train.methods.base import LoRAMethod, StageContext
 from sefe.sefe_train.reglora.config import RegLoRAConfig
 
 if TYPE_CHECKING:
+    from sefe.sefe_train.config import RunConfig
     from sefe.sefe_train.trainer import LossTerm
 
 #: Logged name of the penalty (train_log.jsonl, progress bar).
@@ -30,6 +31,11 @@ class RegLoRA(LoRAMethod):
     paper = "Chen et al., SEFE, ICML 2025 (arXiv:2505.02486)"
     kept_between_tasks = "the merged weights and the key positions (keys.safetensors, accumulated)"
     options_cls = RegLoRAConfig
+
+    @classmethod
+    def read_options(cls, cfg: RunConfig) -> RegLoRAConfig:
+        """The `reglora:` section (`method_options.reglora` is folded into it when the config loads)."""
+        return cfg.reglora
 
     @property
     def reg(self) -> RegLoRAConfig:

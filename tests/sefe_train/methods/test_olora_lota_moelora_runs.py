@@ -211,11 +211,11 @@ def test_moelora_keeps_plain_base_weights_and_continues_its_experts(runs: dict[s
 def test_moelora_stage_reloads_with_its_experts(runs: dict[str, Run]) -> None:
     from sefe.sefe_train.config import load_config
     from sefe.sefe_train.methods import _moe_layer as M
-    from sefe.sefe_train.methods import get_method
+    from sefe.sefe_train.methods import resolve
 
     run = runs["moelora"].path
     cfg = load_config(run / "config.yaml")
-    method = get_method("moelora")(cfg, cfg.options_for())
+    method = resolve(cfg)
     runner = ContinualRunner(cfg)
     ctx = runner.context(3, cfg.tasks[2])
     model, _ = method.load_merged(ctx, run / "3_ImageNet" / "merged")

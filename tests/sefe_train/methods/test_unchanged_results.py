@@ -110,7 +110,9 @@ def _legacy_stage(cfg, k: int, out: Path) -> None:
 
 
 def _run_both(root: Path) -> None:
-    ContinualRunner(make_config(root / "reglora", "reglora", ["reglora.lam=1e5", *SETTINGS])).run()
+    # the hashes were recorded when `union` was the default (it is `concat` now, the release's)
+    union = ["reglora.lam=1e5", "reglora.accumulate=union", *SETTINGS]
+    ContinualRunner(make_config(root / "reglora", "reglora", union)).run()
     (root / "lora").mkdir()
     shutil.copytree(root / "reglora" / "1_ScienceQA", root / "lora" / "1_ScienceQA")
     ContinualRunner(make_config(root / "lora", "lora", SETTINGS)).run()

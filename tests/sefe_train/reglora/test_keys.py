@@ -65,7 +65,8 @@ def test_update_from_peft_picks_top_percent_per_module(reg_delta: str) -> None:
         k = n_top(delta.size, 3.0)
         np.testing.assert_array_equal(store.mask(m.name).reshape(-1), numpy_top_k(delta, k), err_msg=m.name)
         np.testing.assert_array_equal(store.indices(m.name), np.flatnonzero(numpy_top_k(delta, k)))
-        assert store.counts(m.name) is None
+        counts = store.counts(m.name)  # the default accumulates as the release (concat): one task, ones
+        assert counts is not None and counts.size == k and bool((counts == 1).all())
 
 
 def _random_masks(rng: np.random.Generator, shapes: dict[str, tuple[int, int]], p: float):

@@ -38,16 +38,17 @@ MANAGED = (layout.ANNOTATIONS, layout.EVAL_GT, *layout.IMAGE_FOLDERS, "README.md
 def build_tasks(seed: int = DEFAULT_SEED) -> tuple[dict[str, TaskData], dict[str, bytes]]:
     """All eight tasks in CoIN order, plus files shared between tasks (COCO images)."""
     grounding, vqav2, coco_files = mini_coco.build(seed)
-    tasks = {
-        "ScienceQA": mini_scienceqa.build(seed),
-        "TextVQA": mini_textvqa.build(seed),
-        "ImageNet": mini_imagenet.build(seed),
-        "GQA": mini_gqa.build(seed),
-        "VizWiz": mini_vizwiz.build(seed),
-        "Grounding": grounding,
-        "VQAv2": vqav2,
-        "OCRVQA": mini_ocrvqa.build(seed),
-    }
+    built = (
+        mini_scienceqa.build(seed),
+        mini_textvqa.build(seed),
+        mini_imagenet.build(seed),
+        mini_gqa.build(seed),
+        mini_vizwiz.build(seed),
+        grounding,
+        vqav2,
+        mini_ocrvqa.build(seed),
+    )
+    tasks = {t.name: t for t in built}  # each generator names its task
     assert tuple(tasks) == TASKS
     return tasks, coco_files
 

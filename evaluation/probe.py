@@ -11,7 +11,7 @@ Score of a candidate (default `sum`): the summed log-probability of the candidat
 closing token: it is the probability of the whole answer, so `red` cannot win merely as a prefix of
 `red square`, and candidates of different token lengths are compared on what the model would actually emit.
 `mean` (per-token average) is offered for comparison; it removes the length penalty but is no longer a
-probability of the reply. Tokens and prompt are built exactly as in training (`tokenize_conversation`).
+probability of the reply. Tokens and prompt are built exactly as in training (`tokenize_record`).
 
 Candidates: a test record's own `candidates` list (Micro-CoIN writes one; ASD distractors can be stored the
 same way) with `answer` among them; ScienceQA: the option letters of the question; ImageNet: the correct
@@ -122,9 +122,8 @@ def candidate_scores(
     """Log-likelihood score of each candidate as the reply to `question` (an image: a PIL image or None)."""
     import torch
 
-    from sefe.models.conversation import tokenize_conversation
     from sefe.models.dataset import DataCollator
-    from sefe.models.llava import image_token_count
+    from sefe.models.tokenization import image_token_count, tokenize_record
 
     n_img = image_token_count(processor) if image is not None else 0
     feats = []
@@ -132,7 +131,7 @@ def candidate_scores(
     if image is not None:
         pixels = processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
     for cand in candidates:
-        ids, labels = tokenize_conversation([(question, cand)], processor.tokenizer, n_img)
+        ids, labels = tokenize_record([(question, cand)], processor.tokenizer, n_img)
         feats.append({"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "pixel_values": pixels})
     batch = DataCollator(processor)(feats)
     device = next(model.parameters()).device

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sefe.coin import layout
 from sefe.coin.records import TestField, TestRecord, answer_fields
 from sefe.coin.root_tasks import find_task
-from sefe.coin.tasks import COIN_TASK_NAMES, TaskError, TaskSpec, get_task
+from sefe.coin.tasks import COIN_TASK_NAMES, ScorerName, TaskError, TaskSpec, get_task
 from sefe.evaluation.loading import (
     Prediction,
     ScoringError,
@@ -149,6 +149,19 @@ class _Ctx:
         )
 
 
+_Scorer = Callable[[_Ctx], ScoreResult]
+#: scorer name -> its function, filled by `@_scores(name)` on each (the names are sefe.coin's `ScorerName`)
+_SCORERS: dict[ScorerName, _Scorer] = {}
+
+
+def _scores(name: ScorerName) -> Callable[[_Scorer], _Scorer]:
+    def register(fn: _Scorer) -> _Scorer:
+        _SCORERS[name] = fn
+        return fn
+
+    return register
+
+
 def _score_by_id(ctx: _Ctx, judge: Callable[[Prediction, TestRecord], bool]) -> ScoreResult:
     """The common shape: compat iterates the predictions (unknown id = error), fixed iterates the test set."""
     if ctx.mode == "compat":
@@ -218,6 +231,7 @@ def _sqa_from_record(ctx: _Ctx, rec: TestRecord) -> tuple[int, int]:
     )
 
 
+@_scores("ScienceQA")
 def _score_scienceqa(ctx: _Ctx) -> ScoreResult:
     parse = parse_scienceqa_letter_legacy if ctx.variant == SCIENCEQA_LEGACY else parse_scienceqa_letter
 
@@ -279,6 +293,7 @@ def textvqa_score(pred_text: str, raw_answers: list[str]) -> float:
     return textvqa_answer_scores(raw_answers).get(normalize_answer(pred_text), 0.0)
 
 
+@_scores("TextVQA")
 def _score_textvqa(ctx: _Ctx) -> ScoreResult:
     if ctx.gt is None:
         answers = {rec.qid: [str(require_field(ctx.ann_path, rec, "answer"))] * 10 for rec in ctx.unique}
@@ -308,6 +323,7 @@ def _score_textvqa(ctx: _Ctx) -> ScoreResult:
 # ---- ImageNet -----------------------------------------------------------------------------------------
 
 
+@_scores("ImageNet")
 def _score_imagenet(ctx: _Ctx) -> ScoreResult:
     if ctx.mode == "fixed":
 
@@ -349,6 +365,7 @@ def _gqa_fixed_norm(text: str) -> str:
     return text.strip().rstrip(".").strip().lower()
 
 
+@_scores("GQA")
 def _score_gqa(ctx: _Ctx) -> ScoreResult:
     compat_norm, fixed_norm = _gqa_compat_norm, _gqa_fixed_norm
     norm = compat_norm if ctx.mode == "compat" else fixed_norm
@@ -408,14 +425,17 @@ def _upper_equal(ctx: _Ctx) -> Callable[[Prediction, TestRecord], bool]:
     return judge
 
 
+@_scores("VizWiz")
 def _score_vizwiz(ctx: _Ctx) -> ScoreResult:
     return _score_by_id(ctx, _upper_equal(ctx))
 
 
+@_scores("VQAv2")
 def _score_vqav2(ctx: _Ctx) -> ScoreResult:
     return _score_by_id(ctx, _upper_equal(ctx))
 
 
+@_scores("OCRVQA")
 def _score_ocrvqa(ctx: _Ctx) -> ScoreResult:
     strip = ctx.mode == "fixed"
 
@@ -479,6 +499,7 @@ def box_iou(a: list[float], b: list[float], clip_areas: bool = False) -> float:
     return inter / union if union > 0 else 0.0
 
 
+@_scores("Grounding")
 def _score_grounding(ctx: _Ctx) -> ScoreResult:
     fixed = ctx.mode == "fixed"
     parse_pred = parse_box_fixed if fixed else parse_box_compat
@@ -501,18 +522,6 @@ def _score_grounding(ctx: _Ctx) -> ScoreResult:
     return _score_by_id(ctx, judge)
 
 
-_SCORERS: dict[str, Callable[[_Ctx], ScoreResult]] = {
-    "ScienceQA": _score_scienceqa,
-    "TextVQA": _score_textvqa,
-    "ImageNet": _score_imagenet,
-    "GQA": _score_gqa,
-    "VizWiz": _score_vizwiz,
-    "Grounding": _score_grounding,
-    "VQAv2": _score_vqav2,
-    "OCRVQA": _score_ocrvqa,
-}
-
-
 def _spec(task: str, root: Path | str | None) -> TaskSpec:
     try:
         return find_task(task, root)
@@ -521,7 +530,7 @@ def _spec(task: str, root: Path | str | None) -> TaskSpec:
         raise ScoringError(f"no scorer for task {task!r}; CoIN tasks: {', '.join(TASKS)}{where}") from None
 
 
-def canonical_task(task: str, root: Path | str | None = None) -> str:
+def canonical_task(task: str, root: Path | str | None = None) -> ScorerName:
     """The CoIN scorer of a task (any case; a data root's `tasks.json` tasks too), or fail listing them."""
     spec = _spec(task, root)
     if spec.scorer is None:

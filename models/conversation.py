@@ -104,20 +104,6 @@ def turns_from_conversations(conversations: Sequence[Any], where: str = "record"
     return [(values[k], values[k + 1]) for k in range(0, len(values), 2)]
 
 
-def tokenize_conversation(
-    record_turns: Sequence[Turn],
-    tokenizer: Any,
-    image_token_count: int,
-    max_length: int | None = None,
-    where: str = "record",
-) -> tuple[list[int], list[int]]:
-    """Ids and labels of one record as training makes them (`sefe.models.tokenization.tokenize_record`:
-    the release's `preprocess_v1`), with the image expanded to `image_token_count` image-token ids."""
-    from sefe.models.tokenization import tokenize_record
-
-    return tokenize_record(record_turns, tokenizer, image_token_count, max_length=max_length, where=where)
-
-
 ScienceQAInstruction = Literal["always", "once"]
 
 

@@ -22,11 +22,11 @@ from torch.utils.data import Dataset
 
 from sefe.coin.images import image_path, open_image
 from sefe.models.conversation import IGNORE_INDEX, IMAGE_TOKEN, Turn, move_image_to_front
-from sefe.models.llava import image_token_count
 from sefe.models.tokenization import (
     IMAGE_PLACEHOLDER,
     chunk_tokenizer,
     expand_image,
+    image_token_count,
     preprocess_record,
     truncate_expanded,
 )

@@ -74,22 +74,6 @@ def torch_dtype(dtype: Any):
         raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}") from None
 
 
-def image_token_count(processor: Any) -> int:
-    """Image tokens per image in the prompt (576 for CLIP-L/14 at 336 px with the 'default' strategy)."""
-    crop = getattr(processor.image_processor, "crop_size", None)
-    if crop is not None:
-        side_h, side_w = crop["height"], crop["width"]
-    else:
-        size = processor.image_processor.size
-        side_h = side_w = size.get("shortest_edge") or size["height"]
-    n = (side_h // processor.patch_size) * (
-        side_w // processor.patch_size
-    ) + processor.num_additional_image_tokens
-    if processor.vision_feature_select_strategy == "default":
-        n -= 1
-    return n
-
-
 def _padding_image_processor(image_processor: Any, image_size: int | None = None):
     """A PIL LLaVA image processor with the given processor's sizes and statistics, padding to a square."""
     from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD

@@ -430,6 +430,22 @@ def cached_chunk_tokenizer(tokenizer: Any, backend: str = "auto") -> ChunkTokeni
     return cache[backend]
 
 
+def image_token_count(processor: Any) -> int:
+    """Image tokens per image in the prompt (576 for CLIP-L/14 at 336 px with the 'default' strategy)."""
+    crop = getattr(processor.image_processor, "crop_size", None)
+    if crop is not None:
+        side_h, side_w = crop["height"], crop["width"]
+    else:
+        size = processor.image_processor.size
+        side_h = side_w = size.get("shortest_edge") or size["height"]
+    n = (side_h // processor.patch_size) * (
+        side_w // processor.patch_size
+    ) + processor.num_additional_image_tokens
+    if processor.vision_feature_select_strategy == "default":
+        n -= 1
+    return n
+
+
 def generation_inputs(processor: Any, prompts: Sequence[str], images: Sequence[Any]) -> dict[str, Any]:
     """Left-padded generation inputs with the prompts tokenised as the release's evaluation does them.
 
@@ -438,8 +454,6 @@ def generation_inputs(processor: Any, prompts: Sequence[str], images: Sequence[A
     model's image-token ids. `images` are those of the prompts that carry `<image>`, in order.
     """
     import torch
-
-    from sefe.models.llava import image_token_count
 
     tok = processor.tokenizer
     enc = cached_chunk_tokenizer(tok)

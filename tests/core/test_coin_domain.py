@@ -1,9 +1,17 @@
-"""The CoIN domain exists once (`sefe.coin`): import boundaries and no copies of its facts, by AST scan."""
+"""The CoIN domain exists once (`sefe.coin`) and imports run one way: the module graph and the literals of
+every package module, read from their AST (imports inside functions count; nothing is imported to find them).
+
+Layers, bottom up: ground floor (`atomic`, `jsonl_store`, `errors`, `redact`, `progress`) <- `coin/` <-
+`models/` <- `evaluation/` (may use `asd_gen.backends` for the judge) <- `sefe_train/` <- `micro/`, CLI.
+`asd_gen/` uses `coin/` and the ground floor, never `evaluation/`.
+"""
 
 from __future__ import annotations
 
 import ast
+import itertools
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -13,43 +21,156 @@ from sefe.coin.layout import ANNOTATIONS, EVAL_GT
 from sefe.coin.tasks import COIN_TASK_NAMES
 
 PACKAGE = Path(__file__).resolve().parents[2]
-# the shipped package folders (tests/ and bench/ are not part of it)
-SOURCE_DIRS = (
-    "asd_gen",
-    "coin",
-    "models",
-    "evaluation",
-    "sefe_train",
-    "micro",
-    "commands",
-    "data",
-    "prompts",
+NOT_SHIPPED = ("tests", "bench", "scripts")  # folders of the repository that are not the package
+
+# (importer, imported): module-name prefixes, matched on whole dotted components
+FORBIDDEN = (
+    ("sefe.models", "sefe.sefe_train"),
+    ("sefe.models", "sefe.evaluation"),
+    ("sefe.evaluation", "sefe.sefe_train"),
+    ("sefe.sefe_train.methods", "sefe.sefe_train.runner"),
+    ("sefe.asd_gen", "sefe.evaluation"),
 )
-TOP_MODULES = ("cli.py", "atomic.py", "__init__.py")
 
 
 def _modules() -> Iterator[Path]:
-    for name in SOURCE_DIRS:
-        yield from sorted((PACKAGE / name).rglob("*.py"))
-    for name in TOP_MODULES:
-        if (PACKAGE / name).is_file():
-            yield PACKAGE / name
+    """Every module of the package: the top-level ones and each package folder's, recursively."""
+    yield from sorted(PACKAGE.glob("*.py"))
+    for folder in sorted(p for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()):
+        if folder.name not in NOT_SHIPPED:
+            yield from sorted(folder.rglob("*.py"))
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(("sefe", *(parts[:-1] if parts[-1] == "__init__" else parts)))
+
+
+@cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def _absolute(path: Path, node: ast.ImportFrom) -> str:
+    """The module a `from` import reads from, a relative one made absolute."""
+    if not node.level:
+        return node.module or ""
+    package = _module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    package = package[: len(package) - node.level + 1]
+    return ".".join([*package, node.module] if node.module else package)
 
 
 def _imports(path: Path) -> Iterator[tuple[int, str]]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            yield node.lineno, node.module
+    """Every `import` and `from ... import` anywhere in the module, and every name a `from` import takes."""
+    for node in ast.walk(_tree(path)):
+        if isinstance(node, ast.ImportFrom):
+            base = _absolute(path, node)
+            yield node.lineno, base
             for alias in node.names:
-                yield node.lineno, f"{node.module}.{alias.name}"
+                yield node.lineno, f"{base}.{alias.name}"
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
 
 
-def _strings(path: Path) -> Iterator[tuple[int, str]]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+@cache
+def _graph() -> dict[str, dict[str, tuple[str, int]]]:
+    """Module -> {package module it imports: (file, line) of the first such import}.
+
+    `from sefe.coin import layout` imports `sefe.coin.layout`; `from sefe.coin.tasks import get_task` imports
+    `sefe.coin.tasks` (a name that is no module resolves to the module it is taken from).
+    """
+    paths = {_module_name(p): p for p in _modules()}
+    graph: dict[str, dict[str, tuple[str, int]]] = {name: {} for name in paths}
+    for name, path in paths.items():
+        for node in ast.walk(_tree(path)):
+            if isinstance(node, ast.ImportFrom):
+                base = _absolute(path, node)
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in paths else base for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in targets:
+                if target in paths and target != name:
+                    graph[name].setdefault(target, (_rel(path), node.lineno))
+    return graph
+
+
+def _under(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def _cycles(graph: dict[str, dict[str, tuple[str, int]]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def _circle(graph: dict[str, dict[str, tuple[str, int]]], component: list[str]) -> str:
+    """One import circle through the component's first module, with the file:line of each arrow."""
+    members = set(component)
+    start = component[0]
+    paths = {start: [start]}
+    queue = [start]
+    while queue:  # breadth first: the shortest way back to `start`
+        node = queue.pop(0)
+        for nxt in sorted(graph[node]):
+            if nxt == start:
+                way = [*paths[node], start]
+                return (
+                    " -> ".join(
+                        f"{a} ({graph[a][b][0]}:{graph[a][b][1]})" for a, b in itertools.pairwise(way)
+                    )
+                    + f" -> {start}"
+                )
+            if nxt in members and nxt not in paths:
+                paths[nxt] = [*paths[node], nxt]
+                queue.append(nxt)
+    return ", ".join(component)
+
+
+def _strings(path: Path, with_keys: bool = False) -> Iterator[tuple[int, str]]:
+    """String literals, docstrings excepted; dict keys only `with_keys`."""
+    tree = _tree(path)
     docstrings = {
         id(n.body[0].value)
         for n in ast.walk(tree)
@@ -59,7 +180,7 @@ def _strings(path: Path) -> Iterator[tuple[int, str]]:
         and isinstance(n.body[0].value, ast.Constant)
     }
     keys = {id(k) for n in ast.walk(tree) if isinstance(n, ast.Dict) for k in n.keys if k is not None}
-    skip = docstrings | keys  # a dict key is a field name of some format (GQA's "annotations"), not a path
+    skip = docstrings | (set() if with_keys else keys)
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
             yield node.lineno, node.value
@@ -77,7 +198,57 @@ def test_the_scan_sees_the_package() -> None:
         "asd_gen/build.py",
         "cli.py",
         "commands/asd.py",
+        "errors.py",
+        "micro/run.py",
+        "coin/root_tasks.py",
     } <= names
+    assert not any(n.startswith(NOT_SHIPPED) for n in names)
+    graph = _graph()
+    assert "sefe.coin.layout" in graph["sefe.evaluation.scorers"]  # `from sefe.coin import layout`
+    assert "sefe.evaluation.loading" in graph["sefe.evaluation.format_checks"]  # inside a function
+
+
+@pytest.mark.parametrize(("importer", "imported"), FORBIDDEN, ids=[f"{a}->{b}" for a, b in FORBIDDEN])
+def test_imports_run_one_way(importer: str, imported: str) -> None:
+    bad = [
+        f"{file}:{line}: {source} imports {target}"
+        for source, edges in _graph().items()
+        if _under(source, importer)
+        for target, (file, line) in edges.items()
+        if _under(target, imported)
+    ]
+    assert bad == []
+
+
+def test_the_ground_floor_and_coin_import_nothing_above_them() -> None:
+    """`coin/` builds on the ground floor only; the ground floor on nothing of the package."""
+    ground = {f"sefe.{m}" for m in ("atomic", "jsonl_store", "errors", "redact", "progress")}
+    bad = [
+        f"{file}:{line}: {source} imports {target}"
+        for source, edges in _graph().items()
+        if source in ground or _under(source, "sefe.coin")
+        for target, (file, line) in edges.items()
+        if target not in ground and not (_under(source, "sefe.coin") and _under(target, "sefe.coin"))
+    ]
+    assert bad == []
+
+
+def test_the_cycle_finder_finds_a_circle() -> None:
+    graph = {
+        "a": {"b": ("a.py", 1)},
+        "b": {"c": ("b.py", 2)},
+        "c": {"a": ("c.py", 3)},
+        "d": {"a": ("d.py", 4)},
+    }
+    assert _cycles(graph) == [["a", "b", "c"]]
+    assert _circle(graph, ["a", "b", "c"]) == "a (a.py:1) -> b (b.py:2) -> c (c.py:3) -> a"
+
+
+def test_no_import_circles() -> None:
+    """No module reaches itself through imports (lazy ones included): a circle means two layers are one."""
+    graph = _graph()
+    circles = [_circle(graph, c) for c in _cycles(graph)]
+    assert not circles, "\n".join(circles)
 
 
 def test_sefe_train_uses_asd_gen_only_for_its_backends() -> None:
@@ -103,17 +274,26 @@ def test_coin_depends_on_nothing_above_it() -> None:
     assert bad == []
 
 
+def _elements(node: ast.AST) -> list[ast.expr | None]:
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return list(node.elts)
+    if isinstance(node, ast.Dict):
+        return [*node.keys, *node.values]
+    return []
+
+
 def test_no_module_outside_coin_lists_the_coin_tasks() -> None:
-    """The training order is written once: no tuple/list literal naming three or more CoIN tasks elsewhere."""
+    """The tasks and their facts are written once: no tuple, list, set or dict literal (keys or values) naming
+    three or more CoIN tasks outside `coin/` (a table of the eight tasks' styles is such a copy)."""
     names = set(COIN_TASK_NAMES)
     bad = []
     for p in _modules():
         if _rel(p).startswith("coin/"):
             continue
-        tree = ast.parse(p.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Tuple | ast.List | ast.Set):
-                found = {e.value for e in node.elts if isinstance(e, ast.Constant) and e.value in names}
+        for node in ast.walk(_tree(p)):
+            elements = _elements(node)
+            if elements:
+                found = {e.value for e in elements if isinstance(e, ast.Constant) and e.value in names}
                 if len(found) >= 3:
                     bad.append(f"{_rel(p)}:{node.lineno}: {sorted(found)}")
     assert bad == []
@@ -132,7 +312,7 @@ def test_instruction_sentences_live_only_in_coin_instructions(sentence: str) -> 
         f"{_rel(p)}:{line}"
         for p in _modules()
         if _rel(p) != "coin/instructions.py"
-        for line, value in _strings(p)
+        for line, value in _strings(p, with_keys=True)
         if value == sentence
     ]
     assert bad == []

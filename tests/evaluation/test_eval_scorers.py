@@ -350,3 +350,12 @@ def test_repeated_test_ids_count_once_in_fixed_mode(write_json: WriteJson, write
     res = score_predictions("VizWiz", preds, ann, mode="fixed")
     assert (res.correct, res.total) == (1, 2)
     assert any("repeat an earlier question_id" in n for n in res.notes)
+
+
+def test_every_coin_scorer_name_has_its_scorer() -> None:
+    """The scorer names are sefe.coin's; each scorer function declares which one it is."""
+    from sefe.coin.tasks import SCORER_NAMES
+    from sefe.evaluation import scorers
+
+    assert sorted(scorers._SCORERS) == sorted(SCORER_NAMES)
+    assert scorers._SCORERS["VQAv2"] is scorers._score_vqav2

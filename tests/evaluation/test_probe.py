@@ -17,7 +17,7 @@ from sefe.evaluation.probe import (
     probe_items,
     run_probe,
 )
-from sefe.models.conversation import tokenize_conversation
+from sefe.models.tokenization import tokenize_record
 
 QUESTION = "What colour is the circle?\nAnswer the question using a single word or phrase."
 
@@ -47,7 +47,7 @@ def tiny() -> tuple[Any, Any]:
 
 
 def _answer_ids(processor: Any, answer: str) -> list[int]:
-    ids, labels = tokenize_conversation([(QUESTION, answer)], processor.tokenizer, 0)
+    ids, labels = tokenize_record([(QUESTION, answer)], processor.tokenizer, 0)
     return [t for t, lab in zip(ids, labels, strict=True) if lab != -100]
 
 
@@ -96,7 +96,7 @@ def test_real_tiny_llava_scores_match_its_own_loss(tiny: tuple[Any, Any]) -> Non
     model.eval()
     for cand in ("red", "a blue square"):
         (score,) = candidate_scores(model, processor, QUESTION, [cand])
-        ids, labels = tokenize_conversation([(QUESTION, cand)], processor.tokenizer, 0)
+        ids, labels = tokenize_record([(QUESTION, cand)], processor.tokenizer, 0)
         with torch.no_grad():
             out = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels]))
         n = sum(1 for lab in labels[1:] if lab != -100)

@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from sefe.models.conversation import generation_prompt
-from sefe.models.llava import ModelSource, image_token_count, load_llava, load_projector, save_llava
+from sefe.models.llava import ModelSource, load_llava, load_projector, save_llava
 from sefe.models.tiny import TinyLlavaConfig, tiny_llava_dir
+from sefe.models.tokenization import image_token_count
 
 
 def _generate(model, processor, question: str, image) -> torch.Tensor:

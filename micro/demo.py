@@ -16,8 +16,11 @@ from sefe.micro.run import MicroOptions, run_micro
 
 def run_micro_demo(out: Path, x: float = 20.0, console: Console | None = None) -> Path:
     """LoRA/original vs SEFE (reglora/asd), one seed, on Micro-CoIN; returns the folder of `report.md`."""
-    # 2 epochs a task (the benchmark's default is 4): the demo must fit in 10 minutes with the install and
-    # the warm start on 2 cores (measured 623 s with 4); the style takeover and its cure show either way
+    # 100 steps a task (400 records, 2 epochs; the benchmark's default is 600): the demo must fit in 10
+    # minutes with the install and the warm start on 2 cores (v1 measured 623 s with 200 steps); the style
+    # takeover and its cure show either way
     pairs = ["lora/original", "reglora/asd"]
-    opts = MicroOptions(out=out.resolve() / "micro", pairs=pairs, seeds=1, x=x, epochs=2.0, jobs=2)
+    opts = MicroOptions(
+        out=out.resolve() / "micro", pairs=pairs, seeds=1, x=x, epochs=2.0, n_train=400, jobs=2
+    )
     return run_micro(opts, console=console).parent

@@ -1,18 +1,24 @@
-"""Generate Micro-CoIN: six continual tasks in the CoIN layout over one procedural visual world.
+"""Generate Micro-CoIN v2: six continual tasks in the CoIN layout over one procedural visual world.
 
-    sefe micro build --out DIR [--seed 0] [--train 600] [--test 60]
+    sefe micro build --out DIR [--seed 0] [--train 600] [--test 200]
 
 Each task has its own original answer style (what superficial forgetting overwrites) and is scored by the
-CoIN scorer of that style (compat scorers, quirks off: runs use `fixed` mode):
+CoIN scorer of that style (compat scorers, quirks off: runs use `fixed` mode). Every default task is a direct
+readout of one object or one word, which the warm-started tiny model learns alone (measured:
+`shared/spec/micro-coin-v2.md` section 2); binding, verification and shuffled options are not learned at this
+size and live on the opt-in hard track (`HARD_TASKS`).
 
 | # | task | question | answer style | CoIN scorer | probe candidates |
 |---|---|---|---|---|---|
-| 1 | Colour | What colour is the <shape>? | short phrase (colour) | VQAv2 | the six colours |
-| 2 | Shape | What is the object in the image? | class name | ImageNet | the five shapes |
-| 3 | Position | Is the <colour> <shape> on the <side>? | Yes / No | VizWiz | Yes, No |
-| 4 | Count | How many shapes ...? A./B./C./D. | option letter (MCQ, shuffled) | ScienceQA | letters |
+| 1 | Colour | What colour is the object? (one object) | short phrase (colour) | VQAv2 | the six colours |
+| 2 | Shape | What is the object in the image? | class name, exact match | VQAv2 | the five shapes |
+| 3 | Side | Is the object on the left side? (balanced) | Yes / No | VizWiz | Yes, No |
+| 4 | Count | How many shapes ...? A. one .. D. four (fixed order) | option letter | ScienceQA | letters |
 | 5 | Word | What word is written in the image? | short phrase (word) | TextVQA | the eight words |
-| 6 | Locate | box of the <colour> <shape> | box [x1, y1, x2, y2] | Grounding | boxes of all objects |
+| 6 | Locate | box of the object, centred in its cell | box [x1, y1, x2, y2] | Grounding | the nine boxes |
+
+Test splits are stratified: every answer of a task is equally frequent (counts differ by at most one), so the
+majority baseline is 1/k and a model answering one constant scores exactly that.
 
 Written: images, `annotations/<Task>/{train,test}.json`, `annotations/<Task>/distractors.json` (the task's
 answer pool: wrong answers for ASD and the probe), official-format ground truth for the scorers that read it
@@ -25,8 +31,8 @@ pre-training corpus). A pure function of the seed and sizes.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,7 @@ from sefe.coin import layout
 from sefe.coin.instructions import GROUNDING_PROMPT, MCQ_LETTER, SHORT_ANSWER
 from sefe.micro.scenes import (
     COLOURS,
+    GRID,
     NUMBER_WORDS,
     SHAPES,
     WORDS,
@@ -44,6 +51,8 @@ from sefe.micro.scenes import (
     Scene,
     article,
     box_string,
+    cell_box,
+    centred_box,
     draw_shapes,
     draw_word,
     render,
@@ -53,9 +62,20 @@ SHORT = SHORT_ANSWER
 MCQ = MCQ_LETTER
 YESNO = "Answer with Yes or No."
 BOX_Q = f"{GROUNDING_PROMPT} "
-TASK_ORDER: tuple[str, ...] = ("Colour", "Shape", "Position", "Count", "Word", "Locate")
-FORMAT_VERSION = 3
+YES_NO: tuple[str, ...] = ("Yes", "No")
+COUNT_OPTIONS = "\n".join(f"{'ABCD'[k - 1]}. {NUMBER_WORDS[k]}" for k in range(1, 5))
+#: the default track, in training order (each a direct readout, learnable alone: spec section 4)
+TASK_ORDER: tuple[str, ...] = ("Colour", "Shape", "Side", "Count", "Word", "Locate")
+#: the opt-in hard track: binding, verification, shuffled options; NOT learnable by the default model
+HARD_TASKS: tuple[str, ...] = ("ColourBinding", "Position", "CountShuffled", "LocateAmong")
+FORMAT_VERSION = 4
 SIDES = ("left", "right", "top", "bottom")
+CELLS: tuple[tuple[int, int], ...] = tuple((r, c) for r in range(GRID) for c in range(GRID))
+LOCATE_BOXES: tuple[str, ...] = tuple(
+    box_string(Obj("circle", "red", cell, centred_box(cell)).norm_box()) for cell in CELLS
+)
+_MCQ_ASD: dict[str, Any] = {"original_style": "mcq", "answer": "option", "candidates": "options"}
+_BOX_ASD: dict[str, Any] = {"answer": "box", "candidates": "boxes"}
 
 
 @dataclass
@@ -73,18 +93,92 @@ class TaskDef:
     style: str  # format_checks style
     scorer: str  # CoIN scorer that scores it
     asd: dict[str, Any]  # TaskSpec fields for ASD
-    make: Callable[[random.Random], Item]
+    make: Callable[[random.Random, str | None], Item]  # (rng, wanted answer or None) -> item
+    classes: tuple[str, ...] | None  # the answers a stratified test balances; None: not stratified
+    hard: bool = False  # the opt-in track
 
 
-def _colour(rng: random.Random) -> Item:
-    scene = draw_shapes(rng, rng.randint(1, 3))
-    target = rng.choice(scene.objects)
-    return Item(scene, f"What colour is the {target.shape}?\n{SHORT}", target.colour, list(COLOURS))
+def _stratified(rng: random.Random, classes: Sequence[str], n: int) -> list[str]:
+    """`n` wanted answers, every class as often as the others (counts differ by at most one), shuffled.
+
+    Why: on an unbalanced test a model that answers one constant scores its label's share, which reads as
+    learning; with equal shares the majority baseline is 1/k and a collapse to a constant is visible."""
+    order = list(classes)
+    rng.shuffle(order)  # which classes get the extra item when k does not divide n
+    wanted = [order[i % len(order)] for i in range(n)]
+    rng.shuffle(wanted)
+    return wanted
 
 
-def _shape(rng: random.Random) -> Item:
-    scene = draw_shapes(rng, 1)
+def _one(
+    rng: random.Random,
+    colour: str | None = None,
+    shape: str | None = None,
+    cell: tuple[int, int] | None = None,
+) -> Scene:
+    """One jittered object; the named facts fixed, the others drawn."""
+    cell = cell or (rng.randrange(3), rng.randrange(3))
+    o = Obj(shape or rng.choice(SHAPES), colour or rng.choice(list(COLOURS)), cell, cell_box(cell, rng))
+    return Scene(objects=[o])
+
+
+# ---- the default track: direct readouts, each learnable alone by the warm-started model -------------------
+
+
+def _colour(rng: random.Random, want: str | None) -> Item:
+    scene = _one(rng, colour=want)
+    return Item(scene, f"What colour is the object?\n{SHORT}", scene.objects[0].colour, list(COLOURS))
+
+
+def _shape(rng: random.Random, want: str | None) -> Item:
+    scene = _one(rng, shape=want)
     return Item(scene, f"What is the object in the image?\n{SHORT}", scene.objects[0].shape, list(SHAPES))
+
+
+def _side(rng: random.Random, want: str | None) -> Item:
+    """A fixed predicate (left column or not) on one object: Yes and No each half the test."""
+    yes = (want or rng.choice(YES_NO)) == "Yes"
+    cell = (rng.randrange(3), 0 if yes else rng.choice((1, 2)))
+    scene = _one(rng, cell=cell)
+    return Item(scene, f"Is the object on the left side?\n{YESNO}", "Yes" if yes else "No", list(YES_NO))
+
+
+def _count(rng: random.Random, want: str | None) -> Item:
+    """Options always in the same order (one .. four): the letter is a readout of the count."""
+    n = "ABCD".index(want) + 1 if want else rng.randint(1, 4)
+    scene = draw_shapes(rng, n)
+    return Item(
+        scene, f"How many shapes are in the image?\n{COUNT_OPTIONS}\n{MCQ}", "ABCD"[n - 1], list("ABCD")
+    )
+
+
+def _word(rng: random.Random, want: str | None) -> Item:
+    scene = draw_word(rng, want.upper() if want else None)
+    word = (scene.word or "").lower()
+    return Item(scene, f"What word is written in the image?\n{SHORT}", word, [w.lower() for w in WORDS])
+
+
+def _locate(rng: random.Random, want: str | None) -> Item:
+    """One fixed-size object centred in its cell: nine boxes, all of the same token length."""
+    cell = CELLS[LOCATE_BOXES.index(want)] if want else (rng.randrange(3), rng.randrange(3))
+    o = Obj(rng.choice(SHAPES), rng.choice(list(COLOURS)), cell, centred_box(cell))
+    box = o.norm_box()
+    return Item(Scene(objects=[o]), f"{BOX_Q}the {o.name}.", box_string(box), list(LOCATE_BOXES), box=box)
+
+
+# ---- the opt-in hard track: binding, verification, shuffled options (not learnable by the default model) ---
+
+
+def _colour_binding(rng: random.Random, want: str | None) -> Item:
+    """The named object among 1-3 (binding: never learned at this size, spec 2)."""
+    n = rng.randint(1, 3)
+    colours = rng.sample([c for c in COLOURS if c != want], n)
+    if want:
+        colours[0] = want
+    scene = draw_shapes(rng, n)
+    scene.objects = [replace(o, colour=c) for o, c in zip(scene.objects, colours, strict=True)]
+    target = scene.objects[0]
+    return Item(scene, f"What colour is the {target.shape}?\n{SHORT}", target.colour, list(COLOURS))
 
 
 def _side_of(o: Obj, side: str) -> bool:
@@ -92,52 +186,52 @@ def _side_of(o: Obj, side: str) -> bool:
     return {"left": c == 0, "right": c == 2, "top": r == 0, "bottom": r == 2}[side]
 
 
-def _position(rng: random.Random) -> Item:
+def _position(rng: random.Random, want: str | None) -> Item:
+    """Binding + verification: the named object among 1-3, one of four sides."""
     scene = draw_shapes(rng, rng.randint(1, 3))
     target = rng.choice(scene.objects)
-    want_yes = rng.random() < 0.5
+    want_yes = (want or rng.choice(YES_NO)) == "Yes"
     sides = [s for s in SIDES if _side_of(target, s) == want_yes] or list(SIDES)
     side = rng.choice(sides)
     answer = "Yes" if _side_of(target, side) else "No"
-    return Item(scene, f"Is the {target.name} on the {side} side?\n{YESNO}", answer, ["Yes", "No"])
+    return Item(scene, f"Is the {target.name} on the {side} side?\n{YESNO}", answer, list(YES_NO))
 
 
-def _count(rng: random.Random) -> Item:
+def _count_shuffled(rng: random.Random, want: str | None) -> Item:
+    """Options shuffled every time: the letter is an interaction of count x order."""
     n = rng.randint(1, 4)
     scene = draw_shapes(rng, n)
-    options = rng.sample([NUMBER_WORDS[k] for k in range(1, 5)], 4)  # shuffled order, every time
-    letters = "ABCD"
-    lines = "\n".join(f"{letters[j]}. {opt}" for j, opt in enumerate(options))
-    answer = letters[options.index(NUMBER_WORDS[n])]
-    return Item(scene, f"How many shapes are in the image?\n{lines}\n{MCQ}", answer, list(letters))
+    others = rng.sample([NUMBER_WORDS[k] for k in range(1, 5) if k != n], 3)
+    k = "ABCD".index(want) if want else rng.randrange(4)
+    options = [*others[:k], NUMBER_WORDS[n], *others[k:]]
+    lines = "\n".join(f"{'ABCD'[j]}. {opt}" for j, opt in enumerate(options))
+    return Item(scene, f"How many shapes are in the image?\n{lines}\n{MCQ}", "ABCD"[k], list("ABCD"))
 
 
-def _word(rng: random.Random) -> Item:
-    scene = draw_word(rng)
-    word = (scene.word or "").lower()
-    return Item(scene, f"What word is written in the image?\n{SHORT}", word, [w.lower() for w in WORDS])
-
-
-def _locate(rng: random.Random) -> Item:
+def _locate_among(rng: random.Random, want: str | None) -> Item:
+    """The named object's jittered box among 2-3 objects (binding, irregular box tokens)."""
     scene = draw_shapes(rng, rng.randint(2, 3))
     target = rng.choice(scene.objects)
     cands = [box_string(target.norm_box())] + [box_string(o.norm_box()) for o in scene.objects if o != target]
     return Item(scene, f"{BOX_Q}the {target.name}.", cands[0], cands, box=target.norm_box())
 
 
+_CLASS = {"candidates": "classes"}
 TASKS: dict[str, TaskDef] = {
-    "Colour": TaskDef("Colour", "short", "VQAv2", {"candidates": "classes"}, _colour),
-    "Shape": TaskDef("Shape", "short", "ImageNet", {"candidates": "classes"}, _shape),
-    "Position": TaskDef("Position", "yesno", "VizWiz", {"candidates": "model"}, _position),
-    "Count": TaskDef(
-        "Count",
-        "letter",
-        "ScienceQA",
-        {"original_style": "mcq", "answer": "option", "candidates": "options"},
-        _count,
+    "Colour": TaskDef("Colour", "short", "VQAv2", _CLASS, _colour, tuple(COLOURS)),
+    "Shape": TaskDef("Shape", "short", "VQAv2", _CLASS, _shape, SHAPES),  # exact match, not ImageNet's
+    "Side": TaskDef("Side", "yesno", "VizWiz", {"candidates": "model"}, _side, YES_NO),
+    "Count": TaskDef("Count", "letter", "ScienceQA", _MCQ_ASD, _count, tuple("ABCD")),
+    "Word": TaskDef("Word", "short", "TextVQA", _CLASS, _word, tuple(w.lower() for w in WORDS)),
+    "Locate": TaskDef("Locate", "box", "Grounding", _BOX_ASD, _locate, LOCATE_BOXES),
+    "ColourBinding": TaskDef(
+        "ColourBinding", "short", "VQAv2", _CLASS, _colour_binding, tuple(COLOURS), True
     ),
-    "Word": TaskDef("Word", "short", "TextVQA", {"candidates": "classes"}, _word),
-    "Locate": TaskDef("Locate", "box", "Grounding", {"answer": "box", "candidates": "boxes"}, _locate),
+    "Position": TaskDef("Position", "yesno", "VizWiz", {"candidates": "model"}, _position, YES_NO, True),
+    "CountShuffled": TaskDef(
+        "CountShuffled", "letter", "ScienceQA", _MCQ_ASD, _count_shuffled, tuple("ABCD"), True
+    ),
+    "LocateAmong": TaskDef("LocateAmong", "box", "Grounding", _BOX_ASD, _locate_among, None, True),
 }
 
 
@@ -239,7 +333,8 @@ def build_micro(
     names = list(tasks or TASK_ORDER)
     unknown = [t for t in names if t not in TASKS]
     if unknown:
-        raise ValueError(f"unknown Micro-CoIN task(s) {unknown}; known: {', '.join(TASK_ORDER)}")
+        known = ", ".join((*TASK_ORDER, *HARD_TASKS))
+        raise ValueError(f"unknown Micro-CoIN task(s) {unknown}; known: {known}")
     images: dict[str, dict[str, Any]] = {}
     sqa_problems: dict[str, Any] = {}
     sqa_test: list[str] = []
@@ -249,8 +344,11 @@ def build_micro(
         for split, n in (("train", n_train), ("test", n_test)):
             rng = _rng(seed, name, split)
             records: list[dict[str, Any]] = []
+            wanted: list[str | None] = [None] * n
+            if split == "test" and t.classes:
+                wanted = list(_stratified(rng, t.classes, n))
             for i in range(n):
-                item = t.make(rng)
+                item = t.make(rng, wanted[i])
                 rel = f"images/{name}/{split}/{i:05d}.png"
                 _write_image(out / rel, render(item.scene, rng))
                 images[rel] = item.scene.to_json()

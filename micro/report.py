@@ -26,12 +26,19 @@ import orjson
 from sefe.atomic import atomic_write_bytes
 from sefe.evaluation.metrics import AccuracyMatrix
 from sefe.evaluation.result_files import ACCURACY_FILE, FORMAT_FILE, KNOWLEDGE_FILE
+from sefe.micro.baselines import baselines
+from sefe.micro.cells import cell_matrix
 
 METRICS = ("MFT", "MFN", "MAA", "BWT", "FE_own", "FE_later", "K_own", "K_final", "K_BWT")
 SEFE = ("reglora", "asd")
 
 
-KIND_TITLES = (("accuracy", "Accuracy"), ("format_errors", "Format errors"), ("knowledge", "Knowledge probe"))
+KIND_TITLES = (
+    ("accuracy", "Accuracy"),
+    ("format_errors", "Format errors"),
+    ("knowledge", "Knowledge probe"),
+    ("top_share", "Most frequent answer (share of items; 100 = one constant answer)"),
+)
 
 
 def _m(groups: dict[str, Any], group: str, metric: str, spec: str = ".1f") -> str:
@@ -87,14 +94,18 @@ def _stats(values: Sequence[float | None]) -> dict[str, float | int | None]:
 
 
 def _mean_matrix(ms: Sequence[AccuracyMatrix]) -> list[list[float | None]]:
+    return _mean_rows([m.rows for m in ms])
+
+
+def _mean_rows(ms: Sequence[list[list[float | None]]]) -> list[list[float | None]]:
+    """Cell-wise mean of lower-triangular matrices (cells missing in some are averaged over the others)."""
     if not ms:
         return []
-    n = len(ms[0].tasks)
     out: list[list[float | None]] = []
-    for k in range(max(len(m.rows) for m in ms)):
+    for k in range(max(len(m) for m in ms)):
         row: list[float | None] = []
-        for i in range(min(k + 1, n)):
-            vals = [v for m in ms if (v := m.get(k, i)) is not None]
+        for i in range(k + 1):
+            vals = [v for m in ms if k < len(m) and i < len(m[k]) and (v := m[k][i]) is not None]
             row.append(sum(vals) / len(vals) if vals else None)
         out.append(row)
     return out
@@ -312,19 +323,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def chance_levels(root: Path, tasks: list[str]) -> dict[str, float | None]:
-    """Accuracy (%) of a uniform guess among each task's candidates; None where answers are boxes."""
-    from sefe.coin.layout import task_dir
-
-    out: dict[str, float | None] = {}
-    for t in tasks:
-        path = task_dir(root, t) / "test.json"
-        recs = orjson.loads(path.read_bytes()) if path.is_file() else []
-        sizes = [len(r["candidates"]) for r in recs if r.get("candidates") and "answer_bbox" not in r]
-        out[t] = round(100 * sum(1 / n for n in sizes) / len(sizes), 1) if sizes else None
-    return out
-
-
 def ceilings(groups: dict[str, Any], tasks: list[str]) -> dict[str, list[float | None]]:
     """Per group, each task's mean accuracy right after it was learned (the matrix diagonal)."""
     out: dict[str, list[float | None]] = {}
@@ -345,6 +343,7 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
             name = opts.run_name(method, data, seed)
             m = load_run(out / "runs" / name)
             if m["accuracy"] is not None:
+                top = cell_matrix(out / "runs" / name, tasks)
                 runs.append(
                     {
                         "name": name,
@@ -357,6 +356,7 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
                             k: (v.model_dump(mode="json", exclude={"details"}) if v else None)
                             for k, v in m.items()
                         },
+                        "top_share": {"tasks": tasks, "rows": top},
                     }
                 )
     for method, data in opts.combos():
@@ -366,6 +366,7 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
                 kind: _mean_matrix([AccuracyMatrix.model_validate(r[kind]) for r in mine if r[kind]])
                 for kind in ("accuracy", "format_errors", "knowledge")
             }
+            mats["top_share"] = _mean_rows([r["top_share"]["rows"] for r in mine])
             groups[f"{method}/{data}"] = {
                 "method": method,
                 "data": data,
@@ -386,7 +387,10 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
             k: warm_info.get(k) for k in ("parameters", "final_loss", "seconds", "options", "vision")
         },
         "groups": groups,
-        "ceiling": {"chance": chance_levels(out / "data", tasks), "learned": ceilings(groups, tasks)},
+        "ceiling": {
+            "baselines": {t: b.model_dump(mode="json") for t, b in baselines(out / "data", tasks).items()},
+            "learned": ceilings(groups, tasks),
+        },
         "findings": found,
         "runs": runs,
         "plots": plots,
@@ -410,10 +414,10 @@ def headline_table(report: dict[str, Any]) -> list[str]:
 
 
 def _ceiling_md(report: dict[str, Any], tasks: list[str]) -> list[str]:
-    """What each task reached right after it was learned, beside chance: only tasks well above chance
-    hold knowledge whose loss (essential forgetting) the later rows can show."""
+    """What each task reached right after it was learned, beside the majority class and the best constant
+    answer: only tasks well above both hold knowledge whose loss the later rows can show."""
     ceiling = report.get("ceiling") or {}
-    learned, chance = ceiling.get("learned") or {}, ceiling.get("chance") or {}
+    learned, base = ceiling.get("learned") or {}, ceiling.get("baselines") or {}
     if not learned:
         return []
     lines = [
@@ -423,7 +427,9 @@ def _ceiling_md(report: dict[str, Any], tasks: list[str]) -> list[str]:
         "|---|" + "---|" * len(tasks),
     ]
     lines += [f"| {g} | " + " | ".join(_fmt(v) for v in row) + " |" for g, row in learned.items()]
-    lines += ["| chance | " + " | ".join(_fmt(chance.get(t)) for t in tasks) + " |", ""]
+    for key, label in (("majority", "majority class"), ("best_constant", "best constant answer")):
+        lines.append(f"| {label} | " + " | ".join(_fmt((base.get(t) or {}).get(key)) for t in tasks) + " |")
+    lines.append("")
     vision = (report.get("warm_start") or {}).get("vision") or {}
     held = vision.get("held_out") or {}
     if held:
@@ -464,11 +470,7 @@ def render(report: dict[str, Any], tasks: list[str]) -> str:
     lines += [f"![{p}]({p})" for p in report["plots"]]
     for g, stats in report["groups"].items():
         lines += ["", f"## {g} (mean over {stats['seeds']} seed(s))", ""]
-        for kind, title in (
-            ("accuracy", "Accuracy"),
-            ("format_errors", "Format errors"),
-            ("knowledge", "Knowledge probe"),
-        ):
+        for kind, title in KIND_TITLES:
             rows = stats["mean_matrices"].get(kind)
             if rows:
                 lines += [f"{title} (%):", "", *_matrix_md(tasks, rows), ""]

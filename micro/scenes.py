@@ -103,6 +103,12 @@ def cell_box(cell: tuple[int, int], rng: random.Random) -> tuple[int, int, int, 
     return (x0, y0, x0 + size - 1, y0 + size - 1)
 
 
+def centred_box(cell: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A 12 px shape centred in its cell: one box per cell, so a box answer is a readout of the cell."""
+    r, c = cell
+    return (c * CELL + 2, r * CELL + 2, c * CELL + CELL - 3, r * CELL + CELL - 3)
+
+
 def draw_shapes(rng: random.Random, n: int, distinct_shapes: bool = True) -> Scene:
     """`n` objects in distinct cells; shapes distinct (so 'the circle' names one object), colours too."""
     cells = rng.sample([(r, c) for r in range(GRID) for c in range(GRID)], n)
@@ -114,8 +120,9 @@ def draw_shapes(rng: random.Random, n: int, distinct_shapes: bool = True) -> Sce
     return Scene(objects=objs)
 
 
-def draw_word(rng: random.Random) -> Scene:
-    return Scene(word=rng.choice(WORDS), word_colour=rng.choice(["red", "green", "blue", "purple"]))
+def draw_word(rng: random.Random, word: str | None = None) -> Scene:
+    word = word or rng.choice(WORDS)
+    return Scene(word=word, word_colour=rng.choice(["red", "green", "blue", "purple"]))
 
 
 def render(scene: Scene, rng: random.Random) -> bytes:

@@ -64,6 +64,7 @@ def micro_model_config(seed: int = 0) -> TinyLlavaConfig:
         image_size=48,
         patch_size=16,
         extra_corpus=MICRO_CORPUS,
+        split_digits=True,  # Locate's nine boxes: all the same length (merged pieces made 6-13 tokens)
     )
 
 

@@ -44,9 +44,13 @@ class TinyLlavaConfig(BaseModel):
     image_size: int = 32
     patch_size: int = 8
     extra_corpus: tuple[str, ...] = ()  # more tokenizer-training lines (a benchmark's own vocabulary)
+    # one token per digit: every number of a given width has the same token count (Micro-CoIN's boxes)
+    split_digits: bool = False
 
     def digest(self) -> str:
-        skip = None if self.extra_corpus else {"extra_corpus"}  # default digests stay what they were
+        skip = {
+            k for k in ("extra_corpus", "split_digits") if not getattr(self, k)
+        } or None  # defaults as before
         recipe = {"format": BUILD_FORMAT, "corpus": _CORPUS_LINES, **self.model_dump(exclude=skip)}
         payload = orjson.dumps(recipe, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(payload).hexdigest()[:12]
@@ -106,7 +110,9 @@ def build_tokenizer(config: TinyLlavaConfig):
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    meta = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    digits = pre_tokenizers.Digits(individual_digits=True)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([meta, digits]) if config.split_digits else meta
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
     alphabet = [chr(c) for c in range(32, 127)] + ["\n", "▁"]
     trainer = trainers.BpeTrainer(

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sefe.micro.generate import TASK_ORDER, build_micro
+from sefe.micro.generate import HARD_TASKS, LOCATE_BOXES, TASK_ORDER, TASKS, build_micro
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -45,13 +45,20 @@ def test_layout_ground_truth_and_candidates(tmp_path: Path) -> None:
             assert gold in rec["candidates"] and len(set(rec["candidates"])) == len(rec["candidates"])
         pool = orjson.loads((root / "annotations" / task / "distractors.json").read_bytes())
         assert len(pool["answers"]) >= 2
-    # answers are true of their pictures
-    for rec in orjson.loads((root / "annotations" / "Colour" / "test.json").read_bytes()):
-        shape = rec["text"].split("the ")[1].split("?")[0]
-        (obj,) = [o for o in scenes[rec["image"]]["objects"] if o["shape"] == shape]
-        assert obj["colour"] == rec["answer"]
+    # answers are true of their pictures; the one-object readouts show exactly one object
+    for task in ("Colour", "Shape", "Side", "Locate"):
+        for rec in orjson.loads((root / "annotations" / task / "test.json").read_bytes()):
+            (obj,) = scenes[rec["image"]]["objects"]
+            truth = {
+                "Colour": obj["colour"],
+                "Shape": obj["shape"],
+                "Side": "Yes" if obj["cell"][1] == 0 else "No",
+                "Locate": LOCATE_BOXES[3 * obj["cell"][0] + obj["cell"][1]],
+            }[task]
+            assert rec.get("answer", rec.get("answer_bbox")) == truth
     for rec in orjson.loads((root / "annotations" / "Count" / "test.json").read_bytes()):
         n = len(scenes[rec["image"]]["objects"])
+        assert "A. one\nB. two\nC. three\nD. four" in rec["text"]  # fixed option order
         line = next(ln for ln in rec["text"].split("\n") if ln.startswith(rec["answer"] + ". "))
         assert line[3:] == ("zero", "one", "two", "three", "four")[n]
     problems = orjson.loads((root / "eval_gt" / "ScienceQA" / "problems.json").read_bytes())
@@ -69,7 +76,7 @@ def test_root_declares_scorers_styles_and_asd_specs(tmp_path: Path) -> None:
     root = build_micro(tmp_path / "m", seed=0, n_train=4, n_test=5, n_warm=2)
     assert [t.name for t in root_tasks(root)] == list(TASK_ORDER)
     assert canonical_task("Count", root) == "ScienceQA" and canonical_task("Locate", root) == "Grounding"
-    assert task_style("Position", root) == "yesno"
+    assert task_style("Side", root) == "yesno" and canonical_task("Shape", root) == "VQAv2"
     assert find_task("Locate", root).answer == "box"
     with pytest.raises(TaskError):  # nothing leaked into the process: another root does not know Locate
         get_task("Locate")
@@ -82,3 +89,55 @@ def test_root_declares_scorers_styles_and_asd_specs(tmp_path: Path) -> None:
     gt = root / "eval_gt" / "TextVQA" / "TextVQA_0.5.1_val.json"
     res = score_predictions("Word", preds, test, gt=gt, mode="fixed")
     assert res.accuracy == 80.0
+
+
+def test_test_splits_are_stratified_and_train_splits_are_not(tmp_path: Path) -> None:
+    from collections import Counter
+
+    root = build_micro(
+        tmp_path / "m", seed=2, n_train=60, n_test=40, n_warm=2, tasks=[*TASK_ORDER, *HARD_TASKS]
+    )
+    for task in (*TASK_ORDER, *HARD_TASKS):
+        test = orjson.loads((root / "annotations" / task / "test.json").read_bytes())
+        counts = Counter(r.get("answer", r.get("answer_bbox")) for r in test)
+        classes = TASKS[task].classes
+        if classes is None:  # LocateAmong: jittered boxes, no classes to balance
+            continue
+        assert set(counts) == set(classes), task  # every answer occurs (40 items >= k classes)
+        assert max(counts.values()) - min(counts.values()) <= 1, (task, counts)
+    # the test order is shuffled: not one class after the other
+    colours = [
+        r["answer"] for r in orjson.loads((root / "annotations" / "Colour" / "test.json").read_bytes())
+    ]
+    assert colours[:6] != sorted(colours[:6]) or colours[6:12] != sorted(colours[6:12])
+    train = orjson.loads((root / "annotations" / "Side" / "train.json").read_bytes())
+    yes = sum(r["conversations"][1]["value"] == "Yes" for r in train)
+    assert 0 < yes < 60
+
+
+def test_baselines_majority_and_best_constant_under_the_tasks_own_scorer(tmp_path: Path) -> None:
+    from sefe.micro.baselines import baselines
+
+    root = build_micro(tmp_path / "m", seed=0, n_train=2, n_test=30, n_warm=2)
+    base = baselines(root, list(TASK_ORDER))
+    # stratified: the majority is ceil(n / k) / n
+    assert base["Colour"].majority == 16.67 and base["Shape"].majority == 20.0
+    assert base["Side"].majority == 50.0 and base["Count"].majority == 26.67
+    assert base["Word"].majority == 13.33 and base["Locate"].majority == 13.33
+    for task, b in base.items():
+        assert b.items == 30
+        # exact-match scorers: no constant beats the majority class (Shape is not scored by substring)
+        assert b.best_constant == b.majority, (task, b)
+
+
+def test_locate_boxes_have_one_token_length_with_the_micro_tokenizer() -> None:
+    from sefe.micro.warmstart import micro_model_config
+    from sefe.models.tiny import TinyLlavaConfig, build_tokenizer
+
+    tok = build_tokenizer(micro_model_config())
+    lengths = {len(tok(b, add_special_tokens=False).input_ids) for b in LOCATE_BOXES}
+    assert len(LOCATE_BOXES) == 9 and len(set(LOCATE_BOXES)) == 9
+    assert len(lengths) == 1  # the likelihood probe compares boxes without a length bias
+    # the option is off by default: other tiny models keep their tokenizer and cache key
+    assert TinyLlavaConfig().digest() == TinyLlavaConfig(split_digits=False).digest()
+    assert TinyLlavaConfig(split_digits=True).digest() != TinyLlavaConfig().digest()

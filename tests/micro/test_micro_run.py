@@ -32,14 +32,21 @@ def test_micro_run_two_tasks_one_seed_and_resume(tmp_path: Path, monkeypatch: py
             assert m["tasks"] == ["Colour", "Count"] and len(m["rows"]) == 2 and len(m["rows"][1]) == 2
             assert all(0 <= v <= 100 for row in m["rows"] for v in row if v is not None)
     assert set(report["groups"]) == {"lora/original", "lora/asd", "reglora/original", "reglora/asd"}
-    # the ceiling: each task's accuracy right after it was learned, beside a uniform guess among candidates
-    assert report["ceiling"]["chance"] == {"Colour": pytest.approx(16.7), "Count": 25.0}
+    # the ceiling: each task's accuracy right after it was learned, beside the majority class and the best
+    # constant answer of its stratified test (6 items: Colour 6 classes -> 1/6, Count 4 classes -> 2/6)
+    base = report["ceiling"]["baselines"]
+    assert base["Colour"]["majority"] == pytest.approx(16.67) and base["Count"]["majority"] == 33.33
+    assert base["Count"]["best_constant"] == 33.33
+    for run in report["runs"]:  # the share of the most frequent answer, per cell
+        top = run["top_share"]["rows"]
+        assert len(top) == 2 and all(100 / 6 - 0.01 <= v <= 100 for row in top for v in row)
     assert all(len(row) == 2 for row in report["ceiling"]["learned"].values())
     questions = [f["question"][:2] for f in report["findings"]]
     assert {"1.", "2.", "3.", "4."} <= set(questions)
     md = (out / "report.md").read_text()
     assert "## Findings" in md and "## Ceiling" in md
-    assert "Format errors (%)" in md and "Knowledge probe (%)" in md
+    assert "Format errors (%)" in md and "Knowledge probe (%)" in md and "Most frequent answer" in md
+    assert "majority class" in md
     for png in ("accuracy.png", "format_errors.png", "knowledge.png", "metrics.png"):
         assert (out / png).stat().st_size > 1000
     assert (out / "asd" / "annotations" / "Count" / "train_x20.json").is_file()

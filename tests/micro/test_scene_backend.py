@@ -22,7 +22,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_asd_build_with_scene_backend_and_data_distractors(root: Path, tmp_path: Path) -> None:
     out = tmp_path / "asd"
-    tasks = ["Colour", "Position", "Count", "Locate"]
+    tasks = ["Colour", "Side", "Count", "Locate"]
     result = build(
         BuildOptions(
             data_root=root,

@@ -191,12 +191,6 @@ class ContinualRunner:
             cfg=self.cfg, k=k, task=task, run_dir=self.run_dir, part=L.partial_dir(self.run_dir, k, task.name)
         )
 
-    def _base_for(self, k: int) -> Path | None:
-        if k == 1:
-            return None
-        prev = self.cfg.tasks[k - 2]
-        return L.stage_dir(self.run_dir, k - 1, prev.name) / L.MERGED_DIR
-
     def run_stage(self, k: int, task: TaskConfig) -> dict[str, float]:
         """Build `<k>_<Task>.partial/` completely; the caller renames it. Returns the training metrics.
 
@@ -211,9 +205,9 @@ class ContinualRunner:
         model = processor = merged = None
         metrics: dict[str, float] = {}
         if not trained.exists():
-            model, processor, metrics = self.train_stage(k, task, part)
+            model, processor, metrics = self.train_stage(ctx)
             if method.trained_dir is None and is_main_process():
-                merged = self.merge(model, processor, part)
+                merged = self.merge(ctx, model, processor)
         if not is_main_process():
             return metrics
         metrics = self._stage_metrics(part, metrics)
@@ -225,10 +219,10 @@ class ContinualRunner:
             if need_state:
                 method.after_task(ctx, model)
             if need_merge:
-                merged = self.merge(model, processor, part)
+                merged = self.merge(ctx, model, processor)
         del model
         if self.cfg.eval.enabled:
-            self.evaluate(k, part, (merged, processor) if merged is not None else None)
+            self.evaluate(ctx, (merged, processor) if merged is not None else None)
         self._clean_stage(part)
         return metrics
 
@@ -252,9 +246,8 @@ class ContinualRunner:
 
     # ---- training: the set-up in named steps ---------------------------------------------------------
 
-    def train_stage(self, k: int, task: TaskConfig, part: Path) -> tuple[Any, Any, dict[str, float]]:
-        """The method's model for stage k, trained with checkpoints under `part/checkpoints`."""
-        ctx = self.context(k, task)
+    def train_stage(self, ctx: StageContext) -> tuple[Any, Any, dict[str, float]]:
+        """The method's model for stage k, trained with checkpoints under `<part>/checkpoints`."""
         model, processor = self.load_stage_model(ctx)
         dataset = self.stage_dataset(ctx, processor)
         ctx = dataclasses.replace(ctx, processor=processor, dataset=dataset)
@@ -262,7 +255,7 @@ class ContinualRunner:
         trainer = self.stage_trainer(ctx, model, processor, dataset)
         metrics = self.fit(ctx, trainer)
         if is_main_process() and self.method.trained_dir is not None:
-            with atomic_dir(part / self.method.trained_dir) as tmp:
+            with atomic_dir(ctx.part / self.method.trained_dir) as tmp:
                 self.method.save_trained(ctx, model, tmp)
         del trainer  # optimizer states are not needed for keys, merge and evaluation
         free_memory()
@@ -337,37 +330,30 @@ class ContinualRunner:
 
     # ---- after training ----------------------------------------------------------------------------
 
-    def merge(self, peft_model: Any, processor: Any, part: Path) -> Any:
+    def merge(self, ctx: StageContext, model: Any, processor: Any) -> Any:
         """The method's merged model (LoRA: base + (alpha/r)·B·A), saved as `merged/`: base of stage k+1."""
         from sefe.models.llava import save_llava, torch_dtype
 
-        ctx = self.context(_stage_index(part), self._task_of(part))
-        merged = self.method.merge(ctx, peft_model)
+        merged = self.method.merge(ctx, model)
         dtype = self.cfg.model.merged_dtype or self.cfg.model.dtype
         if dtype != "fp32" or self.cfg.model.merged_dtype is not None:  # store in the training dtype
             merged = merged.to(torch_dtype(dtype))
-        save_llava(merged, processor, part / L.MERGED_DIR)  # atomic: temp folder + rename
+        save_llava(merged, processor, ctx.part / L.MERGED_DIR)  # atomic: temp folder + rename
         if self.cfg.model.merged_dtype not in (None, self.cfg.model.dtype):
             merged = merged.to(torch_dtype(self.cfg.model.dtype))  # evaluated as reloaded: rounded, run dtype
         return merged
 
-    def _task_of(self, part: Path) -> TaskConfig:
-        return self.cfg.tasks[_stage_index(part) - 1]
-
-    def evaluate(self, k: int, part: Path, model: tuple[Any, Any] | None) -> None:
+    def evaluate(self, ctx: StageContext, model: tuple[Any, Any] | None) -> None:
+        """Tasks 1..k on stage k's merged model (the in-memory one when at hand, else read back)."""
         from sefe.sefe_train.evaluate_stage import evaluate_stage
 
+        merged = ctx.part / L.MERGED_DIR
         if model is None:
-            model = self.method.load_merged(self.context(k, self.cfg.tasks[k - 1]), part / L.MERGED_DIR)
+            model = self.method.load_merged(ctx, merged)
         acc = evaluate_stage(
-            self.cfg, k, part / L.MERGED_DIR, part / L.EVAL_DIR, self.run_dir / ACCURACY_FILE, model=model
+            self.cfg, ctx.k, merged, ctx.part / L.EVAL_DIR, self.run_dir / ACCURACY_FILE, model=model
         )
-        console.print("after stage {}: {}".format(k, ", ".join(f"{t} {a:.2f}" for t, a in acc.items())))
-
-
-def _stage_index(part: Path) -> int:
-    """k from a stage folder name `<k>_<Task>[.partial]`."""
-    return int(part.name.split("_", 1)[0])
+        console.print(f"after stage {ctx.k}: " + ", ".join(f"{t} {a:.2f}" for t, a in acc.items()))
 
 
 def _changed_identity(stored: Path, cfg: RunConfig) -> list[str]:

@@ -122,4 +122,4 @@ def resolve(cfg: RunConfig) -> ContinualMethod:
         method_cls = get_method(cfg.method)
     except UnknownMethodError as exc:
         raise UnknownMethodError(f"method: {exc}") from None
-    return method_cls(cfg, method_cls.read_options(cfg))
+    return method_cls.from_config(cfg)

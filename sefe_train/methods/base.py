@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -52,6 +52,10 @@ class MethodOptions(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+#: A method's options model: `ContinualMethod[OptionsT].options` is an `OptionsT`.
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -89,8 +93,9 @@ class StageContext:
         return self.prev / L.MERGED_DIR if self.prev is not None else None
 
 
-class ContinualMethod:
-    """Base class of a continual method. Subclass, set the class attributes, override the hooks you need.
+class ContinualMethod(Generic[OptionsT]):
+    """Base class of a continual method. Subclass as `ContinualMethod[MyOptions]`, set the class attributes
+    (`options_cls = MyOptions`), override the hooks you need; `self.options` is then a `MyOptions`.
 
     The defaults describe a method that trains the model as `prepare_model` leaves it, keeps nothing between
     tasks, and saves the trained model itself as the merged model.
@@ -109,14 +114,19 @@ class ContinualMethod:
     #: The stage's trained artefact, reused on resume. None: the trained model is saved as `merged/` at once.
     trained_dir: ClassVar[str | None] = None
 
-    def __init__(self, cfg: RunConfig, options: BaseModel | None = None) -> None:
+    def __init__(self, cfg: RunConfig, options: OptionsT) -> None:
         self.cfg = cfg
-        self.options = options if options is not None else self.options_cls()
+        self.options: OptionsT = options
 
     @classmethod
     def read_options(cls, cfg: RunConfig) -> BaseModel:
         """This method's options in `cfg`: the section `method_options.<name>` (defaults where absent)."""
         return cls.options_cls.model_validate(cfg.method_options.get(cls.name, {}))
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> Self:
+        """The method with its options read from `cfg` (`methods.resolve` checks name and options first)."""
+        return cls(cfg, cls.read_options(cfg))  # type: ignore[arg-type]  # options_cls is OptionsT's model
 
     # ---- 1-4: setting up stage k -------------------------------------------------------------------
 
@@ -189,7 +199,7 @@ class ContinualMethod:
         return path
 
 
-class LoRAMethod(ContinualMethod):
+class LoRAMethod(ContinualMethod[OptionsT]):
     """A fresh LoRA per task on the language model's linears (section `lora:`), merged after the task.
 
     The projector is trained fully beside it (`modules_to_save`, `lora.train_projector`). Subclasses add

@@ -29,7 +29,7 @@ class FFTOptions(MethodOptions):
 
 
 @register
-class FFT(ContinualMethod):
+class FFT(ContinualMethod[FFTOptions]):
     name = "fft"
     summary = "full fine-tuning of language model + projector on every task (vision tower frozen)"
     paper = "Liu et al., 2023 (LLaVA-1.5, arXiv:2310.03744) recipe, run task after task as in CoIN / SEFE"
@@ -48,7 +48,7 @@ class FFT(ContinualMethod):
         return model
 
     def learning_rate(self, ctx: StageContext) -> float:
-        lr = self.options.lr  # type: ignore[attr-defined]
+        lr = self.options.lr
         return self.cfg.train.lr if lr is None else float(lr)
 
     def trains_projector(self) -> bool:

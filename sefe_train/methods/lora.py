@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from sefe.sefe_train.methods import register
-from sefe.sefe_train.methods.base import LoRAMethod
+from sefe.sefe_train.methods.base import LoRAMethod, MethodOptions
 
 
 @register
-class LoRA(LoRAMethod):
+class LoRA(LoRAMethod[MethodOptions]):
     """Nothing but the `lora:` section: r, alpha, dropout, targets (SEFE's defaults: 128, 256, 0.05)."""
 
     name = "lora"

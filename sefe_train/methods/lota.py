@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from sefe.sefe_train import run_layout as L
-from sefe.sefe_train.config import ConfigError
+from sefe.sefe_train.config import ConfigError, RunConfig
 from sefe.sefe_train.methods import register
 from sefe.sefe_train.methods.base import ContinualMethod, MethodOptions, StageContext
 
@@ -76,7 +76,7 @@ def target_weights(model: Any, target_regex: str) -> dict[str, Any]:
 
 
 @register
-class LoTA(ContinualMethod):
+class LoTA(ContinualMethod[LoTAOptions]):
     name = "lota"
     summary = (
         "calibrate, keep top-k% of the task vector as a mask, train only it; later masks disjoint (LoTTO)"
@@ -88,7 +88,7 @@ class LoTA(ContinualMethod):
     options_cls: ClassVar[type[MethodOptions]] = LoTAOptions
     trained_dir: ClassVar[str | None] = None  # the trained model is saved as merged/ at once
 
-    def __init__(self, cfg: Any, options: MethodOptions | None = None) -> None:
+    def __init__(self, cfg: RunConfig, options: LoTAOptions) -> None:
         super().__init__(cfg, options)
         if cfg.train.weight_decay:
             raise ConfigError(
@@ -98,12 +98,8 @@ class LoTA(ContinualMethod):
         self._processor: Any = None
         self._hooks: Any = None
 
-    @property
-    def opts(self) -> LoTAOptions:
-        return self.options  # type: ignore[return-value]
-
     def learning_rate(self, ctx: StageContext) -> float:
-        return self.cfg.train.lr if self.opts.lr is None else float(self.opts.lr)
+        return self.cfg.train.lr if self.options.lr is None else float(self.options.lr)
 
     def load_base(self, ctx: StageContext) -> tuple[Any, Any]:
         model, processor = super().load_base(ctx)
@@ -167,7 +163,7 @@ class LoTA(ContinualMethod):
         from sefe.sefe_train.reglora.keys import KeyStore
         from sefe.sefe_train.trainer import build_trainer
 
-        o = self.opts
+        o = self.options
         if self._processor is None:
             raise RuntimeError("LoTA: prepare_model needs load_base to have run (the processor)")
         cfg = self.cfg

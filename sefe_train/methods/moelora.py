@@ -38,7 +38,7 @@ class MoELoRAOptions(MethodOptions):
 
 
 @register
-class MoELoRA(ContinualMethod):
+class MoELoRA(ContinualMethod[MoELoRAOptions]):
     name = "moelora"
     summary = (
         "E LoRA experts per linear sharing rank r, per-token softmax router; experts continue across tasks"
@@ -52,7 +52,7 @@ class MoELoRA(ContinualMethod):
 
     @property
     def experts(self) -> int:
-        return int(self.options.experts)  # type: ignore[attr-defined]
+        return self.options.experts
 
     # ---- model ------------------------------------------------------------------------------------------
 

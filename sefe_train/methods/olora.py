@@ -45,7 +45,7 @@ class OLoRAOptions(MethodOptions):
 
 
 @register
-class OLoRA(LoRAMethod):
+class OLoRA(LoRAMethod[OLoRAOptions]):
     name = "olora"
     summary = (
         "LoRA per task, its A kept orthogonal to earlier tasks' A's (λ1·Σ|A_prev A_tᵀ|), merged after it"
@@ -53,10 +53,6 @@ class OLoRA(LoRAMethod):
     paper = "Wang et al., 2023, O-LoRA (EMNLP Findings 2023, arXiv:2310.14152)"
     kept_between_tasks = "the merged weights and every earlier task's lora_A (olora_prev_a.safetensors)"
     options_cls: ClassVar[type[MethodOptions]] = OLoRAOptions
-
-    @property
-    def opts(self) -> OLoRAOptions:
-        return self.options  # type: ignore[return-value]
 
     def _store(self, ctx: StageContext) -> Any:
         from sefe.sefe_train.methods._orthogonal import PrevAStore
@@ -68,7 +64,7 @@ class OLoRA(LoRAMethod):
         from sefe.sefe_train.methods._orthogonal import OLoRARegularizer
         from sefe.sefe_train.trainer import LossTerm
 
-        o = self.opts
+        o = self.options
         if (ctx.k == 1 or o.lam_orth == 0) and o.lam_l2 == 0:
             return []
         reg = OLoRARegularizer(model, self._store(ctx), o.lam_orth, o.lam_l2)
@@ -88,6 +84,6 @@ class OLoRA(LoRAMethod):
 
         from sefe.sefe_train.reglora.modules import adapted_linears
 
-        dtype = torch.float32 if self.opts.prev_dtype == "fp32" else torch.bfloat16
+        dtype = torch.float32 if self.options.prev_dtype == "fp32" else torch.bfloat16
         store = self._store(ctx).add_task(adapted_linears(model), dtype=dtype)
         store.save(ctx.part / PREV_A_FILE)  # atomic: temp file + rename

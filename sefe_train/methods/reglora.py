@@ -25,7 +25,7 @@ PENALTY_LOG_NAME = "reglora_penalty"
 
 
 @register
-class RegLoRA(LoRAMethod):
+class RegLoRA(LoRAMethod[RegLoRAConfig]):
     name = "reglora"
     summary = "LoRA per task + penalty on earlier tasks' key positions (top M% of each ΔW), merged after it"
     paper = "Chen et al., SEFE, ICML 2025 (arXiv:2505.02486)"
@@ -36,10 +36,6 @@ class RegLoRA(LoRAMethod):
     def read_options(cls, cfg: RunConfig) -> RegLoRAConfig:
         """The `reglora:` section (`method_options.reglora` is folded into it when the config loads)."""
         return cfg.reglora
-
-    @property
-    def reg(self) -> RegLoRAConfig:
-        return self.options  # type: ignore[return-value]
 
     def prev_keys(self, ctx: StageContext) -> Path | None:
         """Keys accumulated over tasks 1..k-1 (stage k-1's file), None on stage 1."""
@@ -54,14 +50,14 @@ class RegLoRA(LoRAMethod):
 
     def loss_terms(self, ctx: StageContext, model: Any) -> list[LossTerm]:
         prev = self.prev_keys(ctx)
-        if prev is None or self.reg.lam <= 0:
+        if prev is None or self.options.lam <= 0:
             return []
         from sefe.sefe_train.reglora.keys import KeyStore
         from sefe.sefe_train.reglora.penalty import RegLoRAPenalty
         from sefe.sefe_train.trainer import LossTerm
 
-        penalty = RegLoRAPenalty(KeyStore.load(prev), model, self.reg)
-        return [LossTerm(PENALTY_LOG_NAME, penalty, self.reg.lam)]
+        penalty = RegLoRAPenalty(KeyStore.load(prev), model, self.options)
+        return [LossTerm(PENALTY_LOG_NAME, penalty, self.options.lam)]
 
     def stage_files(self, ctx: StageContext) -> list[str]:
         return [L.KEYS_FILE]
@@ -72,5 +68,5 @@ class RegLoRA(LoRAMethod):
 
         prev = self.prev_keys(ctx)
         store = KeyStore.load(prev) if prev is not None else KeyStore.empty()
-        store.update_from_peft(model, self.reg)
+        store.update_from_peft(model, self.options)
         store.save(ctx.part / L.KEYS_FILE)  # atomic: temp file + rename

@@ -60,19 +60,15 @@ def draw_buffer(n: int, share: float, min_per_task: int, seed: int, task: str) -
 
 
 @register
-class Replay(LoRAMethod):
+class Replay(LoRAMethod[ReplayOptions]):
     name = "replay"
     summary = "sequential LoRA + a seeded share of every earlier task's training records mixed in"
     paper = "experience replay (Rolnick et al., NeurIPS 2019: CLEAR), the usual MCIT data baseline"
     kept_between_tasks = "the merged weights and the buffers' record indices and ids (replay_buffer.json)"
     options_cls = ReplayOptions
 
-    @property
-    def opts(self) -> ReplayOptions:
-        return self.options  # type: ignore[return-value]
-
     def _seed(self) -> int:
-        return self.cfg.train.seed if self.opts.seed is None else self.opts.seed
+        return self.cfg.train.seed if self.options.seed is None else self.options.seed
 
     def _relative(self, path: Path) -> str:
         root = self.cfg.resolved_data_root()
@@ -118,10 +114,12 @@ class Replay(LoRAMethod):
 
         path = self.cfg.train_path(ctx.task)
         own = load_records(path)
-        idx = draw_buffer(len(own), self.opts.share, self.opts.min_per_task, self._seed(), ctx.task.name)
+        idx = draw_buffer(
+            len(own), self.options.share, self.options.min_per_task, self._seed(), ctx.task.name
+        )
         buffers = {t: b.model_dump(mode="json") for t, b in self.buffers(ctx).items()}
         buffers[ctx.task.name] = TaskBuffer(
             train_file=self._relative(path), n_records=len(own), indices=idx, ids=[own[i][0] for i in idx]
         ).model_dump(mode="json")
-        doc = {"share": self.opts.share, "seed": self._seed(), "buffers": buffers}
+        doc = {"share": self.options.share, "seed": self._seed(), "buffers": buffers}
         atomic_write_bytes(ctx.part / BUFFER_FILE, orjson.dumps(doc, option=orjson.OPT_INDENT_2))

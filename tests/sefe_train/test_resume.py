@@ -83,7 +83,7 @@ def test_crash_mid_stage_resumes_from_checkpoint(tmp_path: Path) -> None:
 def test_crash_after_training_reuses_adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "run"
 
-    def broken_merge(self, peft_model, processor, part):
+    def broken_merge(self, ctx, model, processor):
         raise Crash("simulated crash while merging")
 
     monkeypatch.setattr(ContinualRunner, "merge", broken_merge)

@@ -47,7 +47,7 @@ def test_later_stages_train_on_own_records_plus_exact_buffers(tmp_path: Path) ->
         load_config(None, [f"output_dir={tmp_path}", "method=replay", "method_options.replay.share=0.25"]),
         ["ScienceQA", "TextVQA", "ImageNet"],
     )
-    method = Replay(cfg, Replay.read_options(cfg))
+    method = Replay.from_config(cfg)
     own = {t.name: load_records(cfg.train_path(t)) for t in cfg.tasks}
 
     c1 = _ctx(cfg, 1)
@@ -85,7 +85,7 @@ def test_changed_earlier_train_file_is_an_error(tmp_path: Path) -> None:
         load_config(None, [f"output_dir={tmp_path / 'run'}", f"data_root={data}", "method=replay"]),
         ["ScienceQA", "TextVQA"],
     )
-    method = Replay(cfg, Replay.read_options(cfg))
+    method = Replay.from_config(cfg)
     c1 = _ctx(cfg, 1)
     method.after_task(c1, model=None)
     _finish(c1)
@@ -98,6 +98,6 @@ def test_changed_earlier_train_file_is_an_error(tmp_path: Path) -> None:
 def test_buffer_file_names_the_train_file_relative_to_the_data_root(tmp_path: Path) -> None:
     cfg = select_tasks(load_config(None, [f"output_dir={tmp_path}", "method=replay"]), ["ScienceQA"])
     c1 = _ctx(cfg, 1)
-    Replay(cfg, Replay.read_options(cfg)).after_task(c1, model=None)
+    Replay.from_config(cfg).after_task(c1, model=None)
     doc = orjson.loads((c1.part / BUFFER_FILE).read_bytes())
     assert doc["buffers"]["ScienceQA"]["train_file"] == "annotations/ScienceQA/train.json"

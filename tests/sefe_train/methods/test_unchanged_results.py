@@ -150,7 +150,7 @@ def _check_concat_keys(union: Path, out: Path) -> None:
     from sefe.sefe_train.methods.reglora import RegLoRA
 
     cfg = make_config(out, "reglora", ["reglora.accumulate=concat", *SETTINGS])
-    method = RegLoRA(cfg, RegLoRA.read_options(cfg))
+    method = RegLoRA.from_config(cfg)
     for k, stage in enumerate(CONCAT_47168E1, start=1):
         part = L.partial_dir(out, k, cfg.tasks[k - 1].name)
         shutil.copytree(union / stage / "adapter", part / "adapter")

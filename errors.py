@@ -23,6 +23,9 @@ DEBUG_ENV = "SEFE_DEBUG"
 USER_ERROR_EXIT = 2
 #: The exit code of a command that stopped with work left open (a server down, needs unanswered): rerun it.
 OPEN_EXIT = 4
+#: The exit code of a command that stopped because a file could not be written (disk full, quota): every
+#: answer already paid for is on disk; free the space the message names and rerun to resume.
+DISK_FULL_EXIT = 5
 #: The exit code of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 INTERRUPTED_EXIT = 130
 #: What the CLI prints after an interrupt that carries no message of its own.
@@ -59,6 +62,14 @@ class Unreachable(UnavailableError):
 
     exit_code = OPEN_EXIT
     hint = "Is it running? Rerun this command once it is up."
+
+
+class DiskFull(SefeError, OSError):
+    """A file the command must write cannot be written (no space left, quota exceeded): the message names the
+    folder, the stage or file, and the free space needed."""
+
+    exit_code = DISK_FULL_EXIT
+    hint = "Free the space and rerun the same command to resume."
 
 
 def one_line(exc: BaseException) -> str:

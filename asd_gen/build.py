@@ -42,6 +42,7 @@ from sefe.coin.records import TrainRecord, dump_json, load_train, save_train
 from sefe.coin.root_tasks import find_task, root_tasks
 from sefe.coin.tasks import TaskSpec, coin_tasks
 from sefe.errors import INTERRUPTED_EXIT, OPEN_EXIT, UnavailableError
+from sefe.lock import folder_lock
 
 ENGINE_HINT = (
     "Use `--distractors pool` to draw yes/no and MCQ distractors from the task's own answers (no model); "
@@ -454,13 +455,12 @@ _COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
 
 
 def _generate(
-    opts: BuildOptions, works: list[TaskWork], generator: Generator | None
+    opts: BuildOptions, works: list[TaskWork], engine: Generator | None
 ) -> GenerationOutcome | None:
     """Ask the engine for every Need of the largest X (one run serves every X); None when no Need."""
     needs = all_needs(works)
-    if not needs:
+    if not needs or engine is None:
         return None
-    engine = generator or load_engine(opts, works)
     return engine.fulfil(needs, str(opts.out))
 
 
@@ -500,12 +500,22 @@ def build(
 
     A task whose selected records still have open needs (nobody answered them) gets no file unless
     `allow_partial`; the result's status says so. `generator` defaults to `sefe.asd_gen.engine.Engine`;
-    any object with the `Generator` protocol works.
+    any object with the `Generator` protocol works. Once the inputs are read and the engine is at hand,
+    the output folder is locked (`sefe.lock`): a second build into it refuses instead of paying for every
+    request again.
     """
     console = console or Console(stderr=True)
     with Progress(*_COLUMNS, console=console, transient=True) as progress:
         works = prepare(opts, progress)
-    outcome = _generate(opts, works, generator)
+    engine = generator or (load_engine(opts, works) if all_needs(works) else None)
+    with folder_lock(opts.out, "sefe asd build"):
+        return _build(opts, console, works, engine)
+
+
+def _build(
+    opts: BuildOptions, console: Console, works: list[TaskWork], engine: Generator | None
+) -> BuildResult:
+    outcome = _generate(opts, works, engine)
     if outcome is not None and outcome.report.pending_batch_files:
         return BuildResult(
             status="pending",

@@ -18,7 +18,7 @@ class BuildOptions(BaseModel):
 
     data_root: Path = Field(default_factory=coin_mini_root)
     out: Path = Path("out/coin-asd")
-    tasks: list[str] | None = None  # None: every registered task whose train.json exists under data_root
+    tasks: list[str] | None = None  # None: the root's tasks.json tasks (else CoIN's) that have a train.json
     xs: list[float] = Field(default_factory=lambda: [20.0])
     seed: int = 0
     distractors: DistractorMode = "model"

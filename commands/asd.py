@@ -37,7 +37,10 @@ def asd_build_cmd(
     data_root: Path | None = typer.Option(None, help="CoIN data root (default: bundled coin-mini)."),
     out: Path = typer.Option(default(BuildOptions, "out"), help="Output root (<out>/annotations/<Task>/)."),
     tasks: list[str] | None = typer.Option(
-        None, "--tasks", metavar="TASK", help="Tasks (repeat or comma list)."
+        None,
+        "--tasks",
+        metavar="TASK",
+        help="Tasks (repeat or comma list; default: those the root's tasks.json declares, else CoIN's).",
     ),
     task_file: list[Path] | None = typer.Option(
         None, "--task-file", metavar="FILE", help="YAML task declaration (repeat)."

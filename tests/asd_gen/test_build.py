@@ -192,3 +192,22 @@ def test_same_bytes_across_processes_and_hash_seeds(tmp_path: Path) -> None:
             assert ma == mb
         else:
             assert pa.read_bytes() == pb.read_bytes()
+
+
+def test_a_root_that_declares_its_tasks_builds_them_by_default(data_root: Path) -> None:
+    """No --tasks and a tasks.json: the root's own tasks (with a train file), found without registration."""
+    from sefe.asd_gen.build import resolve_tasks
+    from tests.helpers.root_tasks import declare
+
+    shape = {"name": "Shape", "style": "short", "scorer": "ImageNet", "asd": {"candidates": "classes"}}
+    declare(data_root, {**shape, "name": "ImageNet2"}, {**shape, "name": "Absent"})
+    (data_root / "annotations" / "ImageNet2").mkdir()
+    (data_root / "annotations" / "ImageNet" / "train.json").rename(
+        data_root / "annotations/ImageNet2/train.json"
+    )
+    chosen = resolve_tasks(BuildOptions(data_root=data_root))
+    assert [(spec.name, spec.candidates, spec.scorer) for spec, _ in chosen] == [
+        ("ImageNet2", "classes", "ImageNet")
+    ]
+    with pytest.raises(BuildError, match=r"no <Task>/train\.json of any declared task"):
+        resolve_tasks(BuildOptions(data_root=declare(data_root, {**shape, "name": "Absent"})))

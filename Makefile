@@ -21,9 +21,10 @@ relink: $(STAMP)
 	@if cmp -s $(FILES_STAMP).new $(FILES_STAMP); then rm $(FILES_STAMP).new; else \
 	  $(BIN)/pip install -q --no-deps -e . --config-settings editable_mode=strict && mv $(FILES_STAMP).new $(FILES_STAMP); fi
 
-# The real LLaMA-2 / Vicuna vocabulary for the tokenisation parity tests: the GGUF files are extracted from
-# the llama-cpp-python sdist on PyPI (the 76 MB archive is deleted) into $$SEFE_CACHE/vocab or
-# ~/.cache/sefe/vocab, and tokenizer.model is rebuilt from them. Idempotent: nothing is fetched twice.
+# The real LLaMA-2 / Vicuna and Qwen2 vocabularies for the tokenisation tests: the GGUF files are extracted
+# from the llama-cpp-python sdist on PyPI (the 76 MB archive is deleted) into $$SEFE_CACHE/vocab or
+# ~/.cache/sefe/vocab; tokenizer.model and qwen2-tokenizer/ are built from them. Idempotent: nothing is
+# fetched twice.
 vocab: relink
 	$(BIN)/python -m sefe.models.vocab fetch
 

@@ -216,7 +216,7 @@ def test_extract_takes_only_the_vocabulary_files(model_file: Path, tmp_path: Pat
 
     archive = tmp_path / "llama_cpp_python-0.0.0.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        for name in (*vocab.MEMBER_SUFFIXES, "ggml-vocab-qwen2.gguf", "README.md"):
+        for name in (*vocab.MEMBER_SUFFIXES, "ggml-vocab-gpt-2.gguf", "README.md"):
             data = (VOCAB_DIR / name).read_bytes() if name in vocab.MEMBER_SUFFIXES else b"other"
             info = tarfile.TarInfo(f"llama_cpp_python-0.0.0/vendor/llama.cpp/models/{name}")
             info.size = len(data)

@@ -141,7 +141,7 @@ class LlavaFamily:
     def encode(
         self, processor: Any, turns: Sequence[Turn], image: Any | None, max_length: int, where: str = "record"
     ) -> Encoded:
-        from sefe.models.llava import image_token_count
+        from sefe.models.tokenization import image_token_count
         from sefe.models.tokenization import tokenize_record
 
         count = image_token_count(processor) if image is not None else 0

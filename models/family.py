@@ -141,8 +141,7 @@ class LlavaFamily:
     def encode(
         self, processor: Any, turns: Sequence[Turn], image: Any | None, max_length: int, where: str = "record"
     ) -> Encoded:
-        from sefe.models.tokenization import image_token_count
-        from sefe.models.tokenization import tokenize_record
+        from sefe.models.tokenization import image_token_count, tokenize_record
 
         count = image_token_count(processor) if image is not None else 0
         ids, labels = tokenize_record(

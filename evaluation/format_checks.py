@@ -6,7 +6,10 @@ scorer of its task could accept because of its *form*, whatever its content. One
 
 - `letter`: one option letter, optionally bracketed or with a period: `B`, `(B)`, `B.`
 - `yesno`: `Yes` or `No`, any case, optional final period
-- `short`: one line of 1..`SHORT_MAX_WORDS` words, one sentence at most; not a lone option letter, not a box
+- `short`: one line of 1..`SHORT_MAX_WORDS` words, one sentence at most, with a letter or digit in it; not a
+  lone option letter (`B`, `(B)`, `B)`), not a box nor a fragment of one (`[0.3`, `[0.69, 0.`: any bracket),
+  not lone punctuation; a bare `Yes` / `No` only where the task's answers include one (VQAv2's do, a colour
+  task's do not: `answer_pools.answers_include_yes_no`)
 - `box`: four numbers in square brackets, optional final period: `[0.1, 0.2, 0.5, 0.6]`
 - `explained`: an answer (phrase, letter or box) first, then at least `EXPLANATION_MIN_WORDS` more words
 
@@ -26,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sefe.coin.root_tasks import find_task
 from sefe.coin.tasks import ANSWER_STYLES, AnswerStyle, TaskError
+from sefe.evaluation.answer_pools import answers_include_yes_no
 
 FormatStyle = AnswerStyle  # the task facts name the styles; this module checks them
 FORMAT_STYLES: tuple[FormatStyle, ...] = ANSWER_STYLES
@@ -36,6 +40,9 @@ _NUM = r"-?(?:\d+(?:\.\d*)?|\.\d+)"
 _BOX = re.compile(rf"^\[\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*\]\.?$")
 _BOX_HEAD = re.compile(rf"^\[\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*\]")
 _LETTER = re.compile(r"^\(?([A-Z])\)?\.?$")
+_OPTION_LETTER = re.compile(r"^\(?[A-Z][).:]?$")  # an option letter in any of its usual wrappings
+_BRACKETS = re.compile(r"[\[\]]")
+_ALNUM = re.compile(r"[^\W_]")
 _YESNO = re.compile(r"^(yes|no)[.!]?$", re.IGNORECASE)
 _SENTENCE_BREAK = re.compile(r"[.!?;:](?:\s+|$)|\n")
 _ANSWER_BREAK = re.compile(r"[.!?;:,](?:\s+|$)|\n")  # where an answer ends and its explanation begins
@@ -97,9 +104,12 @@ def _words(text: str) -> list[str]:
     return text.split()
 
 
-def is_short(text: str, max_words: int = SHORT_MAX_WORDS) -> bool:
+def is_short(text: str, max_words: int = SHORT_MAX_WORDS, yes_no: bool = True) -> bool:
+    """A short phrase; `yes_no=False` for a task whose answers include no bare Yes / No."""
     t = text.strip()
-    if not t or "\n" in t or is_box(t) or is_letter(t):
+    if not t or "\n" in t or _BRACKETS.search(t) or _OPTION_LETTER.match(t) or not _ALNUM.search(t):
+        return False
+    if not yes_no and is_yesno(t):
         return False
     if not 1 <= len(_words(t)) <= max_words:
         return False
@@ -186,10 +196,12 @@ def format_errors(
     examples: list[dict[str, str]] = []
     errors = 0
     default = task_style(task, root) or "short"
+    yes_no = answers_include_yes_no(task, root)
     for q, a in zip(questions, answers, strict=True):
         style = style_from_instruction(q) or default
         expected[style] += 1
-        if not in_style(style, a):
+        ok = is_short(a, yes_no=yes_no) if style == "short" else in_style(style, a)
+        if not ok:
             errors += 1
             taken[detect_style(a) or "other"] += 1
             if len(examples) < max_examples:

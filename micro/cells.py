@@ -2,13 +2,16 @@
 
 Why: accuracy, format errors and the probe say how well; they do not say *what* the model answered. A cell
 where one answer is repeated for every item scores that label's test share, which reads as learning unless the
-share of the most frequent prediction is shown beside it (`top_share`, percent of items).
+share of the most frequent prediction is shown beside it (`top_share`, percent of items). With the data
+root, the answers are also checked against the tasks' answer pools (`sefe.evaluation.answer_pools`): the
+out-of-pool rate and the share taken from each other task's pool.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -38,16 +41,47 @@ def top_share(answers: list[str]) -> float | None:
     return round(100.0 * n / len(answers), 2)
 
 
-def cell_matrix(run: Path, tasks: list[str], stat: str = "top_share") -> list[list[float | None]]:
-    """Lower-triangular matrix of a per-cell statistic (rows: after stage k; columns: task i <= k)."""
-    fn = {"top_share": top_share}[stat]
-    rows: list[list[float | None]] = []
+def cell_matrix(run: Path, tasks: list[str]) -> list[list[float | None]]:
+    """Lower-triangular matrix of the most frequent answer's share (rows: after stage k; columns: i <= k)."""
+    return cell_stats(run, tasks)["top_share"]
+
+
+def cell_stats(run: Path, tasks: list[str], root: Path | None = None) -> dict[str, Any]:
+    """Per cell: `top_share`; with the data `root`, also `out_of_pool` (percent of answers in none of the
+    task's own pool) and `from_pool` ("k,i" -> {task j: percent of answers from j's pool, not i's})."""
+    from sefe.evaluation.answer_pools import from_pools, out_of_pool_rate, read_pool
+
+    pools = {t: p for t in tasks if root is not None and (p := read_pool(root, t)) is not None}
+    top: list[list[float | None]] = []
+    oop: list[list[float | None]] = []
+    taken: dict[str, dict[str, float]] = {}
     for k in range(len(tasks)):
-        row = []
+        top_row: list[float | None] = []
+        oop_row: list[float | None] = []
         for i in range(k + 1):
             answers = stage_predictions(run, tasks, k, i)
-            row.append(None if answers is None else fn(answers))
-        if all(v is None for v in row):
+            top_row.append(None if answers is None else top_share(answers))
+            pool = pools.get(tasks[i])
+            oop_row.append(None if answers is None or pool is None else out_of_pool_rate(answers, pool))
+            if answers is not None and tasks[i] in pools:
+                taken[f"{k},{i}"] = from_pools(answers, tasks[i], pools)
+        if all(v is None for v in top_row):
             break
-        rows.append(row)
-    return rows
+        top.append(top_row)
+        oop.append(oop_row)
+    return {"top_share": top, "out_of_pool": oop, "from_pool": taken}
+
+
+def later_from_pool(taken: dict[str, dict[str, float]], tasks: list[str]) -> list[list[float | None]]:
+    """Rows: task i asked; columns: task j's pool; value: the mean over later stages k > i of the percent of
+    i's answers taken from j's pool (superficial forgetting by content: `triangle` for a colour)."""
+    sums: dict[tuple[int, str], list[float]] = {}
+    for key, cell in taken.items():
+        k, i = (int(x) for x in key.split(","))
+        if k > i:
+            for tj, share in cell.items():
+                sums.setdefault((i, tj), []).append(share)
+    return [
+        [round(sum(v) / len(v), 2) if (v := sums.get((i, tj))) else None for tj in tasks]
+        for i in range(len(tasks))
+    ]

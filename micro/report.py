@@ -27,9 +27,9 @@ from sefe.atomic import atomic_write_bytes
 from sefe.evaluation.metrics import AccuracyMatrix
 from sefe.evaluation.result_files import ACCURACY_FILE, FORMAT_FILE, KNOWLEDGE_FILE
 from sefe.micro.baselines import baselines
-from sefe.micro.cells import cell_matrix
+from sefe.micro.cells import cell_stats, later_from_pool
 
-METRICS = ("MFT", "MFN", "MAA", "BWT", "FE_own", "FE_later", "K_own", "K_final", "K_BWT")
+METRICS = ("MFT", "MFN", "MAA", "BWT", "FE_own", "FE_later", "OOP_later", "K_own", "K_final", "K_BWT")
 SEFE = ("reglora", "asd")
 
 
@@ -37,6 +37,7 @@ KIND_TITLES = (
     ("accuracy", "Accuracy"),
     ("format_errors", "Format errors"),
     ("knowledge", "Knowledge probe"),
+    ("out_of_pool", "Out of pool (answers that are none of the task's answers)"),
     ("top_share", "Most frequent answer (share of items; 100 = one constant answer)"),
 )
 
@@ -106,6 +107,26 @@ def _mean_rows(ms: Sequence[list[list[float | None]]]) -> list[list[float | None
         row: list[float | None] = []
         for i in range(k + 1):
             vals = [v for m in ms if k < len(m) and i < len(m[k]) and (v := m[k][i]) is not None]
+            row.append(sum(vals) / len(vals) if vals else None)
+        out.append(row)
+    return out
+
+
+def _later_mean(rows: list[list[float | None]]) -> float | None:
+    """Mean over the cells k > i (earlier tasks after later stages) of a lower-triangular matrix."""
+    return _mean([v for k, row in enumerate(rows) for i, v in enumerate(row) if i < k and v is not None])
+
+
+def _mean_full(ms: Sequence[list[list[float | None]]]) -> list[list[float | None]]:
+    """Cell-wise mean of square matrices (None where no matrix has the cell)."""
+    if not ms:
+        return []
+    n = len(ms[0])
+    out: list[list[float | None]] = []
+    for i in range(n):
+        row: list[float | None] = []
+        for j in range(n):
+            vals = [v for m in ms if (v := m[i][j]) is not None]
             row.append(sum(vals) / len(vals) if vals else None)
         out.append(row)
     return out
@@ -343,7 +364,7 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
             name = opts.run_name(method, data, seed)
             m = load_run(out / "runs" / name)
             if m["accuracy"] is not None:
-                top = cell_matrix(out / "runs" / name, tasks)
+                cells = cell_stats(out / "runs" / name, tasks, out / "data")
                 runs.append(
                     {
                         "name": name,
@@ -351,12 +372,17 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
                         "data": data,
                         "seed": seed,
                         "seconds": timings.get(name),
-                        "metrics": run_metrics(m["accuracy"], m["format_errors"], m["knowledge"]),
+                        "metrics": {
+                            **run_metrics(m["accuracy"], m["format_errors"], m["knowledge"]),
+                            "OOP_later": _later_mean(cells["out_of_pool"]),
+                        },
                         **{
                             k: (v.model_dump(mode="json", exclude={"details"}) if v else None)
                             for k, v in m.items()
                         },
-                        "top_share": {"tasks": tasks, "rows": top},
+                        "top_share": {"tasks": tasks, "rows": cells["top_share"]},
+                        "out_of_pool": {"tasks": tasks, "rows": cells["out_of_pool"]},
+                        "from_pool": cells["from_pool"],
                     }
                 )
     for method, data in opts.combos():
@@ -366,7 +392,9 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
                 kind: _mean_matrix([AccuracyMatrix.model_validate(r[kind]) for r in mine if r[kind]])
                 for kind in ("accuracy", "format_errors", "knowledge")
             }
-            mats["top_share"] = _mean_rows([r["top_share"]["rows"] for r in mine])
+            for kind in ("top_share", "out_of_pool"):
+                mats[kind] = _mean_rows([r[kind]["rows"] for r in mine])
+            mats["from_pool_later"] = _mean_full([later_from_pool(r["from_pool"], tasks) for r in mine])
             groups[f"{method}/{data}"] = {
                 "method": method,
                 "data": data,
@@ -401,7 +429,7 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
 
 
 def headline_table(report: dict[str, Any]) -> list[str]:
-    cols = ("MFT", "MFN", "MAA", "BWT", "FE_later", "K_final", "K_BWT")
+    cols = ("MFT", "MFN", "MAA", "BWT", "FE_later", "OOP_later", "K_final", "K_BWT")
     lines = ["| method | data | seeds | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 3)]
     for g in report["groups"].values():
         label = "**SEFE** (reglora)" if (g["method"], g["data"]) == SEFE else g["method"]
@@ -456,7 +484,8 @@ def render(report: dict[str, Any], tasks: list[str]) -> str:
         *headline_table(report),
         "",
         "MFT/MFN/MAA/BWT: accuracy (%). FE_later: format errors on earlier tasks after later stages (%, "
-        "superficial forgetting). K_final: knowledge probe on the last row (%); K_BWT: its backward transfer "
+        "superficial forgetting by form); OOP_later: their answers in none of the task's answers (%, by "
+        "content). K_final: knowledge probe on the last row (%); K_BWT: its backward transfer "
         "(points; negative = essential forgetting). Definitions: `sefe/micro/report.py`, docs/FORGETTING.md.",
         "",
         "## Findings",
@@ -474,6 +503,20 @@ def render(report: dict[str, Any], tasks: list[str]) -> str:
             rows = stats["mean_matrices"].get(kind)
             if rows:
                 lines += [f"{title} (%):", "", *_matrix_md(tasks, rows), ""]
+        taken = stats["mean_matrices"].get("from_pool_later")
+        if taken and any(v is not None for row in taken for v in row):
+            lines += [
+                "Answered from another task's pool (%, rows: task asked, columns: whose answer it gave; mean "
+                "over the stages after the asked task's own):",
+                "",
+                "| asked | " + " | ".join(tasks) + " |",
+                "|---|" + "---|" * len(tasks),
+                *(
+                    f"| {t} | " + " | ".join(_fmt(v) for v in row) + " |"
+                    for t, row in zip(tasks, taken, strict=True)
+                ),
+                "",
+            ]
     lines += [
         "## Runs",
         "",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 
-from sefe.micro.cells import cell_matrix, top_share
+from sefe.micro.cells import cell_matrix, cell_stats, later_from_pool, top_share
 
 
 def _write(run: Path, stage: str, task: str, answers: list[str]) -> None:
@@ -29,3 +29,27 @@ def test_cell_matrix_shows_a_collapse_to_one_constant(tmp_path: Path) -> None:
     _write(run, "2_Shape", "Shape", ["star", "circle", "star", "square"])
     rows = cell_matrix(run, ["Colour", "Shape", "Word"])
     assert rows == [[50.0], [100.0, 50.0]]  # stage 3 never ran: no row
+
+
+def test_cell_stats_out_of_pool_and_answers_from_later_tasks_pools(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for task, answers in (("Colour", ["red", "blue"]), ("Shape", ["triangle", "star"]), ("Word", ["box"])):
+        folder = root / "annotations" / task
+        folder.mkdir(parents=True)
+        (folder / "distractors.json").write_bytes(orjson.dumps({"task": task, "answers": answers}))
+    run = tmp_path / "run"
+    tasks = ["Colour", "Shape", "Word"]
+    _write(run, "1_Colour", "Colour", ["red", "blue", "red", "blue"])
+    _write(run, "2_Shape", "Colour", ["triangle", "triangle", "triangle", "red"])
+    _write(run, "2_Shape", "Shape", ["star"] * 4)
+    _write(run, "3_Word", "Colour", ["box", "box", "[0.3", "[0.3"])
+    _write(run, "3_Word", "Shape", ["box"] * 4)
+    _write(run, "3_Word", "Word", ["box"] * 4)
+    stats = cell_stats(run, tasks, root)
+    assert stats["out_of_pool"] == [[0.0], [75.0, 0.0], [100.0, 100.0, 0.0]]
+    assert stats["from_pool"]["1,0"] == {"Shape": 75.0, "Word": 0.0}
+    assert stats["from_pool"]["2,0"] == {"Shape": 0.0, "Word": 50.0}
+    later = later_from_pool(stats["from_pool"], tasks)
+    # Colour asked after Shape and after Word: 75 % then 0 % Shape words, 0 % then 50 % Word words
+    assert later[0] == [None, 37.5, 25.0]
+    assert later[1] == [0.0, None, 100.0] and later[2] == [None, None, None]

@@ -40,13 +40,16 @@ def test_micro_run_two_tasks_one_seed_and_resume(tmp_path: Path, monkeypatch: py
     for run in report["runs"]:  # the share of the most frequent answer, per cell
         top = run["top_share"]["rows"]
         assert len(top) == 2 and all(100 / 6 - 0.01 <= v <= 100 for row in top for v in row)
+        oop = run["out_of_pool"]["rows"]  # answers in none of the task's own answers
+        assert len(oop) == 2 and all(0 <= v <= 100 for row in oop for v in row)
+        assert set(run["from_pool"]["1,0"]) == {"Count"} and run["metrics"]["OOP_later"] == oop[1][0]
     assert all(len(row) == 2 for row in report["ceiling"]["learned"].values())
     questions = [f["question"][:2] for f in report["findings"]]
     assert {"1.", "2.", "3.", "4."} <= set(questions)
     md = (out / "report.md").read_text()
     assert "## Findings" in md and "## Ceiling" in md
     assert "Format errors (%)" in md and "Knowledge probe (%)" in md and "Most frequent answer" in md
-    assert "majority class" in md
+    assert "majority class" in md and "Out of pool" in md
     for png in ("accuracy.png", "format_errors.png", "knowledge.png", "metrics.png"):
         assert (out / png).stat().st_size > 1000
     assert (out / "asd" / "annotations" / "Count" / "train_x20.json").is_file()

@@ -5,8 +5,8 @@ LoTA in three phases: (1) calibrate: fine-tune all target weights for a few step
 vector τ = W_calibrated - W_before, keep the top-k % of |τ| as the mask; (3) restore W_before and train only
 the masked entries. The continual form (LoTTO) excludes from a task's mask every entry an earlier task's mask
 used, so the tasks' updates are disjoint. Reference (kiddyboots216/lottery-ticket-adaptation,
-rlaif/save_mask.py): one global magnitude threshold over all attention and MLP weights; its scripts use
-sparsity 0.9 (keep 10 %).
+rlaif/save_mask.py): one global magnitude threshold over all attention and MLP weights; its LoTTO example
+(rlaif/scripts/continual_learning.sh) uses sparsity 99 (keep 1 %).
 
 The global top-k is found by an exact radix select over the fp32 bit patterns (non-negative floats order like
 their int32 bits): two counting passes with 2^15 and 2^16 bins and no concatenation of all magnitudes (26 GB

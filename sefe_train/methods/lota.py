@@ -1,9 +1,10 @@
 """`lota`: Lottery Ticket Adaptation (Panda et al., 2024) in its continual form LoTTO: sparse task updates.
 
-Per task: (1) calibrate: fine-tune the language model's linears (and the projector) for `calibration_steps`;
-(2) the task vector τ = W_calibrated - W_before gives the mask, the top `keep_percent` % of |τ| (one global
-threshold, as the reference), never an entry an earlier task's mask holds; (3) restore W_before and train the
-task with gradients zeroed outside the mask (sefe_train/methods/_sparse_mask.py). Nothing is merged: the
+Per task: (1) calibrate: fine-tune the language model's linears (and the projector) for `calibration_steps`,
+the earlier tasks' masked entries frozen (LoTTO, as the reference); (2) the task vector τ = W_calibrated -
+W_before, in fp32 (DeepSpeed's fp32 masters under bf16), gives the mask, the top `keep_percent` % of |τ| (one
+global threshold, as the reference), never an entry an earlier task's mask holds; (3) restore W_before and
+train the task with gradients zeroed outside the mask (sefe_train/methods/_sparse_mask.py). Nothing is merged: the
 sparsely trained model is the next task's base, and the masks' union is kept to exclude its entries later.
 
 Stage files: `lota_mask.safetensors` (this task's mask, written once calibration ends, so a resumed stage
@@ -32,11 +33,12 @@ PROJECTOR_KEY = "multi_modal_projector"
 
 class LoTAOptions(MethodOptions):
     keep_percent: float = Field(
-        10.0,
+        1.0,
         gt=0,
         le=100,
-        description="Percent of the target weights in a task's mask. Default 10: the LoTA reference scripts' "
-        "sparsity 0.9 (kiddyboots216/lottery-ticket-adaptation, rlaif/scripts/continual_learning.sh).",
+        description="Percent of the target weights in a task's mask. Default 1: the reference's LoTTO "
+        "example (kiddyboots216/lottery-ticket-adaptation, rlaif/scripts/continual_learning.sh: "
+        "`sparsities=\"99\"`, 'we can fit both these tasks with 1% sparsity each without forgetting').",
     )
     calibration_steps: int = Field(
         100,
@@ -57,9 +59,34 @@ class LoTAOptions(MethodOptions):
     )
     exclude_earlier: bool = Field(
         True,
-        description="LoTTO: a task's mask excludes every entry of the earlier tasks' masks (the paper's "
-        "sequential form). False: plain LoTA per task (masks may overlap).",
+        description="LoTTO: the earlier tasks' masked entries stay frozen during calibration and are never "
+        "in a later task's mask (the reference calibrates task 2 with task 1's mask flipped). False: plain "
+        "LoTA per task (calibration moves every weight, masks may overlap).",
     )
+
+
+def adopt_fp32_masters(trainer: Any, params: dict[str, Any]) -> None:
+    """Give every trained weight its fp32 value, so that τ = W_calibrated - W_before is taken in fp32.
+
+    Without DeepSpeed the trained weights are fp32 already (bf16 is autocast). DeepSpeed's bf16 mode trains
+    bf16 copies and keeps the fp32 masters in its optimizer: τ from the bf16 copies rounds most small
+    updates away (ties at the threshold, a different mask), so each weight takes its master's value before
+    the optimizer is freed. A collective under ZeRO: every rank calls it, in the same order.
+    """
+    import torch
+
+    if not getattr(trainer, "is_deepspeed_enabled", False):
+        low = sorted(n for n, p in params.items() if p.dtype != torch.float32)
+        if low:
+            raise RuntimeError(f"LoTA: trained weights {low[:3]} are not fp32; the task vector needs fp32")
+        return
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    for name, p in params.items():
+        master = safe_get_full_fp32_param(p)
+        if master is None:
+            raise RuntimeError(f"LoTA: DeepSpeed holds no fp32 master of {name}; cannot compute τ in fp32")
+        p.data = master.detach().to(p.device, torch.float32).reshape(p.shape)
 
 
 def target_weights(model: Any, target_regex: str) -> dict[str, Any]:
@@ -151,6 +178,15 @@ class LoTA(ContinualMethod[LoTAOptions]):
         path = self.earlier_stage_file(ctx, UNION_FILE)
         return KeyStore.empty() if path is None else KeyStore.load(path)
 
+    def _earlier_masks(self, ctx: StageContext) -> dict[str, Any] | None:
+        """Union of the earlier tasks' masks per module (bool tensors), None when nothing is excluded."""
+        import torch
+
+        union = self._earlier_union(ctx)
+        if not self.opts.exclude_earlier or union.is_empty:
+            return None
+        return {n: torch.from_numpy(union.mask(n).copy()) for n in union.module_names}
+
     def _calibrate(
         self, ctx: StageContext, model: Any, weights: dict[str, Any], trained: dict[str, Any], snapshot: Any
     ) -> dict[str, Any]:
@@ -159,7 +195,7 @@ class LoTA(ContinualMethod[LoTAOptions]):
 
         from sefe.models.dataset import DataCollator, LlavaDataset
         from sefe.sefe_train.distributed import free_memory, is_main_process
-        from sefe.sefe_train.methods._sparse_mask import lottery_masks
+        from sefe.sefe_train.methods._sparse_mask import GradientMask, lottery_masks
         from sefe.sefe_train.reglora.keys import KeyStore
         from sefe.sefe_train.trainer import build_trainer
 
@@ -191,22 +227,32 @@ class LoTA(ContinualMethod[LoTAOptions]):
         from transformers.trainer_utils import SaveStrategy
 
         trainer.args.save_strategy = SaveStrategy.NO  # no checkpoint: a killed calibration just reruns
-        trainer.train()
+        exclude = self._earlier_masks(ctx)
+        # LoTTO calibrates with the earlier tasks' entries frozen (the reference trains task 2's calibration
+        # with task 1's mask flipped): their τ is 0, and the free entries move as they will in phase 3
+        frozen = None
+        if exclude is not None:
+            free = {
+                n: ~exclude[n] if n in exclude else torch.ones(w.shape, dtype=torch.bool)
+                for n, w in weights.items()
+            }
+            frozen = GradientMask(weights, free)
+        try:
+            trainer.train()
+            adopt_fp32_masters(trainer, trained)  # before the optimizer (DeepSpeed's masters) is freed
+        finally:
+            if frozen is not None:
+                frozen.remove()
         del trainer
         free_memory()
         shutil.rmtree(ctx.part / CALIBRATION_DIR, ignore_errors=True)
-        by_module = {n: w for n, w in weights.items()}
         param_name = {id(p): n for n, p in trained.items()}
 
         def task_vector():  # one matrix at a time: W_calibrated - W_before, in fp32 on the weight's device
-            for n, w in by_module.items():
+            for n, w in weights.items():
                 before = snapshot[param_name[id(w)]].to(w.device, torch.float32)
-                yield n, w.detach() - before
+                yield n, w.detach().float() - before
 
-        exclude = None
-        union = self._earlier_union(ctx)
-        if o.exclude_earlier and not union.is_empty:
-            exclude = {n: torch.from_numpy(union.mask(n).copy()) for n in union.module_names}
         masks = lottery_masks(task_vector, o.keep_percent, exclude=exclude, scope=o.scope)
         with torch.no_grad():  # phase 3 starts from the weights before calibration
             for n, p in trained.items():

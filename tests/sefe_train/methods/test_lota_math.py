@@ -159,3 +159,27 @@ def test_gradient_mask_follows_the_gradients_device_and_dtype() -> None:
     g = hooks.apply("w", torch.ones(2, 3, device="meta", dtype=torch.bfloat16))
     assert g.device.type == "meta" and g.dtype == torch.bfloat16
     assert hooks.masks["w"].device.type == "meta"  # moved once, kept for the next steps
+
+
+def test_calibrated_weights_take_deepspeeds_fp32_masters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under DeepSpeed bf16 the trained weights are bf16 copies; τ must come from the fp32 masters."""
+    import sys
+    import types
+    from types import SimpleNamespace
+
+    from sefe.sefe_train.methods.lota import adopt_fp32_masters
+
+    master = torch.tensor([[1.0 + 2.0**-12, 1.0]])  # the update 2^-12 is below bf16's resolution at 1.0
+    p = torch.nn.Parameter(master.to(torch.bfloat16))
+    assert float(p[0, 0]) == 1.0
+    utils = types.ModuleType("deepspeed.utils")
+    utils.safe_get_full_fp32_param = lambda param: master.clone() if param is p else None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "deepspeed", types.ModuleType("deepspeed"))
+    monkeypatch.setitem(sys.modules, "deepspeed.utils", utils)
+    adopt_fp32_masters(SimpleNamespace(is_deepspeed_enabled=True), {"w": p})
+    assert p.dtype == torch.float32 and torch.equal(p.detach(), master)
+    other = torch.nn.Parameter(torch.zeros(1, dtype=torch.bfloat16))
+    with pytest.raises(RuntimeError, match="no fp32 master"):
+        adopt_fp32_masters(SimpleNamespace(is_deepspeed_enabled=True), {"v": other})
+    with pytest.raises(RuntimeError, match="not fp32"):
+        adopt_fp32_masters(SimpleNamespace(is_deepspeed_enabled=False), {"v": other})

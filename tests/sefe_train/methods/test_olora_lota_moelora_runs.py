@@ -49,15 +49,54 @@ class Steps(TrainerCallback):
 
 
 @dataclass
+class CalibrationSpy:
+    """Wraps `build_trainer`: for every LoTA calibration Trainer, τ = W_after - W_before of the target weights
+    (fp32, in the method's module order), taken around its `train()`; other Trainers pass through."""
+
+    real: Any
+    taus: list[dict[str, torch.Tensor]] = field(default_factory=list)
+
+    def __call__(self, cfg: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
+        from sefe.sefe_train.methods.lota import CALIBRATION_DIR, target_weights
+
+        trainer = self.real(cfg, model, *args, **kwargs)
+        if Path(args[3]).name != CALIBRATION_DIR:
+            return trainer
+        weights = target_weights(model, cfg.lora.target_regex)
+        before = {n: w.detach().float().clone() for n, w in weights.items()}
+        train = trainer.train
+
+        def spied(*a: Any, **k: Any) -> Any:
+            out = train(*a, **k)
+            self.taus.append({n: w.detach().float() - before[n] for n, w in weights.items()})
+            return out
+
+        trainer.train = spied
+        return trainer
+
+
+@dataclass
 class Run:
     path: Path
     resumed: Steps
     before_resume: dict[str, bytes]  # stage-2 partial files that existed at the kill
+    calibrations: list[dict[str, torch.Tensor]] = field(default_factory=list)  # LoTA: τ of each calibration
 
 
 def _run(root: Path, method: str, extra: list[str]) -> Run:
+    import sefe.sefe_train.trainer as trainer_module
+
     out = root / method
     cfg = make_config(out, method, [*RESUME, *extra], tasks=TASKS)
+    spy = CalibrationSpy(trainer_module.build_trainer)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer_module, "build_trainer", spy)
+        run = _crash_and_resume(out, cfg, method)
+    run.calibrations = spy.taus
+    return run
+
+
+def _crash_and_resume(out: Path, cfg: Any, method: str) -> Run:
     with pytest.raises(Crash):
         ContinualRunner(cfg, callbacks=[Steps(crash_at=(2, 3))]).run()
     part = out / "2_TextVQA.partial"
@@ -147,7 +186,7 @@ def test_lota_trains_only_masked_entries_and_later_masks_are_disjoint(runs: dict
     assert len(names) == 14 and all(".language_model." in n for n in names)
     total = sum(m.size for m in masks[0].values())
     for m in masks:
-        assert sum(int(v.sum()) for v in m.values()) == n_keep(total, 10.0)  # keep 10 %, one global budget
+        assert sum(int(v.sum()) for v in m.values()) == n_keep(total, 1.0)  # keep 1 %, one global budget
     for n in names:
         assert not (masks[0][n] & masks[1][n]).any() and not (masks[2][n] & (masks[0][n] | masks[1][n])).any()
     union = keys_masks(r.path / "3_ImageNet" / "lota_masks.safetensors")
@@ -169,6 +208,33 @@ def test_lota_trains_only_masked_entries_and_later_masks_are_disjoint(runs: dict
         r.before_resume["lota_mask.safetensors"]
         == (r.path / "2_TextVQA" / "lota_mask.safetensors").read_bytes()
     )
+
+
+def test_lota_mask_is_the_top_k_of_its_own_calibration(runs: dict[str, Run]) -> None:
+    """Each stage's mask is exactly the top 1 % of |τ| of the calibration that stage ran (ties by module
+    order and index, earlier tasks' entries excluded), and calibration never moved an earlier task's entry.
+    Stage 2 was killed after calibrating: its resumed run reused the mask and did not calibrate again."""
+    from sefe.sefe_train.methods._sparse_mask import n_keep
+
+    r = runs["lota"]
+    stages = ["1_ScienceQA", "2_TextVQA", "3_ImageNet"]
+    assert len(r.calibrations) == 3
+    earlier: dict[str, np.ndarray] | None = None
+    for stage, tau in zip(stages, r.calibrations, strict=True):
+        mask = keys_masks(r.path / stage / "lota_mask.safetensors")
+        names = list(tau)  # the method's module order: ties go to the earlier module, then the lower index
+        assert sorted(names) == sorted(mask)
+        mag = np.concatenate([tau[n].abs().numpy().reshape(-1) for n in names])
+        if earlier is not None:
+            ex = np.concatenate([earlier[n].reshape(-1) for n in names])
+            assert not mag[ex].any(), f"{stage}: calibration moved entries of an earlier task's mask"
+            mag = np.where(ex, -1.0, mag)
+        chosen = np.argsort(-mag, kind="stable")[: n_keep(mag.size, 1.0)]
+        want = np.zeros(mag.size, dtype=bool)
+        want[chosen] = True
+        got = np.concatenate([mask[n].reshape(-1) for n in names])
+        assert int((got != want).sum()) == 0, f"{stage}: the mask is not the top-k of its calibration"
+        earlier = mask if earlier is None else {n: earlier[n] | mask[n] for n in names}
 
 
 def test_lota_refuses_weight_decay(tmp_path: Path) -> None:

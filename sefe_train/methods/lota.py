@@ -183,7 +183,7 @@ class LoTA(ContinualMethod[LoTAOptions]):
         import torch
 
         union = self._earlier_union(ctx)
-        if not self.opts.exclude_earlier or union.is_empty:
+        if not self.options.exclude_earlier or union.is_empty:
             return None
         return {n: torch.from_numpy(union.mask(n).copy()) for n in union.module_names}
 

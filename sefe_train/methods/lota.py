@@ -4,8 +4,9 @@ Per task: (1) calibrate: fine-tune the language model's linears (and the project
 the earlier tasks' masked entries frozen (LoTTO, as the reference); (2) the task vector τ = W_calibrated -
 W_before, in fp32 (DeepSpeed's fp32 masters under bf16), gives the mask, the top `keep_percent` % of |τ| (one
 global threshold, as the reference), never an entry an earlier task's mask holds; (3) restore W_before and
-train the task with gradients zeroed outside the mask (sefe_train/methods/_sparse_mask.py). Nothing is merged: the
-sparsely trained model is the next task's base, and the masks' union is kept to exclude its entries later.
+train the task with gradients zeroed outside the mask (sefe_train/methods/_sparse_mask.py). Nothing is
+merged: the sparsely trained model is the next task's base, and the masks' union is kept to exclude its
+entries later.
 
 Stage files: `lota_mask.safetensors` (this task's mask, written once calibration ends, so a resumed stage
 trains with the same mask without calibrating again) and `lota_masks.safetensors` (the union over tasks

@@ -24,6 +24,7 @@ from sefe.coin.images import image_path
 from sefe.coin.records import TestField, load_test
 from sefe.errors import InputError, MissingFile
 from sefe.jsonl_store import JsonlError, JsonlStore
+from sefe.lock import folder_lock
 from sefe.models.conversation import (
     ScienceQAInstruction,
     eval_question,
@@ -148,25 +149,27 @@ def run_inference(
 
     `model` is a merged HF folder or an in-memory (model, processor) pair (the runner passes its own).
     Returns the prediction file of each task. Rerunning resumes: answered question ids are skipped.
+    `out_dir` is locked (`sefe.lock`) while predictions are planned and written: a second process writing
+    the same prediction files refuses.
     """
     data_root, out_dir = Path(data_root), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if batch_size < 1:
         raise InputError("batch_size must be at least 1")
-    jobs = _plan(data_root, tasks, out_dir, limit)
-    paths = {task: predictions_path(out_dir, task) for task in tasks}
-    if not any(job.pending for job in jobs):
-        return paths
     if isinstance(model, tuple) and engine != "hf":
         raise InputError("an in-memory model runs on the hf engine; give a folder for --engine vllm")
-    mid = model_id or ("model" if isinstance(model, tuple) else Path(model).resolve().name)
-    generate, processor, restore = _generator(model, engine, max_new_tokens, dtype, device)
-    writer = _Writer(data_root, mid, scienceqa_instruction, _padding_fill(processor))
-    try:
-        _write_predictions(jobs, out_dir, writer, generate, batch_size, show_progress)
-    finally:
-        restore()
-    return paths
+    with folder_lock(out_dir, "sefe eval run"):
+        jobs = _plan(data_root, tasks, out_dir, limit)
+        paths = {task: predictions_path(out_dir, task) for task in tasks}
+        if not any(job.pending for job in jobs):
+            return paths
+        mid = model_id or ("model" if isinstance(model, tuple) else Path(model).resolve().name)
+        generate, processor, restore = _generator(model, engine, max_new_tokens, dtype, device)
+        writer = _Writer(data_root, mid, scienceqa_instruction, _padding_fill(processor))
+        try:
+            _write_predictions(jobs, out_dir, writer, generate, batch_size, show_progress)
+        finally:
+            restore()
+        return paths
 
 
 def _plan(data_root: Path, tasks: Sequence[str], out_dir: Path, limit: int | None) -> list[_Job]:

@@ -175,7 +175,15 @@ def _add_seconds(run: Path, seconds: float, stages: int) -> float:
 
 
 def run_micro(opts: MicroOptions, console: Console | None = None) -> Path:
-    """Run every combination (resuming), then write the report; returns DIR/report.md."""
+    """Run every combination (resuming), then write the report; returns DIR/report.md. DIR is locked
+    (`sefe.lock`) for the whole run: a second `sefe micro run` into it refuses."""
+    from sefe.lock import folder_lock
+
+    with folder_lock(opts.out, "sefe micro run"):
+        return _run_micro(opts, console)
+
+
+def _run_micro(opts: MicroOptions, console: Console | None) -> Path:
     import orjson
 
     from sefe.atomic import atomic_write_bytes

@@ -32,6 +32,7 @@ from sefe.sefe_train.config import ConfigError, RunConfig, TaskConfig, dump_conf
 from sefe.sefe_train.distributed import check_deepspeed, free_memory, is_main_process
 from sefe.sefe_train.methods.base import ContinualMethod, StageContext
 from sefe.sefe_train.progress import JsonlLogCallback, RichProgressCallback
+from sefe.sefe_train.safeguards import disk_full_as_error, resumable_checkpoint, run_folder_lock
 from sefe.sefe_train.trainer import build_trainer
 
 console = Console(stderr=True)
@@ -41,29 +42,6 @@ warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", 
 
 #: Parts of the config that define the experiment: changing them under an existing run folder is refused.
 _IDENTITY_KEYS = ("method", "method_options", "model", "lora", "reglora", "train_file", "data_root")
-
-
-# ---- checkpoints ---------------------------------------------------------------------------------------
-
-
-def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
-    """The newest Trainer checkpoint whose `trainer_state.json` (written last) is whole; newer ones that a
-    kill cut short are deleted, so the Trainer never resumes from (or rotates around) a partial folder."""
-    if not ckpt_dir.is_dir():
-        return None
-    found = []
-    for p in ckpt_dir.glob("checkpoint-*"):
-        if p.is_dir() and p.name.removeprefix("checkpoint-").isdigit():
-            found.append((int(p.name.removeprefix("checkpoint-")), p))
-    for _, path in sorted(found, reverse=True):
-        try:
-            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-            return str(path)
-        except (OSError, json.JSONDecodeError):
-            if is_main_process():
-                console.print(f"[yellow]discarding incomplete checkpoint {path}[/yellow]")
-                shutil.rmtree(path, ignore_errors=True)
-    return None
 
 
 # ---- the runner ----------------------------------------------------------------------------------
@@ -94,6 +72,10 @@ class ContinualRunner:
         return Path(self.cfg.output_dir)
 
     def run(self) -> L.RunState:
+        with run_folder_lock(self.run_dir), disk_full_as_error(self.run_dir):  # sefe_train/safeguards.py
+            return self._run()
+
+    def _run(self) -> L.RunState:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # our own rich bars; keep loading/saving quiet
@@ -314,7 +296,7 @@ class ContinualRunner:
 
     def fit(self, ctx: StageContext, trainer: Any) -> dict[str, float]:
         """Step 5: train, from the newest complete checkpoint if a kill interrupted this stage."""
-        last = last_complete_checkpoint(ctx.part / L.CHECKPOINTS_DIR)
+        last = resumable_checkpoint(ctx.part / L.CHECKPOINTS_DIR)
         if last:
             console.print(f"[yellow]resuming stage {ctx.k} from {last}[/yellow]")
         bar = RichProgressCallback(f"stage {ctx.k} {ctx.task.name}", console)

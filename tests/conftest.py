@@ -21,6 +21,9 @@ _REGISTRIES = (("sefe.coin.tasks", "_REGISTRY"), ("sefe.sefe_train.methods", "_R
 
 @pytest.fixture(autouse=True)
 def _reset_registries() -> Iterator[None]:
+    methods = sys.modules.get("sefe.sefe_train.methods")
+    if methods is not None:  # the built-in methods register lazily: snapshot them, never an empty registry
+        methods._discover()
     saved = {
         (mod, attr): dict(getattr(sys.modules[mod], attr))
         for mod, attr in _REGISTRIES

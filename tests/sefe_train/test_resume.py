@@ -123,14 +123,68 @@ def test_changed_experiment_is_refused(tmp_path: Path) -> None:
 
 
 def test_checkpoint_cut_short_by_a_kill_is_skipped(tmp_path: Path) -> None:
-    from sefe.sefe_train.runner import last_complete_checkpoint
+    from sefe.sefe_train.safeguards import resumable_checkpoint
 
     ck = tmp_path / "checkpoints"
-    assert last_complete_checkpoint(ck) is None
+    assert resumable_checkpoint(ck) is None
     (ck / "checkpoint-2").mkdir(parents=True)
     (ck / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
     (ck / "checkpoint-10").mkdir()
     (ck / "checkpoint-10" / "trainer_state.json").write_text('{"global_st')  # killed while writing
     (ck / "checkpoint-12").mkdir()  # killed before trainer_state.json
-    assert last_complete_checkpoint(ck) == str(ck / "checkpoint-2")
-    assert sorted(p.name for p in ck.iterdir()) == ["checkpoint-2"]
+    assert resumable_checkpoint(ck) == str(ck / "checkpoint-2")
+    names = ["broken-checkpoint-10", "broken-checkpoint-12", "checkpoint-2"]
+    assert sorted(p.name for p in ck.iterdir()) == names
+
+
+def _corrupt(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "cut" else data[:8] + b"{garbage" + data[16:])
+
+
+@pytest.mark.parametrize(
+    ("victim", "how"),
+    [("adapter_model.safetensors", "cut"), ("adapter_model.safetensors", "garbage"), ("optimizer.pt", "cut")],
+)
+def test_a_corrupt_newest_checkpoint_is_skipped_and_the_one_before_resumed(
+    tmp_path: Path, victim: str, how: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(Crash):
+        ContinualRunner(_config(run), callbacks=[CrashAfter(5)]).run()
+    ck = run / "1_ScienceQA.partial" / "checkpoints"
+    assert sorted(p.name for p in ck.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    _corrupt(ck / "checkpoint-4" / victim, how)
+
+    rec = Recorder()
+    ContinualRunner(_config(run), callbacks=[rec]).run()  # crashed on every rerun before
+    assert rec.begins[0]["global_step"] == 2 and rec.steps == [3, 4, 5]  # from the newest that loads
+    shown = " ".join(capsys.readouterr().err.split())
+    assert "skipping checkpoint" in shown and "checkpoint-4" in shown and victim in shown
+    assert [s["task"] for s in orjson.loads((run / "state.json").read_bytes())["done"]] == ["ScienceQA"]
+
+
+def test_a_full_disk_is_one_line_naming_the_stage_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC injected where the bytes are written: safetensors' own error, as a full disk raises it."""
+    import transformers.modeling_utils as mu
+    from safetensors import SafetensorError
+
+    from sefe.errors import DISK_FULL_EXIT, DiskFull, one_line
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise SafetensorError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on '
+            'device" })'
+        )
+
+    monkeypatch.setattr(mu, "safe_save_file", full)  # the merged model's weights
+    run = tmp_path / "run"
+    with pytest.raises(DiskFull) as ei:
+        ContinualRunner(_config(run)).run()
+    assert ei.value.exit_code == DISK_FULL_EXIT == 5
+    line = one_line(ei.value)
+    assert "stage 1 (ScienceQA)" in line and str(run / "1_ScienceQA.partial") in line
+    assert "no space left" in line and "MiB free" in line
+    assert (run / "1_ScienceQA.partial" / "adapter" / "adapter_model.safetensors").is_file()  # work kept

@@ -31,6 +31,20 @@ FORBIDDEN = (
     ("sefe.sefe_train.methods", "sefe.sefe_train.runner"),
     ("sefe.asd_gen", "sefe.evaluation"),
 )
+GROUND_FLOOR = tuple(f"sefe.{m}" for m in ("atomic", "jsonl_store", "errors", "redact", "progress"))
+# Floors, bottom up: a layer imports only from floors below its own (`asd_gen` and `models` share a floor
+# and do not import each other). Top-level modules not named here (`sefe.lock`, ...) are not placed.
+FLOORS: tuple[tuple[str, ...], ...] = (
+    GROUND_FLOOR,
+    ("sefe.coin",),
+    ("sefe.data", "sefe.prompts"),
+    ("sefe.asd_gen", "sefe.models"),
+    ("sefe.evaluation",),
+    ("sefe.sefe_train",),
+    ("sefe.micro",),
+    ("sefe.commands",),
+    ("sefe.cli",),
+)
 
 
 def _modules() -> Iterator[Path]:
@@ -220,9 +234,48 @@ def test_imports_run_one_way(importer: str, imported: str) -> None:
     assert bad == []
 
 
+def _layer(module: str) -> tuple[int, str] | None:
+    """(floor, layer) of a module, or None for a module no floor names."""
+    return next(((i, p) for i, floor in enumerate(FLOORS) for p in floor if _under(module, p)), None)
+
+
+def test_every_package_folder_stands_on_a_floor() -> None:
+    folders = {
+        f"sefe.{p.name}"
+        for p in PACKAGE.iterdir()
+        if (p / "__init__.py").is_file() and p.name not in NOT_SHIPPED
+    }
+    assert {f for f in folders if _layer(f) is None} == set()  # a new folder is placed in FLOORS
+    assert _layer("sefe.sefe_train.methods.lora") == (5, "sefe.sefe_train")
+    assert _layer("sefe.lock") is None
+
+
+def test_no_layer_imports_from_its_own_floor_or_above() -> None:
+    """The one-way rule in general: an import between two layers goes down at least one floor."""
+    bad = []
+    for source, edges in _graph().items():
+        for target, (file, line) in edges.items():
+            src, dst = _layer(source), _layer(target)
+            if src and dst and src[1] != dst[1] and dst[0] >= src[0]:
+                bad.append(f"{file}:{line}: {source} imports {target}")
+    assert bad == []
+
+
+def test_evaluation_uses_asd_gen_only_for_its_backends() -> None:
+    """The judge reuses ASD's chat backends; nothing else of ASD is evaluation's business."""
+    bad = [
+        f"{file}:{line}: {source} imports {target}"
+        for source, edges in _graph().items()
+        if _under(source, "sefe.evaluation")
+        for target, (file, line) in edges.items()
+        if _under(target, "sefe.asd_gen") and not _under(target, "sefe.asd_gen.backends")
+    ]
+    assert bad == []
+
+
 def test_the_ground_floor_and_coin_import_nothing_above_them() -> None:
     """`coin/` builds on the ground floor only; the ground floor on nothing of the package."""
-    ground = {f"sefe.{m}" for m in ("atomic", "jsonl_store", "errors", "redact", "progress")}
+    ground = set(GROUND_FLOOR)
     bad = [
         f"{file}:{line}: {source} imports {target}"
         for source, edges in _graph().items()

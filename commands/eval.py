@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -25,7 +25,13 @@ _GEN = GenerationOptions
 
 @app.command("run")
 def eval_run_cmd(
-    model: Path = typer.Option(..., "--model", "-m", help="Merged LLaVA folder (HF save_pretrained)."),
+    model: Path = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        help="Merged LLaVA folder (HF save_pretrained), or a run's stage folder <run>/<k>_<Task> (loaded as "
+        "its method loads it: MoELoRA's experts too; hf engine).",
+    ),
     data_root: Path = typer.Option(..., "--data-root", help="CoIN data root (annotations/<Task>/test.json)."),
     tasks: str | None = typer.Option(
         None, "--tasks", help="Comma-separated tasks (default: every task with a test.json, CoIN order)."
@@ -63,12 +69,17 @@ def eval_run_cmd(
     """CoIN predictions, greedy, one JSONL per task. Rerun the same command to resume."""
     from sefe.errors import MissingFile
     from sefe.evaluation.inference import default_tasks, run_inference
+    from sefe.sefe_train.stage_folder import is_stage_folder, load_stage
 
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else default_tasks(data_root)
     if not names:
         raise MissingFile(f"no annotations/<Task>/test.json under {data_root}")
+    source: Path | tuple[Any, Any] = model
+    if is_stage_folder(model):
+        source = load_stage(model, device)
+        model_id = model_id or model.resolve().name
     paths = run_inference(
-        model,
+        source,
         data_root,
         names,
         out,

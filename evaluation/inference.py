@@ -13,6 +13,7 @@ aligns by position).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -198,6 +199,8 @@ def _generator(
 
     `restore` hands an in-memory model back in the mode it came in (the runner's may be training).
     """
+    if not isinstance(model, tuple):
+        _refuse_incomplete(Path(model))
     if engine == "vllm" and not isinstance(model, tuple):
         from sefe.evaluation.vllm_engine import vllm_generate_fn
 
@@ -217,6 +220,24 @@ def _generator(
         return generate_batch(llava, processor, prompts, images, max_new_tokens)
 
     return generate, processor, restore
+
+
+def _refuse_incomplete(folder: Path) -> None:
+    """A saved folder whose `config.json` says it is not the whole model (`sefe_incomplete`, e.g. a MoELoRA
+    stage's `merged/`: the experts live beside it) would be scored without its missing part: refuse it."""
+    try:
+        config = json.loads((folder / "config.json").read_bytes())
+    except (OSError, ValueError):
+        return  # the loader reports a missing or broken config itself
+    # the key sefe_train/stage_folder.py's INCOMPLETE_KEY names (evaluation does not import sefe_train)
+    info = config.get("sefe_incomplete") if isinstance(config, dict) else None
+    if isinstance(info, dict):
+        stage = folder.resolve().parent
+        raise InputError(
+            f"{folder}: not the whole model: {info.get('missing', 'part of it')} of this "
+            f"{info.get('method', '?')} stage are in {stage / str(info.get('file', '?'))}; evaluate the "
+            f"stage folder instead: sefe eval run --model {stage} ..."
+        )
 
 
 def _padding_fill(processor: Any) -> tuple[int, ...] | None:

@@ -8,6 +8,8 @@ it cannot be merged into the weights (CoIN's merge is a no-op too). What a stage
 - `moelora.safetensors`: the experts and routers after task k, kept for task k+1 (same tensors, a stage file);
 - `merged/`: a plain LLaVA checkpoint with everything that can be merged: the base weights (unchanged) and the
   trained projector. Loading a stage (`load_merged`) reads `merged/` and re-injects the experts beside it.
+  It is not the whole model, and its `config.json` says so (`sefe_incomplete`): `sefe eval run --model
+  <stage>/merged` refuses it, `sefe eval run --model <stage>` evaluates the stage with its experts.
 """
 
 from __future__ import annotations
@@ -162,6 +164,13 @@ class MoELoRA(ContinualMethod[MoELoRAOptions]):
         """Nothing merges (the update is input-dependent); `merged/` gets the plain weights, the in-memory
         model keeps its experts for the evaluation that follows."""
         from sefe.sefe_train.methods import _moe_layer as M
+        from sefe.sefe_train.stage_folder import INCOMPLETE_KEY
 
         M.set_plain_state(model, True)
+        # `merged/` is not the whole model: its config says so, and `sefe eval run` refuses it by itself
+        setattr(
+            model.config,
+            INCOMPLETE_KEY,
+            {"method": self.name, "missing": "the MoELoRA experts and routers", "file": EXPERTS_FILE},
+        )
         return model

@@ -30,14 +30,13 @@ from sefe.models.tokenization import (
     preprocess_record,
     truncate_expanded,
 )
+from sefe.models.train_sample import TrainSample
 
 log = logging.getLogger(__name__)
 
 
-def load_records(
-    path: Path, image_root: Path | None = None
-) -> list[tuple[Any, str | None, list[tuple[str, str]]]]:
-    """(id, image, turns) per record; bad records raise an error naming file, index, id and field.
+def load_records(path: Path, image_root: Path | None = None) -> list[TrainSample]:
+    """One `TrainSample` per record; bad records raise an error naming file, index, id and field.
 
     With `image_root`, every image path is checked to stay inside it before training starts (no I/O; the
     image itself is opened, and checked again, when the item is read).
@@ -49,7 +48,7 @@ def load_records(
         for i, rec in enumerate(records):
             if rec.image is not None:
                 image_path(image_root, rec.image, f"{path}, record {i}, id {rec.id!r}, field 'image'")
-    return [(rec.id, rec.image, rec.pairs()) for rec in records]
+    return [TrainSample(rec.id, rec.image, rec.pairs()) for rec in records]
 
 
 class LlavaDataset(Dataset):
@@ -81,29 +80,30 @@ class LlavaDataset(Dataset):
         self.mismatches = 0
         self.set_records(load_records(self.records_path, self.data_root))
 
-    def set_records(self, records: list[tuple[Any, str | None, list[tuple[str, str]]]]) -> None:
+    def set_records(self, records: list[TrainSample]) -> None:
         """Train on `records` (a continual method may mix in earlier tasks' ones) and refresh `lengths`."""
         self.records = records
         self.lengths: list[int] = [
-            sum(len(q.split()) + len(a.split()) for q, a in turns) + (self.image_tokens if image else 0)
-            for _, image, turns in self.records
+            sum(len(q.split()) + len(a.split()) for q, a in rec.turns)
+            + (self.image_tokens if rec.image else 0)
+            for rec in self.records
         ]
 
     @property
     def modality_lengths(self) -> list[int]:
         """LLaVA's convention: positive for image records, negative for text-only ones."""
-        return [n if rec[1] else -n for n, rec in zip(self.lengths, self.records, strict=True)]
+        return [n if rec.image else -n for n, rec in zip(self.lengths, self.records, strict=True)]
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        rid, image, turns = self.records[i]
-        where = f"{self.records_path}, record {i}, id {rid!r}"
-        ids, labels = self.tokenize(turns, bool(image), where)
+        rec = self.records[i]
+        where = f"{self.records_path}, record {i}, id {rec.id!r}"
+        ids, labels = self.tokenize(rec.turns, bool(rec.image), where)
         pixel_values = None
-        if image:
-            img = open_image(self.data_root, image, f"{where}, field 'image'")
+        if rec.image:
+            img = open_image(self.data_root, rec.image, f"{where}, field 'image'")
             pixel_values = self.processor.image_processor(images=img, return_tensors="pt")["pixel_values"][0]
         return {
             "input_ids": torch.tensor(ids, dtype=torch.long),

@@ -35,14 +35,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from sefe.errors import MissingFile
+from sefe.models.train_sample import TrainSample
 from sefe.sefe_train import run_layout as L
 
 if TYPE_CHECKING:
     from sefe.sefe_train.config import RunConfig, TaskConfig
     from sefe.sefe_train.trainer import LossTerm
 
-#: One training record as `LlavaDataset.records` holds it: (id, image path or None, [(question, answer)]).
-Record = tuple[Any, str | None, list[tuple[str, str]]]
+#: One training record as the stage's dataset holds it: `.id`, `.image` (path or None), `.turns` [(q, a)].
+Record = TrainSample
 
 
 class MethodOptions(BaseModel):

@@ -94,7 +94,7 @@ class Replay(LoRAMethod[ReplayOptions]):
             path = self._resolve(buf.train_file)
             earlier = load_records(path)
             same = len(earlier) == buf.n_records and all(
-                earlier[i][0] == rid for i, rid in zip(buf.indices, buf.ids, strict=True)
+                earlier[i].id == rid for i, rid in zip(buf.indices, buf.ids, strict=True)
             )
             if not same:
                 raise ValueError(
@@ -119,7 +119,7 @@ class Replay(LoRAMethod[ReplayOptions]):
         )
         buffers = {t: b.model_dump(mode="json") for t, b in self.buffers(ctx).items()}
         buffers[ctx.task.name] = TaskBuffer(
-            train_file=self._relative(path), n_records=len(own), indices=idx, ids=[own[i][0] for i in idx]
+            train_file=self._relative(path), n_records=len(own), indices=idx, ids=[own[i].id for i in idx]
         ).model_dump(mode="json")
         doc = {"share": self.options.share, "seed": self._seed(), "buffers": buffers}
         atomic_write_bytes(ctx.part / BUFFER_FILE, orjson.dumps(doc, option=orjson.OPT_INDENT_2))

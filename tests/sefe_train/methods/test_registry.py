@@ -12,6 +12,7 @@ from sefe.cli import app
 from sefe.sefe_train.config import ConfigError, load_config
 from sefe.sefe_train.methods import (
     ContinualMethod,
+    Record,
     UnknownMethodError,
     get_method,
     list_methods,
@@ -125,6 +126,7 @@ def test_a_registered_method_gets_its_hooks_called_in_order(tmp_path: Path) -> N
 
         def train_records(self, ctx, records):
             calls.append(("train_records", ctx.k))
+            seen["record_types"] = {type(r) for r in records}
             return records[:4]  # which records stage k trains on
 
         def prepare_model(self, ctx, model):
@@ -150,7 +152,11 @@ def test_a_registered_method_gets_its_hooks_called_in_order(tmp_path: Path) -> N
         ContinualRunner(cfg, callbacks=[rec]).run()
         order = ["train_records", "prepare_model", "loss_terms", "after_task"]
         assert calls == [(c, 1) for c in order] + [(c, 2) for c in order]
-        assert seen["n_dataset"] == 4 and [b["n_train"] for b in rec.begins] == [4, 4]
+        assert (
+            seen["record_types"] == {Record}
+            and seen["n_dataset"] == 4
+            and [b["n_train"] for b in rec.begins] == [4, 4]
+        )
         assert len(load_records(cfg.train_path(cfg.tasks[0]))) > 4
         first = next(e["probe_l2"] for e in rec.logs if "probe_l2" in e)
         assert first == pytest.approx(0.0)  # B starts at 0

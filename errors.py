@@ -11,6 +11,7 @@ The subclasses also derive from the built-in exception they replace (`ValueError
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -70,6 +71,24 @@ class DiskFull(SefeError, OSError):
 
     exit_code = DISK_FULL_EXIT
     hint = "Free the space and rerun the same command to resume."
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FULL_WORDS = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "StorageFull",  # safetensors (Rust) carries the OS error in its message
+    "FilesystemQuotaExceeded",
+    "file write failed",  # torch's PytorchStreamWriter on a full disk
+)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An out-of-space or over-quota error: an `OSError` with that errno, or a writer's error (safetensors,
+    torch) whose message carries it."""
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        return True
+    return any(word in str(exc) for word in _FULL_WORDS)
 
 
 def one_line(exc: BaseException) -> str:

@@ -6,11 +6,13 @@ flushed, so a process killed mid-write can only leave bytes after the last newli
 ignore the torn tail (that row is simply produced again); the first append of a writer cuts it off before
 writing, so the file is again whole lines, readable by any JSONL tool (CoIN's scorers included). A line
 that does not parse *before* the last newline was not torn by us: it is an error naming the file and the
-line, never silently skipped or cut. Nothing else is ever rewritten in place.
+line, never silently skipped or cut. Nothing else is ever rewritten in place. An append that fails (a full
+disk) is cut off again before the error goes up: the rows stay the caller's to keep and retry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -86,7 +88,7 @@ class JsonlStore:
     def _open(self) -> Any:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fh = self.path.open("ab")
+            fh = self.path.open("ab", buffering=0)  # unbuffered: a failed write leaves nothing queued
             torn = _torn_offset(self.path)
             if torn is not None:
                 self.torn_bytes = self.path.stat().st_size - torn
@@ -103,10 +105,19 @@ class JsonlStore:
             return
         with self._lock:
             fh = self._open()
-            fh.write(data)
-            fh.flush()
-            if sync:
-                os.fsync(fh.fileno())
+            start = os.fstat(fh.fileno()).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[fh.write(view) :]
+                if sync:
+                    os.fsync(fh.fileno())
+            except OSError:
+                # a full disk or a quota: cut the partial row off again, so the file stays whole lines and
+                # the caller can keep the rows and retry them later
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fh.fileno(), start)
+                raise
 
     def close(self) -> None:
         with self._lock:

@@ -4,16 +4,22 @@ Every answer is appended and flushed the moment it is validated (through `sefe.j
 policy it shares with the judge cache and the prediction files), so a crash, SIGKILL or Ctrl-C loses only
 what was in flight; rerunning the same command sends only the fingerprints that are missing. Nothing is ever
 rewritten in place, so the file is also an audit log of what was paid for.
+
+A full disk: the row that could not be written, and every answer arriving after it, is held in memory
+(`unwritten`) and written by `retry_unwritten`, while the engine stops sending (`sefe.asd_gen.engine`).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from sefe.asd_gen.needs import NeedResult
+from sefe.errors import is_disk_full
 from sefe.jsonl_store import JsonlError, JsonlStore
 
 CACHE_NAME = "asd_cache.jsonl"
@@ -27,6 +33,8 @@ class ResultCache:
         self._store = JsonlStore(self.path)
         self._entries: dict[str, NeedResult] = {}
         self.model_of: dict[str, str] = {}  # fingerprint -> the model that answered (for the manifest)
+        self.unwritten: list[dict[str, Any]] = []  # rows a full disk refused, kept for `retry_unwritten`
+        self.write_error: OSError | None = None  # the first such error
         for n, row in self._store.rows():
             try:
                 self._entries[row["key"]] = NeedResult.model_validate(row["result"])
@@ -50,9 +58,41 @@ class ResultCache:
         return self._entries.get(key)
 
     def put(self, key: str, result: NeedResult, **meta: Any) -> None:
-        """Store and flush one answer (meta: raw text, tokens, model, need key: for audit only)."""
-        self._store.append({"key": key, "result": result.model_dump(exclude_none=True), **meta})
+        """Store and flush one answer (meta: raw text, tokens, model, need key: for audit only). On a full
+        disk the row is kept in `unwritten` instead (and so is every later one, in order)."""
+        row = {"key": key, "result": result.model_dump(exclude_none=True), **meta}
         self._entries[key] = result
+        if self.unwritten:
+            self.unwritten.append(row)
+            return
+        try:
+            self._store.append(row)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self.write_error = exc
+            self.unwritten.append(row)
+
+    def unwritten_bytes(self) -> int:
+        """The space the held rows need."""
+        return sum(len(orjson.dumps(r)) + 1 for r in self.unwritten)
+
+    def retry_unwritten(self, seconds: float, every: float = 1.0) -> bool:
+        """Write the held rows, trying again every `every` seconds for up to `seconds` (someone may free
+        space meanwhile); True once they are on disk."""
+        deadline = time.monotonic() + seconds
+        while self.unwritten:
+            try:
+                self._store.append_many(self.unwritten, sync=True)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(every)
+                continue
+            self.unwritten = []
+        return True
 
     def close(self) -> None:
         self._store.close()

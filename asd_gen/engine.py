@@ -10,13 +10,18 @@ A request nobody answered (server down, timeout, 5xx after the SDK's retries, a 
 batch, the spend cap) is never quarantined: it is returned as *open* and the next run asks it again. The
 backend is checked before the first request (`Backend.check`), a circuit breaker stops sending after
 `max_consecutive_failures` unanswered results in a row, and Ctrl-C / SIGTERM stops sending, lets in-flight
-answers reach the cache and raises `RunInterrupted` (see `backends/guard.py`).
+answers reach the cache and raises `RunInterrupted` (see `backends/guard.py`). A full disk (the cache cannot
+be written) stops sending at once too: answers still arriving are held in memory with the one that failed,
+their write is retried for `$SEFE_DISK_RETRY_S` seconds, and the run ends with `DiskFull` (exit 5) naming
+the folder and the free space needed.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +34,7 @@ from sefe.asd_gen import tokens
 from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult
 from sefe.asd_gen.backends.factory import make_backend
 from sefe.asd_gen.backends.guard import RESUME_HINT, RunGuard, RunInterrupted
-from sefe.asd_gen.cache import ResultCache
+from sefe.asd_gen.cache import CACHE_NAME, ResultCache
 from sefe.asd_gen.needs import (
     Estimate,
     GenerationOptions,
@@ -46,9 +51,13 @@ from sefe.asd_gen.schemas import OutputSpec, output_spec
 from sefe.asd_gen.stats import RunStats, cost_usd
 from sefe.atomic import atomic_write_bytes
 from sefe.coin.images import ImageError, check_image, image_path, image_payload
+from sefe.errors import DiskFull
 
 QUARANTINE_NAME = "asd_quarantine.jsonl"
 RETRY_TEMPERATURE = 0.7
+#: How long answers held in memory on a full disk are retried (someone may free space meanwhile).
+DISK_RETRY_ENV = "SEFE_DISK_RETRY_S"
+DEFAULT_DISK_RETRY_S = 10.0
 
 
 @dataclass
@@ -234,10 +243,15 @@ class Engine:
         run = self._start(needs, out)
         try:
             self._send_rounds(run, out_dir)
+            full = run.guard is not None and run.guard.disk_full is not None
+            if full:
+                self._store_held(run, out)
         finally:
             run.cache.close()
-            if run.guard is None or not run.guard.interrupted:
+            if (run.guard is None or not run.guard.interrupted) and not run.cache.write_error:
                 self._write_quarantine(out, run.quarantined)
+        if full:
+            raise self._disk_full(run, out, stored=True)
         if run.guard is not None and run.guard.interrupted:
             raise RunInterrupted(
                 f"{run.guard.stop_reason}: {run.stats.done} new answers are cached, "
@@ -357,6 +371,44 @@ class Engine:
         )
         run.results[job.need.key] = value
         run.stats.done += 1
+        if run.cache.unwritten and run.guard is not None:
+            run.guard.stop_disk_full(f"no space left to write {run.cache.path}")
+
+    def _store_held(self, run: _Run, out: Path) -> None:
+        """A full disk stopped the run: write the answers held in memory, retrying while someone may free
+        space (`$SEFE_DISK_RETRY_S`, default 10 s); raises `DiskFull` when they cannot be stored."""
+        cache = run.cache
+        if not cache.unwritten:
+            return
+        seconds = disk_retry_seconds()
+        (self.console or Console(stderr=True)).print(
+            f"[red]{out}: no space left to store answers: sending stopped; {len(cache.unwritten)} paid "
+            f"answers are held in memory ({_size(cache.unwritten_bytes())}); free space there, retrying "
+            f"the write for {seconds:.0f} s[/red]"
+        )
+        if not cache.retry_unwritten(seconds):
+            raise self._disk_full(run, out, stored=False)
+
+    def _disk_full(self, run: _Run, out: Path, stored: bool) -> DiskFull:
+        """One line: the folder, what was kept or lost, and the free space the rest of the run needs."""
+        cache = run.cache
+        done = max(run.stats.done, 1)
+        row = cache.path.stat().st_size / max(len(cache), 1) if cache.path.exists() else 2048.0
+        left = len(run.open)
+        needed = cache.unwritten_bytes() + int(row * left * 2)  # answers to come, and room for the outputs
+        try:
+            free = _size(shutil.disk_usage(out).free)
+        except OSError:
+            free = "unknown"
+        kept = (
+            f"every answer paid for is stored ({run.stats.done} new)"
+            if stored
+            else f"{len(cache.unwritten)} of {done} new answers paid for could not be stored"
+        )
+        return DiskFull(
+            f"{out}: no space left to write {CACHE_NAME}: {kept}, {left} requests not sent; about "
+            f"{_size(needed)} more free space is needed there ({free} free)"
+        )
 
     def _collect_skipped(self, run: _Run) -> None:
         """Requests the backend gave no result for (stopped early, or a backend bug): open, never lost."""
@@ -399,6 +451,18 @@ class Engine:
         if not failures and not path.exists():
             return
         atomic_write_bytes(path, b"".join(orjson.dumps(f.model_dump()) + b"\n" for f in failures))
+
+
+def disk_retry_seconds() -> float:
+    """How long a full disk's held answers are retried: `$SEFE_DISK_RETRY_S`, default 10 s."""
+    try:
+        return max(0.0, float(os.environ.get(DISK_RETRY_ENV, "") or DEFAULT_DISK_RETRY_S))
+    except ValueError:
+        return DEFAULT_DISK_RETRY_S
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n / 1024:,.1f} KiB"
 
 
 def _request_key(job: _Job, attempt: int) -> str:

@@ -8,7 +8,6 @@ through safetensors, torch and plain writes) are this module's, so the loop stay
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import shutil
 import struct
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sefe.errors import DiskFull
+from sefe.errors import DiskFull, is_disk_full
 from sefe.lock import folder_lock
 from sefe.sefe_train import run_layout as L
 from sefe.sefe_train.distributed import is_main_process
@@ -27,14 +26,6 @@ console = Console(stderr=True)
 
 #: Prefix a checkpoint that does not load is renamed with (the Trainer's `checkpoint-*` glob skips it).
 BROKEN_PREFIX = "broken-"
-_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-_FULL_WORDS = (
-    "No space left on device",
-    "Disk quota exceeded",
-    "StorageFull",
-    "FilesystemQuotaExceeded",
-    "file write failed",  # torch's PytorchStreamWriter on a full disk
-)
 
 
 # ---- one process per run folder ----------------------------------------------------------------------
@@ -124,15 +115,6 @@ def resumable_checkpoint(ckpt_dir: Path) -> str | None:
 
 
 # ---- a full disk ------------------------------------------------------------------------------------
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """An out-of-space or over-quota error, whether raised by Python (`OSError`), safetensors (its message
-    carries the OS error) or torch (`RuntimeError` from its file writer)."""
-    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
-        return True
-    text = str(exc)
-    return any(word in text for word in _FULL_WORDS)
 
 
 def _free(folder: Path) -> str:

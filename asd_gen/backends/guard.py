@@ -44,6 +44,7 @@ class RunGuard:
         self.consecutive = 0
         self.tripped: str | None = None  # why the breaker stopped the run
         self.interrupted: str | None = None  # the signal's name
+        self.disk_full: str | None = None  # why answers cannot be stored: send nothing more
         self._saved: dict[int, Any] = {}
 
     def attach(self, backend: Backend) -> None:
@@ -57,7 +58,14 @@ class RunGuard:
     def stop_reason(self) -> str | None:
         if self.interrupted:
             return f"interrupted ({self.interrupted})"
-        return self.tripped
+        return self.disk_full or self.tripped
+
+    def stop_disk_full(self, reason: str) -> None:
+        """Answers can no longer be stored: stop sending at once (those in flight still land, in memory)."""
+        if self.disk_full is None:
+            self.disk_full = reason
+            if self.backend is not None:
+                self.backend.request_stop()
 
     def observe(self, res: ChatResult) -> None:
         if res.error is not None and res.unanswered and not res.extra.get("pending"):

@@ -14,8 +14,9 @@ closing token: it is the probability of the whole answer, so `red` cannot win me
 probability of the reply. Tokens and prompt are built exactly as in training (`tokenize_record`).
 
 Candidates: a test record's own `candidates` list (Micro-CoIN writes one; ASD distractors can be stored the
-same way) with `answer` among them; ScienceQA: the option letters of the question; ImageNet: the correct
-class and `n_distractors` other class names of the test set (seeded). Other tasks have no probe.
+same way) with `answer` (or, for a box task, `answer_bbox`) among them; ScienceQA: the option letters of the
+question; ImageNet: the correct class and `n_distractors` other class names of the test set (seeded). Other
+tasks have no probe. Items are scored in batches (`max_rows` candidate rows a forward pass).
 """
 
 from __future__ import annotations
@@ -85,6 +86,12 @@ def probe_items(
     items: list[ProbeItem] = []
     for rec, q in zip(records, questions, strict=True):
         answer = get(rec, "answer")
+        if answer is None and hasattr(rec, "model_extra") and rec.model_extra:
+            answer = rec.model_extra.get(
+                "answer_bbox"
+            )  # a box task whose candidates are boxes (Micro Locate)
+        if answer is None:
+            answer = get(rec, "answer_bbox")
         extra = get(rec, "candidates")
         if extra is None and hasattr(rec, "model_extra") and rec.model_extra:
             extra = rec.model_extra.get("candidates")
@@ -111,27 +118,30 @@ def probe_items(
     return items
 
 
-def candidate_scores(
-    model: Any,
-    processor: Any,
-    question: str,
-    candidates: Sequence[str],
-    image: Any = None,
-    reduction: Reduction = "sum",
+def _pixels(processor: Any, image: Any) -> Any:
+    return processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
+def sequence_scores(
+    model: Any, processor: Any, seqs: Sequence[tuple[str, str, Any]], reduction: Reduction = "sum"
 ) -> list[float]:
-    """Log-likelihood score of each candidate as the reply to `question` (an image: a PIL image or None)."""
+    """Score of each `(question, candidate, pixel values or None)` as the reply, all in one forward pass.
+
+    Why one pass: the probe asks every candidate of every item; one forward per item (as before) made it the
+    slowest part of a Micro-CoIN stage. Right padding and the labels' mask keep each row's score its own."""
     import torch
 
     from sefe.models.dataset import DataCollator
     from sefe.models.tokenization import image_token_count, tokenize_record
 
-    n_img = image_token_count(processor) if image is not None else 0
+    if not seqs:
+        return []
+    n_img = image_token_count(processor) if any(px is not None for _, _, px in seqs) else 0
     feats = []
-    pixels = None
-    if image is not None:
-        pixels = processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
-    for cand in candidates:
-        ids, labels = tokenize_record([(question, cand)], processor.tokenizer, n_img)
+    for question, cand, pixels in seqs:
+        ids, labels = tokenize_record(
+            [(question, cand)], processor.tokenizer, n_img if pixels is not None else 0
+        )
         feats.append({"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "pixel_values": pixels})
     batch = DataCollator(processor)(feats)
     device = next(model.parameters()).device
@@ -151,6 +161,32 @@ def candidate_scores(
     return [float(v) for v in total]
 
 
+def candidate_scores(
+    model: Any,
+    processor: Any,
+    question: str,
+    candidates: Sequence[str],
+    image: Any = None,
+    reduction: Reduction = "sum",
+) -> list[float]:
+    """Log-likelihood score of each candidate as the reply to `question` (an image: a PIL image or None)."""
+    pixels = _pixels(processor, image) if image is not None else None
+    return sequence_scores(model, processor, [(question, c, pixels) for c in candidates], reduction)
+
+
+def _chunks(items: Sequence[ProbeItem], max_rows: int) -> list[list[ProbeItem]]:
+    """Consecutive items whose candidates add up to at most `max_rows` (one item at least)."""
+    out: list[list[ProbeItem]] = []
+    rows = 0
+    for it in items:
+        if not out or rows + len(it.candidates) > max_rows:
+            out.append([])
+            rows = 0
+        out[-1].append(it)
+        rows += len(it.candidates)
+    return out
+
+
 def run_probe(
     model: Any,
     processor: Any,
@@ -158,8 +194,10 @@ def run_probe(
     items: Sequence[ProbeItem],
     data_root: Path,
     reduction: Reduction = "sum",
+    max_rows: int = 64,
 ) -> ProbeResult | None:
-    """Rank the candidates of every item; None when the task has no probe items."""
+    """Rank the candidates of every item (batched: up to `max_rows` candidate rows a forward pass); None when
+    the task has no probe items."""
     from sefe.coin.images import open_image
 
     if not items:
@@ -168,11 +206,19 @@ def run_probe(
     model.eval()
     correct = 0
     try:
-        for it in items:
-            img = open_image(data_root, it.image, f"probe {task} {it.question_id}") if it.image else None
-            scores = candidate_scores(model, processor, it.question, it.candidates, img, reduction)
-            mine = scores[it.correct]  # known: strictly above every other candidate (a tie is not known)
-            correct += int(all(mine > s for j, s in enumerate(scores) if j != it.correct))
+        for chunk in _chunks(items, max_rows):
+            seqs: list[tuple[str, str, Any]] = []
+            for it in chunk:
+                img = open_image(data_root, it.image, f"probe {task} {it.question_id}") if it.image else None
+                pixels = _pixels(processor, img) if img is not None else None
+                seqs += [(it.question, c, pixels) for c in it.candidates]
+            scores = sequence_scores(model, processor, seqs, reduction)
+            start = 0
+            for it in chunk:
+                mine = scores[start : start + len(it.candidates)]
+                start += len(it.candidates)
+                right = mine[it.correct]  # known: strictly above every other candidate (a tie is not known)
+                correct += int(all(right > s for j, s in enumerate(mine) if j != it.correct))
     finally:
         if was_training:
             model.train()

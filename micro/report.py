@@ -28,6 +28,7 @@ from sefe.evaluation.metrics import AccuracyMatrix
 from sefe.evaluation.result_files import ACCURACY_FILE, FORMAT_FILE, KNOWLEDGE_FILE
 from sefe.micro.baselines import baselines
 from sefe.micro.cells import cell_stats, later_from_pool
+from sefe.micro.latent import LATENT_FILE
 
 METRICS = ("MFT", "MFN", "MAA", "BWT", "FE_own", "FE_later", "OOP_later", "K_own", "K_final", "K_BWT")
 SEFE = ("reglora", "asd")
@@ -37,6 +38,7 @@ KIND_TITLES = (
     ("accuracy", "Accuracy"),
     ("format_errors", "Format errors"),
     ("knowledge", "Knowledge probe"),
+    ("latent", "Latent probe (linear probe fitted after the task's own stage, reapplied unchanged)"),
     ("out_of_pool", "Out of pool (answers that are none of the task's answers)"),
     ("top_share", "Most frequent answer (share of items; 100 = one constant answer)"),
 )
@@ -84,6 +86,7 @@ def load_run(folder: Path) -> dict[str, AccuracyMatrix | None]:
         "accuracy": load(ACCURACY_FILE),
         "format_errors": load(FORMAT_FILE),
         "knowledge": load(KNOWLEDGE_FILE),
+        "latent": load(LATENT_FILE),
     }
 
 
@@ -284,6 +287,7 @@ def _plots(out: Path, groups: dict[str, Any], tasks: list[str]) -> list[str]:
         ("accuracy", "accuracy (%)", "viridis"),
         ("format_errors", "format errors (%)", "magma_r"),
         ("knowledge", "correct ranked first (%)", "viridis"),
+        ("latent", "latent probe (%)", "viridis"),
     )
     for kind, label, cmap in kinds:
         labels = [g for g in groups if groups[g]["mean_matrices"].get(kind)]
@@ -390,7 +394,7 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
         if mine:
             mats = {
                 kind: _mean_matrix([AccuracyMatrix.model_validate(r[kind]) for r in mine if r[kind]])
-                for kind in ("accuracy", "format_errors", "knowledge")
+                for kind in ("accuracy", "format_errors", "knowledge", "latent")
             }
             for kind in ("top_share", "out_of_pool"):
                 mats[kind] = _mean_rows([r[kind]["rows"] for r in mine])

@@ -221,11 +221,13 @@ def _run_micro(opts: MicroOptions, console: Console | None) -> Path:
 
 def _run_one(opts: MicroOptions, method: str, data: DataKind, seed: int, root: Path, warm: Path) -> float:
     """One continual run (resumed if begun); returns its wall seconds summed over invocations."""
+    from sefe.micro.latent import record_latent
     from sefe.sefe_train.runner import ContinualRunner
 
     t1 = time.perf_counter()
     cfg = run_config(opts, method, data, seed, root, warm)
     state = ContinualRunner(cfg).run()
+    record_latent(Path(cfg.output_dir), root, list(opts.tasks), console=Console(stderr=True))
     return _add_seconds(Path(cfg.output_dir), time.perf_counter() - t1, len(state.done))
 
 

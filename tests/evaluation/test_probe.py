@@ -119,3 +119,33 @@ def test_probe_items_from_candidates_scienceqa_and_imagenet() -> None:
     assert own[0].correct == 1
     assert probe_items("Colours", [{"question_id": 5, "answer": "red", "candidates": ["blue"]}], ["?"]) == []
     assert probe_items("TextVQA", [{"question_id": 5, "answer": "red"}], ["?"]) == []
+
+
+def test_batched_probe_equals_one_item_at_a_time(tiny: tuple[Any, Any], tmp_path: Path) -> None:
+    """Many items in one forward pass (right-padded, different lengths) rank exactly as item by item."""
+    model, processor = tiny
+    questions = [QUESTION, "Which word?\nAnswer the question using a single word or phrase.", "Name it."]
+    cands = [["red", "blue", "dark green square"], ["sun", "cat"], ["a", "b c d e f", "g"]]
+    items = [
+        ProbeItem(question_id=str(j), question=q, candidates=c, correct=j % len(c))
+        for j, (q, c) in enumerate(zip(questions, cands, strict=True))
+    ]
+    one_by_one = [candidate_scores(model, processor, it.question, it.candidates) for it in items]
+    from sefe.evaluation.probe import sequence_scores
+
+    flat = sequence_scores(model, processor, [(it.question, c, None) for it in items for c in it.candidates])
+    assert flat == pytest.approx([s for row in one_by_one for s in row], abs=1e-4)
+    expect = sum(
+        all(row[it.correct] > s for j, s in enumerate(row) if j != it.correct)
+        for it, row in zip(items, one_by_one, strict=True)
+    )
+    for max_rows in (1, 4, 64):  # one item a pass, a few, all at once
+        res = run_probe(model, processor, "Mixed", items, tmp_path, max_rows=max_rows)
+        assert res is not None and res.correct == expect and res.total == 3
+
+
+def test_probe_items_take_a_box_tasks_gold_box_among_its_candidates() -> None:
+    boxes = ["[0.04, 0.04, 0.29, 0.29]", "[0.38, 0.04, 0.62, 0.29]"]
+    rec = {"question_id": "l1", "image": "x.png", "answer_bbox": boxes[1], "candidates": boxes}
+    (item,) = probe_items("Locate", [rec], ["Give the box of the star."])
+    assert item.candidates == boxes and item.correct == 1

@@ -27,7 +27,7 @@ def test_micro_run_two_tasks_one_seed_and_resume(tmp_path: Path, monkeypatch: py
         (m, d, 0) for m in ("lora", "reglora") for d in ("original", "asd")
     }
     for run in report["runs"]:
-        for kind in ("accuracy", "format_errors", "knowledge"):
+        for kind in ("accuracy", "format_errors", "knowledge", "latent"):
             m = run[kind]
             assert m["tasks"] == ["Colour", "Count"] and len(m["rows"]) == 2 and len(m["rows"][1]) == 2
             assert all(0 <= v <= 100 for row in m["rows"] for v in row if v is not None)
@@ -49,6 +49,7 @@ def test_micro_run_two_tasks_one_seed_and_resume(tmp_path: Path, monkeypatch: py
     md = (out / "report.md").read_text()
     assert "## Findings" in md and "## Ceiling" in md
     assert "Format errors (%)" in md and "Knowledge probe (%)" in md and "Most frequent answer" in md
+    assert "Latent probe" in md and (out / "runs" / "lora_asd_seed0" / "latent" / "Count.json").is_file()
     assert "majority class" in md and "Out of pool" in md
     for png in ("accuracy.png", "format_errors.png", "knowledge.png", "metrics.png"):
         assert (out / png).stat().st_size > 1000

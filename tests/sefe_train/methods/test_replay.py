@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from transformers import TrainerCallback
 
 from sefe.models.dataset import load_records
 from sefe.sefe_train import run_layout as L
@@ -101,3 +103,36 @@ def test_buffer_file_names_the_train_file_relative_to_the_data_root(tmp_path: Pa
     Replay.from_config(cfg).after_task(c1, model=None)
     doc = orjson.loads((c1.part / BUFFER_FILE).read_bytes())
     assert doc["buffers"]["ScienceQA"]["train_file"] == "annotations/ScienceQA/train.json"
+
+
+class _TrainedRecords(TrainerCallback):
+    """The record ids of the dataset each stage's Trainer iterates (what it really trains on)."""
+
+    def __init__(self) -> None:
+        self.ids: list[list[Any]] = []
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        self.ids.append([rec[0] for rec in train_dataloader.dataset.records])
+
+
+@pytest.mark.slow
+def test_the_trainer_trains_on_own_records_plus_the_buffers_through_the_runner(tmp_path: Path) -> None:
+    from sefe.sefe_train.runner import ContinualRunner
+    from tests.helpers.train import make_config
+
+    tasks = ["ScienceQA", "TextVQA", "ImageNet"]
+    settings = ["method_options.replay.share=0.25", "train.max_steps=1", "eval.enabled=false"]
+    cfg = make_config(tmp_path / "run", "replay", settings, tasks=tasks)
+    seen = _TrainedRecords()
+    ContinualRunner(cfg, callbacks=[seen]).run()
+    own = {t.name: [r[0] for r in load_records(cfg.train_path(t))] for t in cfg.tasks}
+    buf = {t: draw_buffer(len(own[t]), 0.25, 1, cfg.train.seed, t) for t in tasks}
+    replayed = {t: [own[t][i] for i in buf[t]] for t in tasks}
+    assert all(replayed[t] for t in tasks[:2])
+    assert seen.ids == [
+        own["ScienceQA"],
+        own["TextVQA"] + replayed["ScienceQA"],
+        own["ImageNet"] + replayed["ScienceQA"] + replayed["TextVQA"],
+    ]
+    doc = orjson.loads((tmp_path / "run" / "3_ImageNet" / BUFFER_FILE).read_bytes())
+    assert {t: b["ids"] for t, b in doc["buffers"].items()} == replayed

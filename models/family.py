@@ -11,7 +11,8 @@ names a family:
   family's processor gives this image; `collate` batches encoded records (images of different sizes too);
 - **generation inputs** (`generation_inputs`) for evaluation and the knowledge probe, same template;
 - **LoRA targets** (`lora_target_regex`): the language model's linear layers only, never the vision tower's;
-  `projector_module` names the projector's module for `lora.train_projector`;
+  `projector_modules(model)` names the projector's modules for `lora.train_projector` (PEFT
+  `modules_to_save`, matched as name suffixes; their parameters form the projector's parameter group);
 - **boxes** (`box_to_family` / `box_from_family`): CoIN's Grounding boxes are normalised to the image padded
   to a square; a family whose model grounds otherwise converts CoIN targets for training and its answers back
   before scoring, so scorers only ever see CoIN's convention.
@@ -60,8 +61,11 @@ class ModelFamily(Protocol):
     """One backbone family. Methods take the family's own `processor` (what `load` returned)."""
 
     name: str  # the registry name, also `config.json`'s `model_type`
-    projector_module: str  # a module-name part that identifies the projector's parameters
     lora_target_regex: str  # PEFT target_modules: the language model's linears only
+
+    def projector_modules(self, model: Any) -> list[str]:
+        """The projector's module names in `model` (suffixes of their full names; no ModuleList)."""
+        ...
 
     def load(self, path: str | Path, dtype: Any = "float32", attn_implementation: str = "sdpa") -> tuple:
         """(model, processor) from an HF folder of this family."""
@@ -120,7 +124,10 @@ class LlavaFamily:
     tokenisation (`sefe.models.tokenization`), CLIP images padded to a square, boxes already CoIN's."""
 
     name = "llava"
-    projector_module = "multi_modal_projector"
+
+    def projector_modules(self, model: Any) -> list[str]:
+        return ["multi_modal_projector"]
+
     lora_target_regex = LANGUAGE_MODEL_LINEARS
 
     def load(self, path: str | Path, dtype: Any = "float32", attn_implementation: str = "sdpa") -> tuple:
@@ -210,6 +217,7 @@ def _same_length(questions: Sequence[str], images: Sequence[Any | None]) -> None
 _MODULES = {
     "llava": "sefe.models.family",
     "qwen2_5_vl": "sefe.models.qwen2_5_vl",
+    "qwen3_vl": "sefe.models.qwen3_vl",
 }
 
 FAMILY: ModelFamily = LlavaFamily()

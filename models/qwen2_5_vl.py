@@ -48,23 +48,32 @@ IMAGE_PAD = "<|image_pad|>"
 VISION_TOKENS = ("<|vision_start|>", IMAGE_PAD, "<|vision_end|>", "<|video_pad|>", "<|vision_pad|>")
 BUILD_FORMAT = 1
 
-#: Our ChatML template for the tiny model (a real folder brings its own): the default system turn, image
-#: parts as Qwen2.5-VL writes them, and the generation prompt `<|im_start|>assistant\n`.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}"
-    "{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+
+def chatml_template(default_system: str | None) -> str:
+    """Our ChatML template for the tiny models (a real folder brings its own): a default system turn when
+    `default_system` is set (Qwen2.5-VL has one, Qwen3-VL none), image parts as Qwen writes them, and the
+    generation prompt `<|im_start|>assistant\n`."""
+    system = (
+        "{% if loop.first and message['role'] != 'system' %}"
+        f"{{{{ '<|im_start|>system\n{default_system}<|im_end|>\n' }}}}"
+        "{% endif %}"
+        if default_system
+        else ""
+    )
+    return (
+        "{% for message in messages %}" + system + "{{ '<|im_start|>' + message['role'] + '\n' }}"
+        "{% if message['content'] is string %}{{ message['content'] }}"
+        "{% else %}{% for part in message['content'] %}"
+        "{% if part['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+        "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+        "{% endfor %}{% endif %}"
+        "{{ '<|im_end|>\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+
+
+CHAT_TEMPLATE = chatml_template("You are a helpful assistant.")
 
 
 # ---- processor -----------------------------------------------------------------------------------------
@@ -290,14 +299,19 @@ def build_tiny(config: TinyQwenConfig | None = None, vocab_folder: Path | None =
 
 def tiny_dir(cache_dir: Path | None = None, config: TinyQwenConfig | None = None) -> Path:
     """The tiny Qwen2.5-VL folder, built once per config under `$SEFE_CACHE` (atomic publish)."""
+    config = config or TinyQwenConfig()
+    return cached_tiny(cache_dir, f"tiny-qwen2_5_vl-{config.digest()}", config, lambda: build_tiny(config))
+
+
+def cached_tiny(cache_dir: Path | None, name: str, config: BaseModel, build: Any) -> Path:
+    """`<cache>/<name>`, built with `build()` -> (model, processor) unless present; published atomically."""
     from sefe.models.tiny import default_cache_dir
 
-    config = config or TinyQwenConfig()
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = root / f"tiny-qwen2_5_vl-{config.digest()}"
+    target = root / name
     if (target / "config.json").is_file() and (target / "processor_config.json").is_file():
         return target
-    model, processor = build_tiny(config)
+    model, processor = build()
     with atomic_dir(target) as tmp:
         save_parts(model, processor, tmp)
         (tmp / "sefe_tiny.json").write_bytes(orjson.dumps(config.model_dump(), option=orjson.OPT_INDENT_2))
@@ -307,16 +321,21 @@ def tiny_dir(cache_dir: Path | None = None, config: TinyQwenConfig | None = None
 # ---- load / save ---------------------------------------------------------------------------------------
 
 
-def load(path: str | Path, dtype: Any = "float32", attn_implementation: str = "sdpa"):
-    """(Qwen2_5_VLForConditionalGeneration, QwenProcessor) from a Qwen2.5-VL folder."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
+def load(
+    path: str | Path,
+    dtype: Any = "float32",
+    attn_implementation: str = "sdpa",
+    model_class: str = "Qwen2_5_VLForConditionalGeneration",
+):
+    """(model, QwenProcessor) from a Qwen-VL folder; `model_class` names the transformers class."""
+    import transformers
 
     from sefe.models.llava import torch_dtype
 
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise MissingFile(f"{path} has no config.json (expected an HF Qwen2.5-VL folder)")
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        raise MissingFile(f"{path} has no config.json (expected an HF {model_class} folder)")
+    model = getattr(transformers, model_class).from_pretrained(
         str(path), dtype=torch_dtype(dtype), attn_implementation=attn_implementation
     )
     return model, load_processor(path)
@@ -492,11 +511,14 @@ class Qwen2_5_VLFamily:
     """Qwen2.5-VL through the `ModelFamily` contract (see the module docstring)."""
 
     name = "qwen2_5_vl"
-    projector_module = "merger"
+    model_class = "Qwen2_5_VLForConditionalGeneration"
     lora_target_regex = LANGUAGE_MODEL_LINEARS
 
+    def projector_modules(self, model: Any) -> list[str]:
+        return ["merger"]
+
     def load(self, path: str | Path, dtype: Any = "float32", attn_implementation: str = "sdpa") -> tuple:
-        return load(path, dtype, attn_implementation)
+        return load(path, dtype, attn_implementation, self.model_class)
 
     def save(self, model: Any, processor: Any, folder: str | Path) -> Path:
         return save(model, processor, folder)

@@ -8,16 +8,15 @@ absent and `SEFE_REQUIRE_VOCAB` is unset; `make test` sets it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from sefe.models import qwen2_5_vl as qwen
 from sefe.models import vocab
 from sefe.models.family import get_family
+from tests.helpers.qwen import label_runs, noise_image, require_qwen_vocab
 
 VOCAB_DIR = vocab.vocab_dir()  # resolved at import: later fixtures may point SEFE_CACHE elsewhere
 FAMILY = get_family("qwen2_5_vl")
@@ -27,12 +26,7 @@ SHORT = "Answer the question using a single word or phrase."
 
 @pytest.fixture(scope="module")
 def qwen_vocab() -> Path:
-    if not (VOCAB_DIR / vocab.QWEN2_GGUF_NAME).is_file():
-        reason = f"real Qwen2 vocabulary not found in {VOCAB_DIR}: run `make install` (or `make vocab`)"
-        if os.environ.get("SEFE_REQUIRE_VOCAB"):
-            pytest.fail(reason + " (SEFE_REQUIRE_VOCAB is set: absence is a failure)")
-        pytest.skip(reason)
-    return VOCAB_DIR
+    return require_qwen_vocab(VOCAB_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +37,6 @@ def qwen_dir(qwen_vocab: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="module")
 def tiny_qwen(qwen_dir: Path):
     return FAMILY.load(qwen_dir)
-
-
-def _image(w: int, h: int, seed: int = 0) -> Image.Image:
-    rng = torch.Generator().manual_seed(seed)
-    pixels = torch.randint(0, 256, (h, w, 3), generator=rng, dtype=torch.uint8).numpy()
-    return Image.fromarray(pixels, "RGB")
 
 
 # ---- the vocabulary ------------------------------------------------------------------------------------
@@ -121,7 +109,7 @@ def test_ids_are_the_templates_and_labels_exactly_the_answers(tiny_qwen, kind: s
     _, proc = tiny_qwen
     tok = proc.tokenizer
     turns, size = RECORDS[kind]
-    image = _image(*size) if size else None
+    image = noise_image(*size) if size else None
     enc = FAMILY.encode(proc, turns, image, max_length=4096)
 
     # ids: the chat template's own rendering with the image slot expanded as the processor would
@@ -133,16 +121,7 @@ def test_ids_are_the_templates_and_labels_exactly_the_answers(tiny_qwen, kind: s
 
     # labels: one contiguous run per assistant turn, right after `<|im_start|>assistant\n`, holding exactly
     # the answer's tokens and `<|im_end|>`
-    header = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
-    runs: list[list[int]] = []
-    for i, lab in enumerate(enc.labels):
-        if lab == -100:
-            continue
-        assert lab == enc.input_ids[i]
-        if i == 0 or enc.labels[i - 1] == -100:
-            assert enc.input_ids[i - len(header) : i] == header
-            runs.append([])
-        runs[-1].append(lab)
+    runs = label_runs(enc.input_ids, enc.labels, tok)
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert runs == [tok(a, add_special_tokens=False)["input_ids"] + [im_end] for _, a in turns]
 
@@ -157,14 +136,14 @@ def test_a_question_smuggling_an_image_slot_is_refused(tiny_qwen) -> None:
         )
 
 
-def test_max_length_cuts_text_but_never_the_image(tiny_qwen) -> None:
+def test_max_length_cuts_text_but_never_thenoise_image(tiny_qwen) -> None:
     _, proc = tiny_qwen
     turns = [("<image>\nDescribe it.", "A long answer " * 20)]
-    full = FAMILY.encode(proc, turns, _image(56, 56), max_length=4096)
-    cut = FAMILY.encode(proc, turns, _image(56, 56), max_length=40)
+    full = FAMILY.encode(proc, turns, noise_image(56, 56), max_length=4096)
+    cut = FAMILY.encode(proc, turns, noise_image(56, 56), max_length=40)
     assert len(cut.input_ids) == 40 and cut.input_ids == full.input_ids[:40]
     with pytest.raises(ValueError, match="image block"):
-        FAMILY.encode(proc, turns, _image(640, 480), max_length=20)
+        FAMILY.encode(proc, turns, noise_image(640, 480), max_length=20)
 
 
 # ---- dynamic resolution --------------------------------------------------------------------------------
@@ -178,7 +157,7 @@ def test_image_token_counts_follow_the_image_size(tiny_qwen) -> None:
     items = []
     for (w, h), expected in sizes.items():
         assert qwen.image_token_count((w, h), proc.image_processor) == expected
-        enc = FAMILY.encode(proc, [("<image>\nWhat?", "x")], _image(w, h), max_length=4096)
+        enc = FAMILY.encode(proc, [("<image>\nWhat?", "x")], noise_image(w, h), max_length=4096)
         assert enc.input_ids.count(proc.image_token_id) == expected
         assert int(enc.vision["image_grid_thw"].prod()) == 4 * expected
         items.append(enc)
@@ -260,18 +239,19 @@ def test_lora_adapts_only_language_model_linears(tiny_qwen) -> None:
     from peft import LoraConfig, get_peft_model
 
     base, proc = tiny_qwen
+    assert FAMILY.projector_modules(base) == ["merger"]
     config = LoraConfig(
         r=4,
         lora_alpha=8,
         target_modules=FAMILY.lora_target_regex,
-        modules_to_save=[FAMILY.projector_module],
+        modules_to_save=FAMILY.projector_modules(base),
     )
     model = get_peft_model(_fresh(base), config)
     adapted = [name for name, module in model.named_modules() if hasattr(module, "lora_A") and module.lora_A]
     assert len(adapted) == 7 * base.config.text_config.num_hidden_layers
     assert all(".language_model." in n for n in adapted)
     assert not [n for n in adapted if ".visual." in n]
-    enc = FAMILY.encode(proc, RECORDS["single"][0], _image(200, 100), max_length=4096)
+    enc = FAMILY.encode(proc, RECORDS["single"][0], noise_image(200, 100), max_length=4096)
     batch = FAMILY.collate(proc, [enc])
     model(**batch).loss.backward()
     grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
@@ -305,7 +285,7 @@ def test_merged_folder_loads_with_plain_transformers(tiny_qwen, tmp_path: Path) 
     assert type(plain).__name__ == "Qwen2_5_VLForConditionalGeneration"
     assert type(AutoImageProcessor.from_pretrained(folder)).__name__.startswith("Qwen2VLImageProcessor")
     assert len(AutoTokenizer.from_pretrained(folder)) == len(proc.tokenizer)
-    batch = FAMILY.collate(proc, [FAMILY.encode(proc, RECORDS["single"][0], _image(200, 100), 4096)])
+    batch = FAMILY.collate(proc, [FAMILY.encode(proc, RECORDS["single"][0], noise_image(200, 100), 4096)])
     merged.eval()
     with torch.no_grad():
         a, b = merged(**batch).logits, plain(**batch).logits
@@ -314,15 +294,15 @@ def test_merged_folder_loads_with_plain_transformers(tiny_qwen, tmp_path: Path) 
     assert not torch.allclose(a, c, atol=1e-3)  # the adapter's update is in the folder
     _, proc2 = FAMILY.load(folder)
     assert proc2.chat_template == proc.chat_template
-    assert FAMILY.encode(proc2, RECORDS["multi"][0], _image(56, 56), 4096).input_ids == (
-        FAMILY.encode(proc, RECORDS["multi"][0], _image(56, 56), 4096).input_ids
+    assert FAMILY.encode(proc2, RECORDS["multi"][0], noise_image(56, 56), 4096).input_ids == (
+        FAMILY.encode(proc, RECORDS["multi"][0], noise_image(56, 56), 4096).input_ids
     )
 
 
 def test_generation_inputs_left_pad_and_generate(tiny_qwen) -> None:
     model, proc = tiny_qwen
     questions = ["What is the object in the image?", "Which is a solid?\nA. milk\nB. rock"]
-    batch = FAMILY.generation_inputs(proc, questions, [_image(200, 100), None])
+    batch = FAMILY.generation_inputs(proc, questions, [noise_image(200, 100), None])
     ids, mask = batch["input_ids"], batch["attention_mask"]
     assert (mask[:, -1] == 1).all() and mask[1, 0] == 0  # left padding: the shorter prompt is padded first
     header = proc.tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]

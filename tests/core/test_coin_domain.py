@@ -28,7 +28,9 @@ FORBIDDEN = (
     ("sefe.models", "sefe.sefe_train"),
     ("sefe.models", "sefe.evaluation"),
     ("sefe.evaluation", "sefe.sefe_train"),
-    ("sefe.sefe_train.methods", "sefe.sefe_train.runner"),
+    ("sefe.sefe_train.methods", "sefe.sefe_train.runner"),  # a method never calls its host
+    ("sefe.sefe_train.trainer", "sefe.sefe_train.methods"),  # the trainer runs loss terms, knows no method
+    ("sefe.sefe_train.config", "sefe.sefe_train.methods"),  # resolve(cfg) checks a config, not vice versa
     ("sefe.asd_gen", "sefe.evaluation"),
 )
 GROUND_FLOOR = tuple(f"sefe.{m}" for m in ("atomic", "jsonl_store", "errors", "redact", "progress"))

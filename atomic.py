@@ -112,3 +112,15 @@ def atomic_dir(final: str | os.PathLike[str], *, replace: bool = False) -> Itera
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], name_glob: str) -> list[Path]:
+    """Remove the temp files `atomic_path` left in `folder` for targets matching `name_glob` when a kill
+    came between writing and renaming (`.train_x20.json.k3j9.tmp`); returns what was removed. Only for a
+    caller that holds the folder's lock (`sefe.lock`): another writer's temp file looks the same."""
+    removed = []
+    for tmp in Path(folder).glob(f".{name_glob}.*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed

@@ -35,7 +35,7 @@ from sefe.asd_gen.styles.convert import (
 )
 from sefe.asd_gen.styles.question import QuestionError, split_question
 from sefe.asd_gen.styles.rng import digest
-from sefe.atomic import atomic_write_bytes
+from sefe.atomic import atomic_write_bytes, remove_stale_temps
 from sefe.coin import layout
 from sefe.coin.instructions import CANDIDATE_PREFIX, GROUNDING_INSTRUCTIONS, INSTRUCTIONS
 from sefe.coin.records import TrainRecord, dump_json, load_train, save_train
@@ -454,6 +454,14 @@ def _manifest(
 _COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
 
+def _remove_stale_temps(out: Path, works: list[TaskWork]) -> None:
+    """Temp files of output and manifest writes that a kill cut short (`.train_x20.json.<random>.tmp`):
+    never renamed into place, so nothing reads them; removed under the output folder's lock."""
+    remove_stale_temps(layout.asd_manifest_path(out, 0).parent, "asd_manifest_x*.json")
+    for w in works:
+        remove_stale_temps(layout.asd_train_path(out, w.spec.name, 0).parent, "train_x*.json")
+
+
 def _generate(
     opts: BuildOptions, works: list[TaskWork], engine: Generator | None
 ) -> GenerationOutcome | None:
@@ -515,6 +523,7 @@ def build(
 def _build(
     opts: BuildOptions, console: Console, works: list[TaskWork], engine: Generator | None
 ) -> BuildResult:
+    _remove_stale_temps(opts.out, works)
     outcome = _generate(opts, works, engine)
     if outcome is not None and outcome.report.pending_batch_files:
         return BuildResult(

@@ -33,6 +33,7 @@ class ResultCache:
         self._store = JsonlStore(self.path)
         self._entries: dict[str, NeedResult] = {}
         self.model_of: dict[str, str] = {}  # fingerprint -> the model that answered (for the manifest)
+        self.tokens_of: dict[str, tuple[int, int]] = {}  # fingerprint -> tokens in/out it cost
         self.unwritten: list[dict[str, Any]] = []  # rows a full disk refused, kept for `retry_unwritten`
         self.write_error: OSError | None = None  # the first such error
         for n, row in self._store.rows():
@@ -42,6 +43,7 @@ class ResultCache:
                 raise JsonlError(f"{self.path} line {n}: not an ASD cache row ({e})") from None
             if row.get("model"):
                 self.model_of[row["key"]] = row["model"]
+            self.tokens_of[row["key"]] = (int(row.get("tokens_in") or 0), int(row.get("tokens_out") or 0))
 
     @property
     def torn_bytes(self) -> int:
@@ -62,6 +64,7 @@ class ResultCache:
         disk the row is kept in `unwritten` instead (and so is every later one, in order)."""
         row = {"key": key, "result": result.model_dump(exclude_none=True), **meta}
         self._entries[key] = result
+        self.tokens_of[key] = (int(meta.get("tokens_in") or 0), int(meta.get("tokens_out") or 0))
         if self.unwritten:
             self.unwritten.append(row)
             return

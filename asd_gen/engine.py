@@ -43,6 +43,7 @@ from sefe.asd_gen.needs import (
     Need,
     NeedFailure,
     NeedResult,
+    Spend,
 )
 from sefe.asd_gen.parsing import OutputError, parse_and_validate
 from sefe.asd_gen.progress import GenerationProgress
@@ -84,6 +85,7 @@ class _Run:
     queue: list[_Job] = field(default_factory=list)  # to send in the next round
     by_req: dict[str, _Job] = field(default_factory=dict)  # request key -> job, while in flight
     guard: RunGuard | None = None
+    fingerprints: list[str] = field(default_factory=list)  # every job's, for the cumulative spend
 
 
 class _LazyRequests(Sequence[ChatRequest]):
@@ -264,7 +266,9 @@ class Engine:
         """Jobs, cache hits, the report's identities and the queue of what must be asked."""
         jobs = self._jobs(needs)
         cache = ResultCache(out)
-        run = _Run(cache=cache, stats=RunStats(total=len(jobs)))
+        run = _Run(
+            cache=cache, stats=RunStats(total=len(jobs)), fingerprints=[j.fingerprint for j in jobs.values()]
+        )
         for key, job in jobs.items():
             hit = cache.get(job.fingerprint)
             if hit is not None:
@@ -435,11 +439,21 @@ class Engine:
         report.cost_usd = cost_usd(
             stats.tokens_in, stats.tokens_out, self.options.price_in_per_mtok, self.options.price_out_per_mtok
         )
+        report.cumulative = self._cumulative(run)
         if run.guard is not None and run.guard.tripped:
             report.stopped = run.guard.tripped
         if self._backend is not None:
             report.pending_batch_files = list(getattr(self._backend, "pending_files", []))
         return GenerationOutcome(results=run.results, failures=run.quarantined, open=run.open, report=report)
+
+    def _cumulative(self, run: _Run) -> Spend:
+        """Every answer this build uses, as the cache stores it (earlier invocations' included)."""
+        used = {f for f in run.fingerprints if f in run.cache}
+        tin = sum(run.cache.tokens_of.get(f, (0, 0))[0] for f in used)
+        tout = sum(run.cache.tokens_of.get(f, (0, 0))[1] for f in used)
+        o = self.options
+        cost = cost_usd(tin, tout, o.price_in_per_mtok, o.price_out_per_mtok)
+        return Spend(answers=len(used), tokens_in=tin, tokens_out=tout, cost_usd=cost)
 
     def close(self) -> None:
         if self._backend is not None:

@@ -99,8 +99,21 @@ class GenerationOptions(BaseModel):
     max_consecutive_failures: int = Field(default=8, ge=0)
 
 
+class Spend(BaseModel):
+    """Answers paid for and their tokens: what a build used from its cache, over every run that filled it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answers: int = 0  # answers stored in the cache that this build uses (new and earlier runs')
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float | None = None  # at this run's prices
+
+
 class GenerationReport(BaseModel):
-    """What the engine did, for the manifest."""
+    """What the engine did, for the manifest: `requests_sent`, tokens and `cost_usd` count this invocation
+    only (a resumed build pays only for what was missing); `cumulative` counts every answer this build
+    uses from the cache, earlier invocations' included, so a resumed build's manifest shows the total."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -116,6 +129,7 @@ class GenerationReport(BaseModel):
     tokens_out: int = 0
     cost_usd: float | None = None
     pending_batch_files: list[str] = Field(default_factory=list)  # batch backend: written, not yet ingested
+    cumulative: Spend = Field(default_factory=Spend)
 
 
 class GenerationOutcome(BaseModel):

@@ -225,3 +225,24 @@ def test_a_task_named_dotdot_reads_and_writes_nothing_outside_annotations(
     assert r.output.strip().splitlines()[-1].startswith("error: ") and "dots.yaml" in r.output
     assert "is a path, not a name" in r.output
     assert not list(tmp_path.rglob("train_x50.json"))
+
+
+def test_stale_temp_files_of_a_killed_build_are_removed_by_the_next(
+    data_root: Path, tmp_path: Path, scripted: ScriptedGenerator
+) -> None:
+    out = tmp_path / "o"
+    task_dir = out / "annotations" / "GQA"
+    task_dir.mkdir(parents=True)
+    stale = [
+        task_dir / ".train_x20.json.k3j9_a1.tmp",
+        out / "annotations" / ".asd_manifest_x20.json.zz81.tmp",
+    ]
+    for path in stale:
+        path.write_bytes(b'[{"id": "half a file')  # a kill between writing and renaming
+    other = task_dir / ".notes.txt.tmp"
+    other.write_bytes(b"not ours")
+    args = ["asd", "build", "--data-root", str(data_root), "--out", str(out), "--x", "20", "--tasks", "GQA"]
+    r = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert not any(p.exists() for p in stale)
+    assert other.exists() and (task_dir / "train_x20.json").is_file()

@@ -98,3 +98,47 @@ def test_llava_boxes_are_coin_boxes(tiny) -> None:
         family.target_to_family("[0.12, 0.34, 0.56, 0.78]", (640, 480), processor)
         == "[0.12, 0.34, 0.56, 0.78]"
     )
+
+
+def test_seven_b_shapes_adapt_196_and_224_linears() -> None:
+    """RegLoRA normalises its penalty by the number of LoRA modules: 196 in Qwen2.5-VL-7B, 224 in LLaVA-7B
+    (built on the meta device: shapes only, no memory)."""
+    import re
+
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+    )
+
+    qwen = Qwen2_5_VLConfig(  # Qwen2.5-VL-7B-Instruct's sizes
+        text_config={
+            "vocab_size": 152064,
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+            "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1e6},
+        },
+        vision_config={"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16},
+    )
+    clip = CLIPVisionConfig(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14
+    )
+    llava = LlavaConfig(text_config=LlamaConfig(), vision_config=clip)  # LlamaConfig() is LLaMA-2-7B's
+    counts = {}
+    for name, cls, config in [
+        ("qwen2_5_vl", Qwen2_5_VLForConditionalGeneration, qwen),
+        ("llava", LlavaForConditionalGeneration, llava),
+    ]:
+        with torch.device("meta"):
+            model = cls(config)
+        rx = re.compile(get_family(name).lora_target_regex)
+        linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and rx.fullmatch(n)]
+        assert not [n for n in linears if "visual" in n or "vision" in n]
+        counts[name] = len(linears)
+    assert counts == {"qwen2_5_vl": 196, "llava": 224}

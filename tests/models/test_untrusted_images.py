@@ -120,3 +120,36 @@ def test_sefe_train_reports_an_escaping_image_as_one_line_exit_2(root: Path, tmp
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert "field 'image'" in result.output and "leaves the data root" in result.output
+
+
+def test_a_decompression_bomb_is_one_bad_record_in_training_and_evaluation(
+    tiny, root: Path, tmp_path: Path
+) -> None:
+    """A 1 KB PNG declaring 30000x30000 pixels: an `ImageError` naming the record (the CLI's one line,
+    exit 2), never PIL's `DecompressionBombError` traceback."""
+    from tests.helpers.bad_images import bomb_png
+
+    bomb_png(root / "VizWiz" / "bomb.png")
+    _, processor = tiny
+    ds = LlavaDataset(_train(root, "VizWiz/bomb.png"), root, processor)
+    with pytest.raises(ImageError, match=r"record 0, id 'r7', field 'image'.*bomb\.png declares .*budget"):
+        ds[0]
+    _test(root, ["VizWiz/ok.png", "VizWiz/bomb.png"])
+    with pytest.raises(ImageError, match=r"record 1, id 'q1', field 'image'.*bomb\.png declares .*budget"):
+        run_inference(tiny, root, ["VizWiz"], tmp_path / "bomb", max_new_tokens=2, show_progress=False)
+
+
+def test_sefe_train_reports_a_bomb_as_one_line_exit_2(root: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sefe.cli import app
+    from tests.helpers.bad_images import bomb_png
+
+    bomb_png(root / "VizWiz" / "bomb.png")
+    _train(root, "VizWiz/bomb.png")
+    _test(root, ["VizWiz/ok.png"])
+    args = ["train", "--data-root", str(root), "--tasks", "VizWiz", "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "1", "--no-eval"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "DecompressionBomb" not in result.output
+    assert "id 'r7', field 'image'" in result.output and "bomb.png declares" in result.output

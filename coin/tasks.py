@@ -70,6 +70,9 @@ class TaskSpec(BaseModel):
     context_prefixes: tuple[str, ...] = DEFAULT_CONTEXT_PREFIXES
     scorer: ScorerName | None = None  # the CoIN scorer of its predictions (None: not scorable)
     style: AnswerStyle = "short"  # the answer form the format checks expect when the question does not say
+    # a line CoIN's evaluation appends to every question of this task (ScienceQA: the letter line, as the
+    # release's single-prediction flag does), None for most tasks
+    eval_appends: str | None = None
 
     @field_validator("scorer", mode="before")
     @classmethod
@@ -119,6 +122,7 @@ COIN_TASKS: tuple[TaskSpec, ...] = (
         instruction_lines=(MCQ_LETTER,),
         scorer="ScienceQA",
         style="letter",
+        eval_appends=MCQ_LETTER,
     ),
     TaskSpec(name="TextVQA", instruction_lines=(SHORT_ANSWER,), scorer="TextVQA"),
     TaskSpec(name="ImageNet", candidates="classes", instruction_lines=(SHORT_ANSWER,), scorer="ImageNet"),

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from sefe.coin.instructions import MCQ_LETTER as SCIENCEQA_INSTRUCTION
+from sefe.coin.tasks import TaskError, TaskSpec, get_task
 from sefe.coin.records import IMAGE_TOKEN
 from sefe.errors import InputError
 
@@ -107,20 +107,33 @@ def turns_from_conversations(conversations: Sequence[Any], where: str = "record"
 ScienceQAInstruction = Literal["always", "once"]
 
 
-def eval_question(text: str, task: str, scienceqa_instruction: ScienceQAInstruction = "always") -> str:
+def eval_question(
+    text: str, task: str | TaskSpec, scienceqa_instruction: ScienceQAInstruction = "always"
+) -> str:
     """The question as CoIN evaluation asks it (the `<image>` token removed, stripped).
 
-    ScienceQA gets its letter instruction line appended: unconditionally with "always", as the release's
-    single-prediction flag does (a text that already ends with the line then carries it twice), or exactly
-    once with "once".
+    A task whose spec names an `eval_appends` line (ScienceQA's letter line) gets it appended: unconditionally
+    with "always", as the release's single-prediction flag does (a text that already ends with the line then
+    carries it twice), or exactly once with "once". A task name no registry knows appends nothing.
     """
     question = text.replace(IMAGE_TOKEN, "").strip()
-    if task == "ScienceQA":
+    spec = _spec(task)
+    line = spec.eval_appends if spec is not None else None
+    if line is not None:
         if scienceqa_instruction == "once":
-            lines = [ln for ln in question.split("\n") if ln.strip() != SCIENCEQA_INSTRUCTION]
+            lines = [ln for ln in question.split("\n") if ln.strip() != line]
             question = "\n".join(lines).rstrip()
-        question = question + "\n" + SCIENCEQA_INSTRUCTION
+        question = question + "\n" + line
     return question
+
+
+def _spec(task: str | TaskSpec) -> TaskSpec | None:
+    if isinstance(task, TaskSpec):
+        return task
+    try:
+        return get_task(task)
+    except TaskError:
+        return None  # a data root's own task (tasks.json): such roots declare no appended line
 
 
 def prediction_prompt(question: str, has_image: bool) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from sefe.coin.instructions import MCQ_LETTER as SCIENCEQA_INSTRUCTION
+from sefe.coin.tasks import TaskSpec, get_task
 from sefe.models.conversation import (
     IGNORE_INDEX,
-    SCIENCEQA_INSTRUCTION,
     SYSTEM,
     build_prompt,
     eval_question,
@@ -166,3 +167,12 @@ def test_scienceqa_instruction_exactly_once_with_the_once_option() -> None:
         q = eval_question(text, "ScienceQA", "once")
         assert q.count(SCIENCEQA_INSTRUCTION) == 1 and q == with_line
     assert eval_question(without, "GQA") == without
+
+
+def test_the_appended_line_is_a_task_fact_not_a_task_name() -> None:
+    """ScienceQA's line comes from its spec (`eval_appends`); any task may declare one, unknown tasks add none."""
+    assert get_task("ScienceQA").eval_appends == SCIENCEQA_INSTRUCTION
+    own = TaskSpec(name="Chart", eval_appends="Answer with a number.")
+    assert eval_question("<image>\nHow many bars?", own) == "How many bars?\nAnswer with a number."
+    assert eval_question("How many?", "NotRegisteredAnywhere") == "How many?"
+    assert eval_question("Which?", "scienceqa") == f"Which?\n{SCIENCEQA_INSTRUCTION}"  # any case, as get_task

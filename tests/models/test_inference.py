@@ -8,9 +8,9 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from sefe.coin.instructions import MCQ_LETTER as SCIENCEQA_INSTRUCTION
 from sefe.evaluation import inference
 from sefe.evaluation.inference import default_tasks, read_done, run_inference
-from sefe.models.conversation import SCIENCEQA_INSTRUCTION
 
 FIELDS = {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}
 

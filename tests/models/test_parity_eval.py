@@ -15,11 +15,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from sefe.coin.instructions import MCQ_LETTER as SCIENCEQA_INSTRUCTION
 from sefe.evaluation import inference
 from sefe.evaluation.eval_images import expand_to_square, fill_colour, open_eval_image
 from sefe.evaluation.inference import run_inference
 from sefe.evaluation.scorers import parse_scienceqa_letter
-from sefe.models.conversation import SCIENCEQA_INSTRUCTION, eval_question
+from sefe.models.conversation import eval_question
 from sefe.sefe_train.config import RunConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from sefe.coin.tasks import TaskError, TaskSpec, get_task
 from sefe.coin.records import IMAGE_TOKEN
+from sefe.coin.tasks import TaskError, TaskSpec, get_task
 from sefe.errors import InputError
 
 SYSTEM = (

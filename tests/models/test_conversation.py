@@ -170,7 +170,7 @@ def test_scienceqa_instruction_exactly_once_with_the_once_option() -> None:
 
 
 def test_the_appended_line_is_a_task_fact_not_a_task_name() -> None:
-    """ScienceQA's line comes from its spec (`eval_appends`); any task may declare one, unknown tasks add none."""
+    """ScienceQA's line comes from its spec (`eval_appends`); any task may declare one; unknown ones: none."""
     assert get_task("ScienceQA").eval_appends == SCIENCEQA_INSTRUCTION
     own = TaskSpec(name="Chart", eval_appends="Answer with a number.")
     assert eval_question("<image>\nHow many bars?", own) == "How many bars?\nAnswer with a number."

@@ -24,12 +24,31 @@ ORTH_LOG_NAME = "olora_orth"
 L2_LOG_NAME = "olora_l2"
 
 
+#: The anchor of the default λ1: MCITlib's LLaVA port of O-LoRA (Ghy0501/MCITlib, LLaVA/OLoRA/llava/train/
+#: llava_trainer.py: `loss + 0.05 * orthogonal_loss`) at its rank per task (configs/train_configs/OLoRA/LLaVA:
+#: rank 96 over expert_num 6 tasks = 16).
+PORT_LAM_ORTH = 0.05
+PORT_RANK = 16
+
+
+def scaled_lam_orth(r: int) -> float:
+    """λ1 = 0.05 · (16 / r)²: the port's weight, rescaled so the term starts at the same size against the CE.
+
+    L_orth sums r_prev x r entries |a_prev · a_t| per adapted linear and earlier task; at initialisation each
+    entry's size depends on in_features, not on r (peft's kaiming-uniform rows), so the term grows as r².
+    At SEFE's r = 128 on all 224 linears it starts near 7e3 per earlier task: 0.5 (the T5 scripts' λ1 at
+    r = 8 on q/v) would make it ~3500x the cross-entropy; this rule gives 7.8e-4 (≈ 5.5x, as the port's).
+    """
+    return PORT_LAM_ORTH * (PORT_RANK / r) ** 2
+
+
 class OLoRAOptions(MethodOptions):
-    lam_orth: float = Field(
-        0.5,
+    lam_orth: float | None = Field(
+        None,
         ge=0,
-        description="λ1, weight of the orthogonality loss. Default 0.5: the O-LoRA reference scripts "
-        "(cmnfriend/O-LoRA, scripts*/order_*.sh: --lamda_1 0.5).",
+        description="λ1, weight of the orthogonality loss. Default None: 0.05 · (16 / lora.r)², MCITlib's "
+        "LLaVA port (λ1 0.05 at rank 16 per task) rescaled by the term's r² growth (7.8e-4 at r 128). "
+        "The O-LoRA T5 scripts' 0.5 (cmnfriend/O-LoRA, --lamda_1 0.5) was set for rank 8 on q/v.",
     )
     lam_l2: float = Field(
         0.0,
@@ -60,17 +79,24 @@ class OLoRA(LoRAMethod[OLoRAOptions]):
         path = self.earlier_stage_file(ctx, PREV_A_FILE)
         return PrevAStore() if path is None else PrevAStore.load(path)
 
+    @property
+    def lam_orth(self) -> float:
+        """λ1 in effect: the option, or the rank-scaled default."""
+        lam = self.options.lam_orth
+        return scaled_lam_orth(self.cfg.lora.r) if lam is None else float(lam)
+
     def loss_terms(self, ctx: StageContext, model: Any) -> list[LossTerm]:
         from sefe.sefe_train.methods._orthogonal import OLoRARegularizer
         from sefe.sefe_train.trainer import LossTerm
 
         o = self.options
-        if (ctx.k == 1 or o.lam_orth == 0) and o.lam_l2 == 0:
+        lam_orth = self.lam_orth
+        if (ctx.k == 1 or lam_orth == 0) and o.lam_l2 == 0:
             return []
-        reg = OLoRARegularizer(model, self._store(ctx), o.lam_orth, o.lam_l2)
+        reg = OLoRARegularizer(model, self._store(ctx), lam_orth, o.lam_l2)
         terms = []
         if reg.has_orth:
-            terms.append(LossTerm(ORTH_LOG_NAME, reg.orth, o.lam_orth))
+            terms.append(LossTerm(ORTH_LOG_NAME, reg.orth, lam_orth))
         if o.lam_l2:
             terms.append(LossTerm(L2_LOG_NAME, reg.l2, o.lam_l2))
         return terms

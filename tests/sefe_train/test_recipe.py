@@ -195,3 +195,19 @@ def test_merged_saved_in_fp16_and_reloaded_in_bf16(tmp_path: Path) -> None:
         dtypes = {fh.get_slice(k).get_dtype() for k in fh.keys()}  # noqa: SIM118 - safe_open is no dict
     assert dtypes == {"F16"}
     assert rec.begins[1]["frozen_lm_dtypes"] == {torch.bfloat16}  # stage 2 reloads the fp16 file in bf16
+
+
+def test_coin_moelora_recipe_is_coins_own() -> None:
+    """configs/coin-moelora-coin.yaml: CoIN's MoELoRA scripts (zackschen/CoIN scripts/LLaVA/Train_MOE): 8
+    experts sharing r 128, batch 14 x 8 accumulation x 8 GPUs = 896, lr 2e-4 / projector 2e-5, CoIN's
+    original training files."""
+    cfg = load_config(REPO / "configs" / "coin-moelora-coin.yaml")
+    t = cfg.train
+    from sefe.sefe_train.methods import resolve
+
+    assert cfg.method == "moelora" and resolve(cfg).options.experts == 8  # type: ignore[attr-defined]
+    assert cfg.lora.r == 128 and cfg.lora.alpha == 256
+    assert t.global_batch_size == 896 and t.per_device_batch_size == 14 and t.grad_accum(8) == 8
+    assert t.lr == 2e-4 and t.projector_lr == 2e-5 and t.epochs == 1 and t.warmup_ratio == 0.03
+    assert cfg.train_path(cfg.tasks[0]).as_posix().endswith("annotations/ScienceQA/train.json")
+    assert len(cfg.tasks) == 8

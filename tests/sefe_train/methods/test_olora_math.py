@@ -112,3 +112,29 @@ def test_missing_module_in_store_is_named() -> None:
     del store.prev[name]
     with pytest.raises(ValueError, match="no earlier A matrices"):
         OLoRARegularizer(model, store, 0.5, 0.0)
+
+
+def test_default_lambda_is_the_ports_rescaled_by_the_terms_r_squared_growth() -> None:
+    """λ1 = 0.05 · (16 / r)²: the term sums r_prev x r entries whose size at init does not depend on r, so
+    λ1 · L_orth starts at the same size for every rank (the port's at r = 16)."""
+    import math
+
+    from sefe.sefe_train.config import load_config
+    from sefe.sefe_train.methods.olora import OLoRA, scaled_lam_orth
+
+    assert scaled_lam_orth(16) == pytest.approx(0.05)
+    assert scaled_lam_orth(128) == pytest.approx(0.05 / 64)
+    cfg = load_config(None, ["method=olora", "lora.r=128"])
+    assert OLoRA.from_config(cfg).lam_orth == pytest.approx(0.05 / 64)
+    cfg = load_config(None, ["method=olora", "lora.r=128", "method_options.olora.lam_orth=0.5"])
+    assert OLoRA.from_config(cfg).lam_orth == 0.5
+
+    def start(r: int) -> float:  # λ1 · L_orth of two freshly initialised A's (peft's init), in = 1024
+        torch.manual_seed(r)
+        prev, new = torch.empty(r, 1024), torch.empty(r, 1024)
+        for a in (prev, new):
+            torch.nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        return scaled_lam_orth(r) * float(orthogonality_loss(prev, new))
+
+    assert start(64) == pytest.approx(start(16), rel=0.1)
+    assert start(128) == pytest.approx(start(16), rel=0.1)

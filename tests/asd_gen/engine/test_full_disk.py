@@ -6,6 +6,10 @@ needed. Freed in time, nothing paid for is lost: the rerun sends exactly what wa
 from __future__ import annotations
 
 import errno
+import os
+import shlex
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -128,3 +132,65 @@ def test_space_freed_while_retrying_loses_no_paid_answer(
         assert srv.count() == needed  # the rerun asked only what was never answered
     finally:
         srv.stop()
+
+
+def _can_mount_tmpfs() -> bool:
+    try:
+        probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="no user namespaces here to mount a private tmpfs")
+def test_a_real_small_tmpfs_fills_up(tmp_path: Path) -> None:
+    """The build's --out is a 24 KiB tmpfs (mounted in a private mount namespace): the real ENOSPC."""
+    out, copy = tmp_path / "small", tmp_path / "cache_copy.jsonl"
+    out.mkdir()
+    srv = ChatServer(latency_s=0.05).start()
+    try:
+        needed = _needed(tmp_path / "probe", srv.base_url)
+        build = [
+            sys.executable,
+            "-m",
+            "sefe.cli",
+            "asd",
+            "build",
+            "--data-root",
+            str(DATA),
+            "--out",
+            str(out),
+        ]
+        build += [
+            "--x",
+            "20",
+            "--backend",
+            "openai",
+            "--base-url",
+            srv.base_url,
+            "--concurrency",
+            str(CONCURRENCY),
+        ]
+        script = (
+            f"mount -t tmpfs -o size=24k tmpfs {shlex.quote(str(out))} || exit 97\n"
+            f"{shlex.join(build)}\nrc=$?\n"
+            f"cp {shlex.quote(str(out / CACHE_NAME))} {shlex.quote(str(copy))}\nexit $rc\n"
+        )
+        env = {**os.environ, "SEFE_DISK_RETRY_S": "0.5", "COLUMNS": "400"}
+        done = subprocess.run(
+            ["unshare", "-rm", "sh", "-c", script], capture_output=True, env=env, timeout=300
+        )
+        answered = srv.count()
+    finally:
+        srv.stop()
+    shown = done.stdout.decode() + done.stderr.decode()
+    assert done.returncode == DISK_FULL_EXIT, shown
+    rows = _rows_of(copy)
+    last = shown.strip().splitlines()[-1]
+    assert last.startswith(f"error: {out}: no space left to write {CACHE_NAME}") and "Traceback" not in shown
+    assert f"{answered - rows} of {answered} new answers paid for could not be stored" in last
+    assert 0 < rows < answered <= rows + CONCURRENCY + 1 < needed  # sending stopped at once
+
+
+def _rows_of(path: Path) -> int:
+    return sum(1 for _ in JsonlStore(path).rows())

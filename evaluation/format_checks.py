@@ -180,6 +180,22 @@ class FormatResult(BaseModel):
     examples: list[dict[str, str]] = Field(default_factory=list)  # a few wrong-format answers
 
 
+def format_error_flags(
+    task: str, questions: Sequence[str], answers: Sequence[str], root: Path | str | None = None
+) -> list[bool]:
+    """Per answer, True when it is not in the style its question asks for (the per-item view of
+    `format_errors`, for intervals over items)."""
+    if len(questions) != len(answers):
+        raise ValueError(f"{task}: {len(questions)} questions but {len(answers)} answers")
+    default = task_style(task, root) or "short"
+    yes_no = answers_include_yes_no(task, root)
+    flags = []
+    for q, a in zip(questions, answers, strict=True):
+        style = style_from_instruction(q) or default
+        flags.append(not (is_short(a, yes_no=yes_no) if style == "short" else in_style(style, a)))
+    return flags
+
+
 def format_errors(
     task: str,
     questions: Sequence[str],
@@ -196,12 +212,10 @@ def format_errors(
     examples: list[dict[str, str]] = []
     errors = 0
     default = task_style(task, root) or "short"
-    yes_no = answers_include_yes_no(task, root)
-    for q, a in zip(questions, answers, strict=True):
+    for q, a, bad in zip(questions, answers, format_error_flags(task, questions, answers, root), strict=True):
         style = style_from_instruction(q) or default
         expected[style] += 1
-        ok = is_short(a, yes_no=yes_no) if style == "short" else in_style(style, a)
-        if not ok:
+        if bad:
             errors += 1
             taken[detect_style(a) or "other"] += 1
             if len(examples) < max_examples:

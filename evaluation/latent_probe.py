@@ -46,12 +46,13 @@ class LinearProbe(BaseModel):
         logits = x @ torch.tensor(self.weight).T + torch.tensor(self.bias)
         return [self.classes[int(j)] for j in logits.argmax(-1)]
 
+    def hits(self, features: Any, labels: Sequence[str]) -> list[int]:
+        """Per item, 1 when the probe predicts its label (a label it never saw counts as wrong)."""
+        return [int(p == y) for p, y in zip(self.predict(features), labels, strict=True)] if labels else []
+
     def accuracy(self, features: Any, labels: Sequence[str]) -> float:
-        """Percent of items whose label the probe predicts (a label it never saw counts as wrong)."""
-        if not labels:
-            return 0.0
-        hits = sum(p == y for p, y in zip(self.predict(features), labels, strict=True))
-        return 100.0 * hits / len(labels)
+        """Percent of items whose label the probe predicts."""
+        return 100.0 * sum(self.hits(features, labels)) / len(labels) if labels else 0.0
 
 
 def fit_probe(

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Reduction = Literal["sum", "mean"]
 _OPTION = re.compile(r"^\s*\(?([A-Z])[.)]\s+\S")
@@ -56,6 +56,7 @@ class ProbeResult(BaseModel):
     total: int
     reduction: Reduction
     candidates: float  # mean number of candidates per question (chance = 100 / this)
+    known: list[int] = Field(default_factory=list)  # per item, in item order: 1 = ranked first (bootstraps)
 
 
 def option_letters(question: str) -> list[str]:
@@ -204,7 +205,7 @@ def run_probe(
         return None
     was_training = bool(getattr(model, "training", False))
     model.eval()
-    correct = 0
+    known: list[int] = []
     try:
         for chunk in _chunks(items, max_rows):
             seqs: list[tuple[str, str, Any]] = []
@@ -218,11 +219,12 @@ def run_probe(
                 mine = scores[start : start + len(it.candidates)]
                 start += len(it.candidates)
                 right = mine[it.correct]  # known: strictly above every other candidate (a tie is not known)
-                correct += int(all(right > s for j, s in enumerate(mine) if j != it.correct))
+                known.append(int(all(right > s for j, s in enumerate(mine) if j != it.correct)))
     finally:
         if was_training:
             model.train()
     n = len(items)
+    correct = sum(known)
     return ProbeResult(
         task=task,
         rate=100.0 * correct / n,
@@ -230,4 +232,5 @@ def run_probe(
         total=n,
         reduction=reduction,
         candidates=sum(len(it.candidates) for it in items) / n,
+        known=known,
     )

@@ -69,10 +69,9 @@ def record_latent(
             if not probe_file.is_file():  # its own stage ran before this code existed: no probe to apply
                 continue
             prompts, labels = _prompts(root, task_i, processor, "test", 10**9)
-            rate = LinearProbe.load(probe_file).accuracy(
-                last_prompt_states(model, processor, prompts), labels
-            )
-            matrix.set(k, i, rate)
+            states = last_prompt_states(model, processor, prompts)
+            hits = LinearProbe.load(probe_file).hits(states, labels)
+            matrix.set(k, i, 100.0 * sum(hits) / max(1, len(hits)), {"correct": hits})
         matrix.save(path)
         if console is not None:
             row = ", ".join(

@@ -1,5 +1,5 @@
-"""The Micro-CoIN report: per run the three matrices, per method x data the mean and spread over seeds, and
-the paper's four findings stated in words with the numbers that decide them (computed, never written in).
+"""The Micro-CoIN report: per run its matrices, per method x data the mean and spread over seeds, and the
+primary endpoints paired by seed with 95 % intervals, each finding worded from its interval (`endpoints.py`).
 
 Definitions (T tasks, 0-based rows k = after stage k, columns i = task; only cells i <= k exist):
 - accuracy metrics: MFT, MFN, MAA, BWT of the accuracy matrix (`metrics.py`; BWT over i < T);
@@ -7,13 +7,14 @@ Definitions (T tasks, 0-based rows k = after stage k, columns i = task; only cel
   superficial forgetting; `FE_own`: mean of the diagonal (format errors right after learning a task);
 - `K_own`, `K_final`: mean knowledge-probe rate on the diagonal / the last row (probed tasks);
   `K_BWT`: mean over probed i < T of K[T][i] - K[i][i] (negative = knowledge lost: essential forgetting).
-A difference "holds" when its mean over seeds is in the stated direction and larger than the spread
-(sqrt of the summed variances of the two means' seeds; with one seed only the direction can be stated).
+- `OOP_later`: mean out-of-pool rate over the cells k > i; `rho_K`, `rho_L`: retention on learned tasks by
+  the likelihood and the latent probe (`endpoints.py`).
+Findings: "reproduces" / "does not reproduce" only when the paired 95 % interval excludes 0, else "not
+established" with the interval (never a rule of thumb on spreads).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import statistics
@@ -28,9 +29,13 @@ from sefe.evaluation.metrics import AccuracyMatrix
 from sefe.evaluation.result_files import ACCURACY_FILE, FORMAT_FILE, KNOWLEDGE_FILE
 from sefe.micro.baselines import baselines
 from sefe.micro.cells import cell_stats, later_from_pool
+from sefe.micro.endpoints import PRIMARY, compare, item_outcomes, value
 from sefe.micro.latent import LATENT_FILE
 
-METRICS = ("MFT", "MFN", "MAA", "BWT", "FE_own", "FE_later", "OOP_later", "K_own", "K_final", "K_BWT")
+METRICS = (
+    "MFT", "MFN", "MAA", "BWT", "FE_own", "FE_later", "OOP_later",
+    "K_own", "K_final", "K_BWT", "rho_K", "rho_L",
+)  # fmt: skip
 SEFE = ("reglora", "asd")
 
 
@@ -42,11 +47,6 @@ KIND_TITLES = (
     ("out_of_pool", "Out of pool (answers that are none of the task's answers)"),
     ("top_share", "Most frequent answer (share of items; 100 = one constant answer)"),
 )
-
-
-def _m(groups: dict[str, Any], group: str, metric: str, spec: str = ".1f") -> str:
-    value = groups[group]["metrics"][metric]["mean"]
-    return "–" if value is None else format(value, spec)
 
 
 def _mean(xs: Sequence[float]) -> float | None:
@@ -135,132 +135,14 @@ def _mean_full(ms: Sequence[list[list[float | None]]]) -> list[list[float | None
     return out
 
 
-def _diff(
-    groups: dict[str, Any], a: tuple[str, str], b: tuple[str, str], metric: str
-) -> tuple[float, float, int] | None:
-    """mean(a) - mean(b) of a metric, its spread, and the smaller seed count."""
-    ga, gb = groups.get(f"{a[0]}/{a[1]}"), groups.get(f"{b[0]}/{b[1]}")
-    if ga is None or gb is None:
-        return None
-    sa, sb = ga["metrics"][metric], gb["metrics"][metric]
-    if sa["mean"] is None or sb["mean"] is None:
-        return None
-    spread = math.sqrt((sa["std"] or 0) ** 2 + (sb["std"] or 0) ** 2)
-    return sa["mean"] - sb["mean"], spread, min(sa["n"], sb["n"])
-
-
-def _verdict(delta: float, spread: float, n: int, want_positive: bool = True) -> str:
-    right = delta > 0 if want_positive else delta < 0
-    if not right:
-        return "does NOT reproduce"
-    if n < 2:
-        return "points the expected way (one seed: no spread to judge it by)"
-    return "reproduces" if abs(delta) > spread else "points the expected way but within the seed spread"
-
-
-def findings(groups: dict[str, Any]) -> list[dict[str, Any]]:
-    """The four questions of the issue, answered from the group statistics."""
-    out: list[dict[str, Any]] = []
-    base = groups.get("lora/original")
-    if base is not None and base["metrics"]["FE_later"]["mean"] is not None:
-        later, own = base["metrics"]["FE_later"], base["metrics"]["FE_own"]
-        delta = later["mean"] - (own["mean"] or 0.0)
-        spread = math.sqrt((later["std"] or 0) ** 2 + (own["std"] or 0) ** 2)
-        v = _verdict(delta, spread, later["n"]) if later["mean"] >= 5 else "does NOT reproduce"
-        out.append(
-            {
-                "question": "1. Does sequential LoRA on original data cause format errors on earlier tasks?",
-                "verdict": v,
-                "text": (
-                    f"LoRA on original data: {later['mean']:.1f} % of earlier tasks' answers are in the "
-                    f"wrong answer style after later stages (± {later['std']:.1f}, {later['n']} seed(s)), "
-                    f"against {own['mean']:.1f} % right after each task was learned: {v}."
-                ),
-            }
-        )
-    d = _diff(groups, ("lora", "original"), ("lora", "asd"), "FE_later")
-    if d is not None:
-        v = _verdict(d[0], d[1], d[2])
-        out.append(
-            {
-                "question": "2. Does ASD data reduce those format errors?",
-                "verdict": v,
-                "text": (
-                    "Format errors on earlier tasks: LoRA original "
-                    f"{_m(groups, 'lora/original', 'FE_later')} % vs LoRA ASD "
-                    f"{_m(groups, 'lora/asd', 'FE_later')} % "
-                    f"(reduction {d[0]:+.1f} points, spread {d[1]:.1f}): {v}."
-                ),
-            }
-        )
-    for metric, what in (("K_BWT", "knowledge-probe BWT"), ("BWT", "accuracy BWT")):
-        d = _diff(groups, SEFE, ("lora", "asd"), metric)
-        if d is not None:
-            v = _verdict(d[0], d[1], d[2])
-            out.append(
-                {
-                    "question": f"3. Does RegLoRA reduce essential forgetting beyond ASD ({what})?",
-                    "verdict": v,
-                    "text": (
-                        f"{what}: SEFE (RegLoRA + ASD) {_m(groups, 'reglora/asd', metric, '+.1f')} vs "
-                        f"LoRA + ASD {_m(groups, 'lora/asd', metric, '+.1f')} "
-                        f"(difference {d[0]:+.1f}, spread {d[1]:.1f}): {v}."
-                    ),
-                }
-            )
-    d = _diff(groups, ("lora", "original"), SEFE, "FE_later")
-    if d is not None:
-        v = _verdict(d[0], d[1], d[2])
-        out.append(
-            {
-                "question": "SEFE vs plain LoRA: fewer format errors on earlier tasks?",
-                "verdict": v,
-                "text": (
-                    "Format errors on earlier tasks: LoRA original "
-                    f"{_m(groups, 'lora/original', 'FE_later')} % vs SEFE "
-                    f"{_m(groups, 'reglora/asd', 'FE_later')} % (reduction {d[0]:+.1f} points, "
-                    f"spread {d[1]:.1f}): {v}."
-                ),
-            }
-        )
-    for metric in ("MFN", "MAA"):
-        parts, verdicts = [], []
-        for other in (("lora", "asd"), ("reglora", "original"), ("lora", "original")):
-            d = _diff(groups, SEFE, other, metric)
-            if d is None:
-                continue
-            v = _verdict(d[0], d[1], d[2])
-            verdicts.append(v)
-            parts.append(f"vs {other[0]} + {other[1]} {d[0]:+.1f} (spread {d[1]:.1f}, {v})")
-        if parts:
-            overall = (
-                "reproduces"
-                if all(v == "reproduces" for v in verdicts)
-                else (
-                    "does NOT reproduce"
-                    if any(v.startswith("does NOT") for v in verdicts)
-                    else "not established"
-                )
-            )
-            mean = groups["reglora/asd"]["metrics"][metric]["mean"]
-            out.append(
-                {
-                    "question": f"4. Does SEFE beat each single part ({metric})?",
-                    "verdict": overall,
-                    "text": f"SEFE {metric} {mean:.1f}: " + "; ".join(parts) + f". Overall: {overall}.",
-                }
-            )
-    return out
-
-
 def _fmt(v: float | None, digits: int = 1) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def _pm(s: dict[str, Any]) -> str:
+def _pm(s: dict[str, Any], digits: int = 1) -> str:
     if s["mean"] is None:
         return "–"
-    return f"{s['mean']:.1f} ± {s['std']:.1f}" if s["n"] > 1 else f"{s['mean']:.1f}"
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}" if s["n"] > 1 else f"{s['mean']:.{digits}f}"
 
 
 def _matrix_md(tasks: list[str], rows: list[list[float | None]]) -> list[str]:
@@ -363,12 +245,18 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
     runs: list[dict[str, Any]] = []
     groups: dict[str, Any] = {}
     tasks = list(opts.tasks)
+    root = out / "data"
+    base_of = baselines(root, tasks)
+    base = [base_of[t].majority for t in tasks]
+    n_items = [base_of[t].items for t in tasks]
+    items_of: dict[tuple[str, int], Any] = {}
     for seed in range(opts.seeds):
         for method, data in opts.combos():
             name = opts.run_name(method, data, seed)
             m = load_run(out / "runs" / name)
             if m["accuracy"] is not None:
-                cells = cell_stats(out / "runs" / name, tasks, out / "data")
+                cells = cell_stats(out / "runs" / name, tasks, root)
+                items = items_of[(f"{method}/{data}", seed)] = item_outcomes(out / "runs" / name, root, tasks)
                 runs.append(
                     {
                         "name": name,
@@ -379,6 +267,8 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
                         "metrics": {
                             **run_metrics(m["accuracy"], m["format_errors"], m["knowledge"]),
                             "OOP_later": _later_mean(cells["out_of_pool"]),
+                            "rho_K": value("rho_K", items, len(tasks), base),
+                            "rho_L": value("rho_L", items, len(tasks), base),
                         },
                         **{
                             k: (v.model_dump(mode="json", exclude={"details"}) if v else None)
@@ -406,7 +296,9 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
                 "metrics": {k: _stats([r["metrics"].get(k) for r in mine]) for k in METRICS},
                 "mean_matrices": mats,
             }
-    found = findings(groups)
+    by_run = {(f"{r['method']}/{r['data']}", r["seed"]): r for r in runs}
+    results = [res for ep in PRIMARY if (res := compare(ep, by_run, items_of, n_items, base)) is not None]
+    found = [{"question": r.endpoint.claim, "verdict": r.verdict, "text": r.text} for r in results]
     warm_info = (
         orjson.loads((warm / "warmstart.json").read_bytes()) if (warm / "warmstart.json").is_file() else {}
     )
@@ -420,9 +312,10 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
         },
         "groups": groups,
         "ceiling": {
-            "baselines": {t: b.model_dump(mode="json") for t, b in baselines(out / "data", tasks).items()},
+            "baselines": {t: b.model_dump(mode="json") for t, b in base_of.items()},
             "learned": ceilings(groups, tasks),
         },
+        "endpoints": [r.model_dump(mode="json") for r in results],
         "findings": found,
         "runs": runs,
         "plots": plots,
@@ -433,13 +326,13 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
 
 
 def headline_table(report: dict[str, Any]) -> list[str]:
-    cols = ("MFT", "MFN", "MAA", "BWT", "FE_later", "OOP_later", "K_final", "K_BWT")
+    cols = ("MFT", "MFN", "MAA", "BWT", "FE_later", "OOP_later", "K_final", "rho_K", "rho_L")
     lines = ["| method | data | seeds | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 3)]
     for g in report["groups"].values():
         label = "**SEFE** (reglora)" if (g["method"], g["data"]) == SEFE else g["method"]
         lines.append(
             f"| {label} | {g['data']} | {g['seeds']} | "
-            + " | ".join(_pm(g["metrics"][c]) for c in cols)
+            + " | ".join(_pm(g["metrics"][c], 2 if c.startswith("rho") else 1) for c in cols)
             + " |"
         )
     return lines
@@ -494,7 +387,11 @@ def render(report: dict[str, Any], tasks: list[str]) -> str:
         "",
         "## Findings",
         "",
-        *(f"- **{f['question']}** {f['text']}" for f in report["findings"]),
+        "Arms paired by seed (both arms of a seed share its data and seeds); 95 % Student-t interval over "
+        "seeds and a percentile bootstrap over test items; a finding reproduces only when its interval "
+        "excludes 0.",
+        "",
+        *(f"- **{f['verdict']}**: {f['text']}" for f in report["findings"]),
         "",
     ]
     if not report["findings"]:

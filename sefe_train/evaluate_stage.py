@@ -17,10 +17,10 @@ from typing import Any
 
 import orjson
 
+from sefe.atomic import atomic_write_bytes
 from sefe.errors import InputError
 from sefe.evaluation.result_files import FORMAT_FILE, KNOWLEDGE_FILE
 from sefe.sefe_train.config import RunConfig
-from sefe.sefe_train.run_layout import atomic_write_bytes
 
 
 def _limited_test_file(test: Path, limit: int | None, out_dir: Path, task: str) -> Path:

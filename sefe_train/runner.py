@@ -24,7 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
-from sefe.atomic import atomic_dir, publish_dir
+from sefe.atomic import atomic_dir, atomic_write_bytes, publish_dir
 from sefe.errors import MissingFile
 from sefe.evaluation.result_files import ACCURACY_FILE
 from sefe.sefe_train import run_layout as L
@@ -154,7 +154,7 @@ class ContinualRunner:
         state.tasks = names
         if is_main_process():
             run.mkdir(parents=True, exist_ok=True)
-            L.atomic_write_bytes(stored, dump_config(self.cfg).encode())
+            atomic_write_bytes(stored, dump_config(self.cfg).encode())
             L.save_state(run, state)
         return state
 
@@ -211,7 +211,7 @@ class ContinualRunner:
     def _stage_metrics(self, part: Path, metrics: dict[str, float]) -> dict[str, float]:
         """Write fresh training metrics, or read those of a training finished before a resume."""
         if metrics:
-            L.atomic_write_bytes(part / "train_metrics.json", json.dumps(metrics, indent=2).encode())
+            atomic_write_bytes(part / "train_metrics.json", json.dumps(metrics, indent=2).encode())
         elif (part / "train_metrics.json").exists():
             metrics = json.loads((part / "train_metrics.json").read_text())
         return metrics

@@ -215,6 +215,7 @@ def _same_length(questions: Sequence[str], images: Sequence[Any | None]) -> None
 
 #: family name (= config.json model_type) -> the module that defines `FAMILY`.
 _MODULES = {
+    "internvl": "sefe.models.internvl",
     "llava": "sefe.models.family",
     "qwen2_5_vl": "sefe.models.qwen2_5_vl",
     "qwen3_vl": "sefe.models.qwen3_vl",

@@ -49,7 +49,9 @@ VISION_TOKENS = ("<|vision_start|>", IMAGE_PAD, "<|vision_end|>", "<|video_pad|>
 BUILD_FORMAT = 1
 
 
-def chatml_template(default_system: str | None) -> str:
+def chatml_template(
+    default_system: str | None, image_part: str = "<|vision_start|><|image_pad|><|vision_end|>"
+) -> str:
     """Our ChatML template for the tiny models (a real folder brings its own): a default system turn when
     `default_system` is set (Qwen2.5-VL has one, Qwen3-VL none), image parts as Qwen writes them, and the
     generation prompt `<|im_start|>assistant\n`."""
@@ -64,7 +66,7 @@ def chatml_template(default_system: str | None) -> str:
         "{% for message in messages %}" + system + "{{ '<|im_start|>' + message['role'] + '\n' }}"
         "{% if message['content'] is string %}{{ message['content'] }}"
         "{% else %}{% for part in message['content'] %}"
-        "{% if part['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+        "{% if part['type'] == 'image' %}{{ '" + image_part + "' }}"
         "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
         "{% endfor %}{% endif %}"
         "{{ '<|im_end|>\n' }}"
@@ -96,6 +98,20 @@ class QwenProcessor:
         pad = self.tokenizer.pad_token_id
         return int(pad if pad is not None else self.tokenizer.eos_token_id)
 
+    #: the collator marks image positions in `mm_token_type_ids` (Qwen's 3-D rotary positions need them)
+    mark_image_tokens = True
+
+    def image_inputs(self, image: Any) -> tuple[dict[str, Any], int]:
+        """The image's model inputs (`pixel_values` patch rows, `image_grid_thw`) and its token count."""
+        out = self.image_processor(images=[image], return_tensors="pt")
+        vision = {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+        merge = self.image_processor.merge_size
+        return vision, int(vision["image_grid_thw"][0].prod()) // (merge * merge)
+
+    def expansion(self, count: int) -> list[int]:
+        """The ids that replace the template's one image slot."""
+        return [self.image_token_id] * count
+
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
         self.tokenizer.save_pretrained(str(folder))
@@ -113,10 +129,10 @@ def load_processor(folder: str | Path) -> QwenProcessor:
     folder = Path(folder)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(str(folder))
-    return QwenProcessor(tokenizer, image_processor, _chat_template(folder, tokenizer))
+    return QwenProcessor(tokenizer, image_processor, chat_template_of(folder, tokenizer))
 
 
-def _chat_template(folder: Path, tokenizer: Any) -> str:
+def chat_template_of(folder: Path, tokenizer: Any) -> str:
     """The folder's template: `chat_template.jinja`, `chat_template.json`, the tokenizer's, else ours."""
     jinja = folder / "chat_template.jinja"
     if jinja.is_file():
@@ -328,6 +344,11 @@ def load(
     model_class: str = "Qwen2_5_VLForConditionalGeneration",
 ):
     """(model, QwenProcessor) from a Qwen-VL folder; `model_class` names the transformers class."""
+    return load_model(path, dtype, attn_implementation, model_class), load_processor(path)
+
+
+def load_model(path: str | Path, dtype: Any, attn_implementation: str, model_class: str) -> Any:
+    """The transformers class `model_class` from an HF folder, in `dtype`."""
     import transformers
 
     from sefe.models.llava import torch_dtype
@@ -335,10 +356,9 @@ def load(
     path = Path(path)
     if not (path / "config.json").is_file():
         raise MissingFile(f"{path} has no config.json (expected an HF {model_class} folder)")
-    model = getattr(transformers, model_class).from_pretrained(
+    return getattr(transformers, model_class).from_pretrained(
         str(path), dtype=torch_dtype(dtype), attn_implementation=attn_implementation
     )
-    return model, load_processor(path)
 
 
 def save_parts(model: Any, processor: QwenProcessor, folder: Path) -> None:
@@ -421,36 +441,41 @@ def tokenize(
     return ids, labels
 
 
-def vision_inputs(processor: QwenProcessor, images: Sequence[Any]) -> dict[str, Any]:
-    """`pixel_values` (patch rows of all images) and `image_grid_thw` (one row per image)."""
-    out = processor.image_processor(images=list(images), return_tensors="pt")
-    return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
-
-
-def tokens_of(grid_thw: Any, merge_size: int) -> int:
-    return int(grid_thw.prod()) // (merge_size * merge_size)
-
-
 def encode(
     processor: QwenProcessor, turns: Sequence[Turn], image: Any | None, max_length: int, where: str = "record"
 ) -> Encoded:
-    """One record: template tokens, `<|image_pad|>` expanded to this image's count, cut to `max_length`."""
-    from sefe.models.tokenization import IMAGE_PLACEHOLDER, expand_image, truncate_expanded
+    """One record: template tokens, the image slot expanded for this image (`processor.expansion`), cut to
+    `max_length` (never through the image)."""
+    from sefe.models.tokenization import IMAGE_PLACEHOLDER, truncate_expanded
 
     ids, labels = tokenize(processor, turns, image is not None, where)
     if image is None:
         return Encoded(ids[:max_length], labels[:max_length])
-    vision = vision_inputs(processor, [image])
-    count = tokens_of(vision["image_grid_thw"][0], processor.image_processor.merge_size)
-    pad_id = processor.image_token_id
-    ids = [IMAGE_PLACEHOLDER if i == pad_id else i for i in ids]
-    ids, labels = truncate_expanded(ids, labels, count, max_length, where)
-    ids, labels = expand_image(ids, labels, pad_id, count)
-    return Encoded(ids, labels, vision)
+    vision, count = processor.image_inputs(image)
+    span = processor.expansion(count)
+    slot = processor.image_token_id
+    ids = [IMAGE_PLACEHOLDER if i == slot else i for i in ids]
+    ids, labels = truncate_expanded(ids, labels, len(span), max_length, where)
+    return Encoded(*expand_slot(ids, labels, IMAGE_PLACEHOLDER, span), vision)
+
+
+def expand_slot(ids: list[int], labels: list[int], slot: int, span: list[int]) -> tuple[list[int], list[int]]:
+    """Every `slot` id replaced by the ids of `span` (labels ignored there)."""
+    out_ids: list[int] = []
+    out_labels: list[int] = []
+    for i, lab in zip(ids, labels, strict=True):
+        if i == slot:
+            out_ids.extend(span)
+            out_labels.extend([IGNORE_INDEX] * len(span))
+        else:
+            out_ids.append(i)
+            out_labels.append(lab)
+    return out_ids, out_labels
 
 
 def collate(processor: QwenProcessor, items: Sequence[Encoded], left_pad: bool = False) -> dict[str, Any]:
-    """Pad to the longest record; `mm_token_type_ids` 1 on image tokens; images concatenated in order."""
+    """Pad to the longest record; images' inputs concatenated in order; `mm_token_type_ids` 1 on image
+    tokens when the processor asks for it."""
     import torch
 
     longest = max(len(e.input_ids) for e in items)
@@ -464,16 +489,12 @@ def collate(processor: QwenProcessor, items: Sequence[Encoded], left_pad: bool =
         input_ids[row, cols] = torch.tensor(e.input_ids, dtype=torch.long)
         labels[row, cols] = torch.tensor(e.labels, dtype=torch.long)
         attention[row, cols] = 1
-    batch: dict[str, Any] = {
-        "input_ids": input_ids,
-        "labels": labels,
-        "attention_mask": attention,
-        "mm_token_type_ids": (input_ids == processor.image_token_id).int() * attention.int(),
-    }
+    batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+    if processor.mark_image_tokens:
+        batch["mm_token_type_ids"] = (input_ids == processor.image_token_id).int() * attention.int()
     with_images = [e.vision for e in items if e.vision]
-    if with_images:
-        batch["pixel_values"] = torch.cat([v["pixel_values"] for v in with_images])
-        batch["image_grid_thw"] = torch.cat([v["image_grid_thw"] for v in with_images])
+    for key in with_images[0] if with_images else ():
+        batch[key] = torch.cat([v[key] for v in with_images])  # image order = batch order
     return batch
 
 
@@ -491,14 +512,11 @@ def generation_inputs(
             for i in processor.tokenizer(render(processor, msgs, True), add_special_tokens=False)["input_ids"]
         ]
         vision: dict[str, Any] = {}
+        labels = [IGNORE_INDEX] * len(ids)
         if image is not None:
-            vision = vision_inputs(processor, [image])
-            count = tokens_of(vision["image_grid_thw"][0], processor.image_processor.merge_size)
-            expanded: list[int] = []
-            for i in ids:
-                expanded.extend([i] * count if i == processor.image_token_id else [i])
-            ids = expanded
-        items.append(Encoded(ids, [IGNORE_INDEX] * len(ids), vision))
+            vision, count = processor.image_inputs(image)
+            ids, labels = expand_slot(ids, labels, processor.image_token_id, processor.expansion(count))
+        items.append(Encoded(ids, labels, vision))
     batch = collate(processor, items, left_pad=True)
     batch.pop("labels")
     return batch

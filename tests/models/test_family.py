@@ -22,13 +22,14 @@ from sefe.models.family import (
 
 
 def test_registry_knows_llava_and_qwen() -> None:
-    assert family_names() == ["llava", "qwen2_5_vl", "qwen3_vl"]
+    assert family_names() == ["internvl", "llava", "qwen2_5_vl", "qwen3_vl"]
     for name in family_names():
         family = get_family(name)
         assert isinstance(family, ModelFamily) and family.name == name
     assert get_family("llava").projector_modules(None) == ["multi_modal_projector"]
     with pytest.raises(
-        InputError, match=r"model.family: unknown model family 'gpt2' \(known: llava, qwen2_5_vl, qwen3_vl\)"
+        InputError,
+        match=r"model.family: unknown model family 'gpt2' \(known: internvl, llava, qwen2_5_vl, qwen3_vl\)",
     ):
         get_family("gpt2")
 

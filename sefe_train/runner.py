@@ -72,6 +72,8 @@ class ContinualRunner:
         return Path(self.cfg.output_dir)
 
     def run(self) -> L.RunState:
+        check_deepspeed(self.cfg)
+        self._preflight()  # before the lock: a run that cannot start leaves no folder behind
         with run_folder_lock(self.run_dir), disk_full_as_error(self.run_dir):  # sefe_train/safeguards.py
             return self._run()
 
@@ -79,8 +81,6 @@ class ContinualRunner:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # our own rich bars; keep loading/saving quiet
-        check_deepspeed(self.cfg)
-        self._preflight()
         run = self.run_dir
         state = self._prepare_run_folder()
         for k, task in enumerate(self.cfg.tasks, start=1):

@@ -74,6 +74,15 @@ CELLS: tuple[tuple[int, int], ...] = tuple((r, c) for r in range(GRID) for c in 
 LOCATE_BOXES: tuple[str, ...] = tuple(
     box_string(Obj("circle", "red", cell, centred_box(cell)).norm_box()) for cell in CELLS
 )
+#: held-out paraphrases of the instruction lines: half of every test asks with them, so a style kept by ASD
+#: shows on a line the model never trained on (not line-to-style memory); none contains the phrases the
+#: format checks key on, so those items are checked against the task's own style
+PARAPHRASES: dict[str, str] = {
+    SHORT: "Reply with just one word or a very short phrase.",
+    YESNO: "Reply Yes or No, nothing else.",
+    MCQ: "Give only the letter of the right choice.",
+    BOX_Q: "Give the box coordinates [x1, y1, x2, y2] of the region this text names: ",
+}
 _MCQ_ASD: dict[str, Any] = {"original_style": "mcq", "answer": "option", "candidates": "options"}
 _BOX_ASD: dict[str, Any] = {"answer": "box", "candidates": "boxes"}
 
@@ -245,6 +254,16 @@ def _write_image(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
+def paraphrase(question: str) -> str:
+    """The question with its trained instruction line (or box prefix) swapped for its held-out paraphrase."""
+    if question.startswith(BOX_Q):
+        return PARAPHRASES[BOX_Q] + question[len(BOX_Q) :]
+    head, _, last = question.rpartition("\n")
+    if last not in PARAPHRASES:
+        raise ValueError(f"no paraphrase for the instruction line {last!r}")
+    return f"{head}\n{PARAPHRASES[last]}"
+
+
 def _rng(seed: int, *parts: object) -> random.Random:
     return random.Random(":".join(str(p) for p in (seed, *parts)))
 
@@ -360,7 +379,14 @@ def build_micro(
                     ]
                     records.append({"id": qid, "image": rel, "conversations": conv})
                     continue
-                rec: dict[str, Any] = {"question_id": qid, "image": rel, "text": item.question}
+                held_out = i % 2 == 1  # every other test item asks with a line no training record uses
+                text = paraphrase(item.question) if held_out else item.question
+                rec: dict[str, Any] = {
+                    "question_id": qid,
+                    "image": rel,
+                    "text": text,
+                    "instruction": "held-out" if held_out else "trained",
+                }
                 if item.box is not None:
                     rec.update(answer_bbox=box_string(item.box), size=[48, 48])
                 else:

@@ -365,6 +365,7 @@ def _ceiling_md(report: dict[str, Any], tasks: list[str]) -> list[str]:
 
 def render(report: dict[str, Any], tasks: list[str]) -> str:
     o = report["options"]
+    proj_lr = o["lr"] / 10 if o.get("projector_lr") is None else o["projector_lr"]
     ws = report["warm_start"]
     lines = [
         "# Micro-CoIN report",
@@ -372,7 +373,9 @@ def render(report: dict[str, Any], tasks: list[str]) -> str:
         f"Tasks in order: {', '.join(tasks)}. {o['seeds']} seed(s); train {o['n_train']} / test "
         f"{o['n_test']} records per task; {o['epochs']:g} epoch(s) per task, batch {o['batch_size']}, "
         f"LoRA r {o['lora_r']}, "
-        f"lr {o['lr']:g}, RegLoRA λ {o['lam']:g}, ASD X = {o['x']:g} (scene backend, data distractors). "
+        f"lr {o['lr']:g}, projector lr {proj_lr:g}, RegLoRA λ {o['lam']:g}, ASD X = {o['x']:g} (scene "
+        "backend, data distractors; explanations state the asked fact only). Half of every test asks with a "
+        "held-out instruction line. "
         f"Warm start: {ws.get('parameters')} parameters, final loss {_fmt(ws.get('final_loss'), 3)}. "
         "Scoring: CoIN scorers in `fixed` mode.",
         "",

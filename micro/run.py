@@ -44,7 +44,7 @@ class MicroOptions(BaseModel):
     x: float = Field(20.0, ge=0, le=100)
     epochs: float = Field(6.0, gt=0)  # 600 steps of 8 a task: Shape and Word need ~800 alone, Colour 200
     lr: float = Field(2e-3, gt=0)
-    projector_lr: float = Field(2e-3, ge=0)  # a task's new visual reading is learned in the projector
+    projector_lr: float | None = Field(None, ge=0)  # None: lr / 10, the paper's ratio (v1 trained it at lr)
     batch_size: int = Field(8, gt=0)
     lora_r: int = Field(8, gt=0)
     lam: float = Field(2500.0, ge=0)
@@ -143,7 +143,7 @@ def run_config(opts: MicroOptions, method: str, data: DataKind, seed: int, root:
             "reglora": {"lam": opts.lam},
             "train": {
                 "lr": opts.lr,
-                "projector_lr": opts.projector_lr,
+                "projector_lr": opts.lr / 10 if opts.projector_lr is None else opts.projector_lr,
                 "epochs": opts.epochs,
                 "global_batch_size": opts.batch_size,
                 "per_device_batch_size": opts.batch_size,

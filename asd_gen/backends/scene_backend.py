@@ -76,30 +76,63 @@ def _mentioned(scene: dict[str, Any], text: str) -> list[dict[str, Any]]:
     return both or [o for o in objs if o["shape"] in low]
 
 
+def asked_fact(question: str) -> str:
+    """Which fact of the picture a question asks for: count, word, colour, side, shape or place."""
+    low = question.lower()
+    if "how many" in low or "count" in low:
+        return "count"
+    if "word" in low or "written" in low or "text" in low:
+        return "word"
+    if "colour" in low or "color" in low:
+        return "colour"
+    if "side" in low:
+        return "side"
+    if "shape" in low or "what is the object" in low:
+        return "shape"
+    return "place"  # grounding targets and anything else: where the named object is
+
+
 def explanation(scene: dict[str, Any], question: str, detail: bool) -> str:
-    """The facts of the scene that decide the answer; `detail` adds the whole picture and the count."""
-    if scene.get("word"):
-        brief = f'The picture shows the word "{scene["word"]}" written in {scene["word_colour"]} letters.'
-        more = (
-            " There are no shapes, only the letters of that one word, which can be read from left to right."
-        )
+    """The one fact of the scene that decides the answer to *this* question, never another task's.
+
+    Why only that fact: an explanation that also states every object's colour, place and the count (as the
+    first version did) replays other tasks' knowledge inside ASD data, so ASD would act as knowledge replay
+    and its effect could not be told from the style cure. `detail` says the same fact at more length."""
+    fact = asked_fact(question)
+    if fact == "word" or scene.get("word"):
+        word = scene.get("word") or ""
+        brief = f'The word written in the picture is "{word}".'
+        more = f" Its letters, read one after another from left to right, spell {word.lower()}."
         return brief + (more if detail else "")
     objs = scene.get("objects") or []
-    named = _mentioned(scene, question) or objs[:1]
-    facts = " ".join(
-        f"The {o['shape']} is {o['colour']} and it is {_where(o['cell'])} of the picture." for o in named
+    if fact == "count":
+        n = len(objs)
+        brief = "There is one shape in the picture." if n == 1 else f"There are {n} shapes in the picture."
+        more = f" Counting every shape once, and none twice, gives {n}."
+        return brief + (more if detail else "")
+    named = _mentioned(scene, question)
+    o = (named or objs)[0]
+    who = (
+        f"The {o['colour']} {o['shape']}"
+        if named and f"{o['colour']} {o['shape']}" in question.lower()
+        else (f"The {o['shape']}" if named else "The object")
     )
-    if not detail:
-        return facts
-    n = len(objs)
-    listing = "; ".join(
-        f"{_article(o['colour'])} {o['colour']} {o['shape']} {_where(o['cell'])}" for o in objs
-    )
-    count = "one shape" if n == 1 else f"{n} shapes"
-    return (
-        f"{facts} Looking at the whole picture, it contains {count} on a plain light background: {listing}. "
-        "Each shape sits in its own cell of an invisible three by three grid, so its position is clear."
-    )
+    if fact == "colour":
+        brief = f"{who} is {o['colour']}."
+        more = f" Its whole surface is drawn in {o['colour']}, which is the colour asked for."
+    elif fact == "shape":
+        brief = f"{who} is {_article(o['shape'])} {o['shape']}."
+        more = (
+            f" Its outline has the form of {_article(o['shape'])} {o['shape']}, which is the shape asked for."
+        )
+    elif fact == "side":
+        left = o["cell"][1] == 0
+        brief = f"{who} is {'' if left else 'not '}on the left side of the picture."
+        more = f" It sits {'in' if left else 'outside'} the left third of the picture."
+    else:
+        brief = f"{who} is {_where(o['cell'])} of the picture."
+        more = " Its region is the cell of an invisible three by three grid that it fills."
+    return brief + (more if detail else "")
 
 
 def _fill(schema: dict[str, Any], scene: dict[str, Any], questions: list[str], detail: bool, i: int) -> Any:

@@ -141,3 +141,21 @@ def test_locate_boxes_have_one_token_length_with_the_micro_tokenizer() -> None:
     # the option is off by default: other tiny models keep their tokenizer and cache key
     assert TinyLlavaConfig().digest() == TinyLlavaConfig(split_digits=False).digest()
     assert TinyLlavaConfig(split_digits=True).digest() != TinyLlavaConfig().digest()
+
+
+def test_half_of_every_test_asks_with_a_held_out_instruction_line(tmp_path: Path) -> None:
+    from sefe.evaluation.format_checks import question_style
+    from sefe.micro.generate import PARAPHRASES
+
+    root = build_micro(tmp_path / "m", seed=0, n_train=20, n_test=10, n_warm=2)
+    for task in TASK_ORDER:
+        test = orjson.loads((root / "annotations" / task / "test.json").read_bytes())
+        train = orjson.loads((root / "annotations" / task / "train.json").read_bytes())
+        held = [r for r in test if r["instruction"] == "held-out"]
+        assert len(held) == 5
+        trained_lines = {r["conversations"][0]["value"].split("\n")[-1] for r in train}
+        for r in held:
+            assert any(r["text"].startswith(p) or r["text"].endswith(p) for p in PARAPHRASES.values())
+            assert not any(line in r["text"] for line in trained_lines if len(line) > 20)
+            # the format check falls back to the task's own style on a line it does not know
+            assert question_style(task, r["text"], root) == TASKS[task].style

@@ -35,6 +35,8 @@ def test_asd_build_with_scene_backend_and_data_distractors(root: Path, tmp_path:
     )
     scenes = orjson.loads((root / "scenes.json").read_bytes())
     assert result.status != "pending"
+    colours = ("red", "green", "blue", "yellow", "purple", "orange")
+    shapes = ("circle", "square", "triangle", "diamond", "star")
     explained = 0
     for task in tasks:
         recs = orjson.loads((out / "annotations" / task / "train_x40.json").read_bytes())
@@ -43,12 +45,20 @@ def test_asd_build_with_scene_backend_and_data_distractors(root: Path, tmp_path:
             q, a = rec["conversations"][0]["value"], rec["conversations"][1]["value"]
             if "explain" in q.split("\n")[-1].lower() or "describe the region" in q.lower():
                 explained += 1
-                objs = scenes[rec["image"]]["objects"]
-                assert any(o["colour"] in a and o["shape"] in a for o in objs), a
+                obj = scenes[rec["image"]]["objects"][0]  # Colour, Side, Locate: the only object
+                said = a.lower()
+                # the explanation states the asked fact only: no other task's fact rides along (no replay)
+                if task == "Colour":
+                    assert obj["colour"] in said and not any(sh in said for sh in shapes), a
+                if task == "Side":
+                    assert "left side" in said and not any(c in said for c in colours), a
+                    assert not any(sh in said for sh in shapes), a
+                if task == "Count":
+                    assert not any(c in said for c in colours) and not any(sh in said for sh in shapes), a
     assert explained >= 4  # brief + detail shares of 40 % of 4 x 30 records
 
 
-def test_explanations_name_the_asked_object_and_detail_is_longer(root: Path) -> None:
+def test_explanations_state_only_the_asked_fact_and_detail_is_longer(root: Path) -> None:
     scene = {
         "objects": [
             {"shape": "star", "colour": "red", "cell": [0, 0]},
@@ -56,11 +66,17 @@ def test_explanations_name_the_asked_object_and_detail_is_longer(root: Path) -> 
         ]
     }
     brief = explanation(scene, "What colour is the square?", detail=False)
-    assert "blue" in brief and "centre" in brief and "red" not in brief
+    assert "blue" in brief and "centre" not in brief and "red" not in brief and "2" not in brief
     detail = explanation(scene, "What colour is the square?", detail=True)
-    assert len(detail.split()) > len(brief.split()) and "2 shapes" in detail
+    assert len(detail.split()) > len(brief.split()) and "star" not in detail and "centre" not in detail
+    count = explanation(scene, "How many shapes are in the image?", detail=True)
+    assert "2 shapes" in count and not any(w in count for w in ("red", "blue", "star", "square", "centre"))
+    side = explanation({"objects": [scene["objects"][0]]}, "Is the object on the left side?", detail=False)
+    assert side == "The object is on the left side of the picture."
+    place = explanation(scene, "the blue square.", detail=False)
+    assert "centre" in place and "red" not in place
     word = explanation({"word": "SUN", "word_colour": "red"}, "What word?", detail=False)
-    assert '"SUN"' in word
+    assert '"SUN"' in word and "red" not in word
 
 
 def test_scene_lookup_and_clear_errors(root: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import typer
 
 from sefe.commands import asd, bench, demo, keys, micro, report, train
 from sefe.commands import eval as eval_
+from sefe.commands.common import OneLineErrors
 from sefe.errors import report_errors
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
     help="SEFE: Answer Style Diversification (ASD) and RegLoRA for multimodal continual instruction tuning.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    cls=OneLineErrors,
 )
 app.command("train", help=train.help_text())(train.train_cmd)
 app.command("report")(report.report_cmd)

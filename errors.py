@@ -15,7 +15,9 @@ import errno
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 #: Set to 1 to get the full traceback of a user error (for bug reports).
@@ -91,8 +93,27 @@ def is_disk_full(exc: BaseException) -> bool:
     return any(word in str(exc) for word in _FULL_WORDS)
 
 
+@contextmanager
+def reading(
+    path: str | os.PathLike[str],
+    what: str,
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError),
+) -> Iterator[None]:
+    """Around a library call that reads a file the user named (a model folder, a GGUF file): the library's
+    own error for a corrupt or unreadable file becomes one `InputError` naming the file."""
+    try:
+        yield
+    except SefeError:
+        raise
+    except errors as exc:
+        raise InputError(f"{Path(path)}: cannot read the {what}: {one_line(exc)}") from exc
+
+
 def one_line(exc: BaseException) -> str:
     """The error's message on one line: `pydantic.ValidationError`s list each field as `loc: msg`."""
+    path_state = _path_state(exc)
+    if path_state is not None:
+        return path_state
     errors = getattr(exc, "errors", None)
     if callable(errors) and type(exc).__name__ == "ValidationError":
         try:
@@ -109,9 +130,32 @@ def one_line(exc: BaseException) -> str:
     return "; ".join(lines) or type(exc).__name__
 
 
+#: OSErrors that describe the state of a path the user named (an output path that is a file where a folder
+#: is needed, or the reverse; no permission): the user's to fix, reported as one line naming the path.
+_PATH_STATES = {
+    errno.EEXIST: "exists and is not a folder",
+    errno.ENOTDIR: "is not a folder (or a file stands where one of its parent folders should be)",
+    errno.EISDIR: "is a folder, not a file",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "is on a read-only file system",
+    errno.ENAMETOOLONG: "name too long",
+}
+
+
+def _path_state(exc: BaseException) -> str | None:
+    """`<path>: <what is wrong>` for an OSError about a path's state, else None."""
+    if not isinstance(exc, OSError) or exc.filename is None or exc.errno not in _PATH_STATES:
+        return None
+    # a rename onto a folder names the temporary file first and the target (the user's path) second
+    path = exc.filename2 if exc.filename2 is not None and exc.errno == errno.EISDIR else exc.filename
+    return f"{os.fsdecode(path)}: {_PATH_STATES[exc.errno]}"
+
+
 def is_user_error(exc: BaseException) -> bool:
-    """A `SefeError`, or a pydantic validation error (options and files are validated at the boundary)."""
-    if isinstance(exc, SefeError):
+    """A `SefeError`, a pydantic validation error (options and files are validated at the boundary), or an
+    OSError about the state of a named path."""
+    if isinstance(exc, SefeError) or _path_state(exc) is not None:
         return True
     try:
         from pydantic import ValidationError

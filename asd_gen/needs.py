@@ -9,10 +9,13 @@ key, or records a failure; the build then renders the styles from the results.
 from __future__ import annotations
 
 import hashlib
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol
+from urllib.parse import urlsplit
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from sefe.paths import InputDir
 
 NeedKind = Literal["mcq", "yn", "brief", "detail"]
 #: Where wrong options come from: the model writes them, or they are drawn from the task's own answers.
@@ -74,27 +77,47 @@ class NeedFailure(BaseModel):
     attempts: int = 0
 
 
+def check_base_url(url: str) -> str:
+    """An http(s) URL with a host; the OpenAI client would take `notaurl` and report a dead server."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parses the port: 'http://h:x' raises here
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL such as http://localhost:8000/v1")
+    return url
+
+
+#: An OpenAI-compatible endpoint (`--base-url`).
+BaseURL = Annotated[str, AfterValidator(check_base_url)]
+#: USD per million tokens: a finite amount, 0 or more.
+Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class GenerationOptions(BaseModel):
-    """Everything `sefe asd build` passes to the engine. No secrets here: API keys come from the env."""
+    """Everything `sefe asd build` passes to the engine. No secrets here: API keys come from the env.
+
+    The bounds are the CLI's too: `sefe asd build` checks each option against its field while parsing."""
 
     model_config = ConfigDict(extra="forbid")
 
     backend: BackendName = "local"
     model: str | None = None  # None: the backend's default (local: embedded SmolLM2-135M-Instruct)
-    base_url: str | None = None
-    concurrency: int = 16
+    base_url: BaseURL | None = None
+    concurrency: int = Field(16, ge=1)
     prompts_dir: str | None = None  # override templates, or a folder of official SEFE prompt files
-    max_retries: int = 4
-    request_timeout_s: float = 120.0
-    temperature: float = 0.0
-    max_tokens: int = 512
-    max_requests: int | None = None  # spend cap: stop sending new requests after this many
+    max_retries: int = Field(4, ge=0)
+    request_timeout_s: float = Field(120.0, gt=0, allow_inf_nan=False)
+    temperature: float = Field(0.0, ge=0, allow_inf_nan=False)
+    max_tokens: int = Field(512, ge=1)
+    max_requests: int | None = Field(None, ge=0)  # spend cap: stop sending new requests after this many
     strict: bool = False  # fail the build when any Need is quarantined
-    price_in_per_mtok: float | None = None
-    price_out_per_mtok: float | None = None
-    batch_input_dir: str | None = None  # batch backend: where the provider's output files are read from
+    price_in_per_mtok: Price | None = None
+    price_out_per_mtok: Price | None = None
+    batch_input_dir: InputDir | None = None  # batch backend: where the provider's output files are read from
     vllm_args: dict[str, object] = Field(default_factory=dict)  # tensor_parallel_size, data_parallel_size
-    chunk_size: int = 256  # vllm/local: requests per flushed chunk
+    chunk_size: int = Field(256, ge=1)  # vllm/local: requests per flushed chunk
     # circuit breaker: stop sending after this many requests in a row got no answer (0: never stop early)
     max_consecutive_failures: int = Field(default=8, ge=0)
 

@@ -11,14 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sefe.asd_gen.needs import DistractorMode, GenerationOptions
 from sefe.data import coin_mini_root
+from sefe.paths import OutputDir
 
 
 class BuildOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data_root: Path = Field(default_factory=coin_mini_root)
-    out: Path = Path("out/coin-asd")
-    tasks: list[str] | None = None  # None: the root's tasks.json tasks (else CoIN's) that have a train.json
+    out: OutputDir = Path("out/coin-asd")
+    # None: the root's tasks.json tasks (else CoIN's) that have a train.json
+    tasks: list[str] | None = Field(None, min_length=1)
     xs: list[float] = Field(default_factory=lambda: [20.0])
     seed: int = 0
     distractors: DistractorMode = "model"

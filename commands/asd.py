@@ -9,7 +9,7 @@ import typer
 
 from sefe.asd_gen.needs import BackendName, DistractorMode, GenerationOptions
 from sefe.asd_gen.options import BuildOptions
-from sefe.commands.common import default, parse_floats, split_list
+from sefe.commands.common import default, model_option, parse_floats, split_list
 from sefe.errors import InputError
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def _key_values(items: list[str] | None) -> dict[str, object]:
 
 def asd_build_cmd(
     data_root: Path | None = typer.Option(None, help="CoIN data root (default: bundled coin-mini)."),
-    out: Path = typer.Option(default(BuildOptions, "out"), help="Output root (<out>/annotations/<Task>/)."),
+    out: Path = model_option(BuildOptions, "out", help="Output root (<out>/annotations/<Task>/)."),
     tasks: list[str] | None = typer.Option(
         None,
         "--tasks",
@@ -58,39 +58,41 @@ def asd_build_cmd(
         default(BuildOptions, "distractors"), help="model: the model writes distractors; pool: task answers."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only print the plan (same as `sefe asd plan`)."),
-    backend: BackendName = typer.Option(
-        default(_GEN, "backend"), help="Generation backend (scene: generated data roots such as Micro-CoIN)."
+    backend: BackendName = model_option(
+        _GEN, "backend", help="Generation backend (scene: generated data roots such as Micro-CoIN)."
     ),
     model: str | None = typer.Option(None, help="Model name or folder (default: the backend's default)."),
-    base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (key from OPENAI_API_KEY)."),
-    concurrency: int = typer.Option(
-        default(_GEN, "concurrency"), help="Requests in flight (openai backend)."
+    base_url: str | None = model_option(
+        _GEN, "base_url", help="OpenAI-compatible endpoint (key from OPENAI_API_KEY)."
     ),
+    concurrency: int = model_option(_GEN, "concurrency", help="Requests in flight (openai backend)."),
     prompts: Path | None = typer.Option(None, "--prompts", help="Template or official SEFE prompt folder."),
-    strict: bool = typer.Option(
-        default(_GEN, "strict"), "--strict", help="Fail when any request is quarantined."
-    ),
+    strict: bool = model_option(_GEN, "strict", "--strict", help="Fail when any request is quarantined."),
     allow_partial: bool = typer.Option(
         default(BuildOptions, "allow_partial"),
         "--allow-partial",
         help="Write tasks with unanswered needs too (marked partial).",
     ),
-    max_requests: int | None = typer.Option(None, help="Spend cap: send at most this many new requests."),
-    price_in: float | None = typer.Option(None, help="USD per million input tokens (cost)."),
-    price_out: float | None = typer.Option(None, help="USD per million output tokens."),
-    batch_input: Path | None = typer.Option(None, help="Batch backend: provider output folder."),
-    max_retries: int = typer.Option(
-        default(_GEN, "max_retries"), help="Tries per request before it is quarantined."
+    max_requests: int | None = model_option(
+        _GEN, "max_requests", help="Spend cap: send at most this many new requests."
     ),
-    max_tokens: int = typer.Option(default(_GEN, "max_tokens"), help="Output token cap per request."),
-    temperature: float = typer.Option(
-        default(_GEN, "temperature"), help="Sampling temperature of first tries (retries sample)."
+    price_in: float | None = model_option(
+        _GEN, "price_in_per_mtok", help="USD per million input tokens (cost)."
     ),
-    request_timeout: float = typer.Option(
-        default(_GEN, "request_timeout_s"), help="Seconds per HTTP request (openai backend)."
+    price_out: float | None = model_option(_GEN, "price_out_per_mtok", help="USD per million output tokens."),
+    batch_input: Path | None = model_option(
+        _GEN, "batch_input_dir", "--batch-input", help="Batch backend: provider output folder."
     ),
-    chunk_size: int = typer.Option(
-        default(_GEN, "chunk_size"), help="Requests per flushed chunk (vllm / local backends)."
+    max_retries: int = model_option(_GEN, "max_retries", help="Tries per request before it is quarantined."),
+    max_tokens: int = model_option(_GEN, "max_tokens", help="Output token cap per request."),
+    temperature: float = model_option(
+        _GEN, "temperature", help="Sampling temperature of first tries (retries sample)."
+    ),
+    request_timeout: float = model_option(
+        _GEN, "request_timeout_s", help="Seconds per HTTP request (openai backend)."
+    ),
+    chunk_size: int = model_option(
+        _GEN, "chunk_size", help="Requests per flushed chunk (vllm / local backends)."
     ),
     vllm_arg: list[str] | None = typer.Option(
         None, "--vllm-arg", help="vLLM engine argument KEY=VALUE, repeatable (tensor_parallel_size=2)."
@@ -133,7 +135,7 @@ def asd_build_cmd(
     opts = BuildOptions(
         data_root=data_root or coin_mini_root(),
         out=out,
-        tasks=split_list(tasks) or None,
+        tasks=split_list(tasks) if tasks else None,
         xs=xs,
         seed=seed,
         distractors=distractors,
@@ -153,9 +155,10 @@ def asd_build_cmd(
     _print_quarantined(console, result.manifests)
     for m in result.manifests:
         console.print(f"manifest: {m}", highlight=False)
-    if result.status in ("open", "partial"):
+    if result.status == "partial":
         console.print(open_needs_text(result), highlight=False)
-    if result.status == "open":
+    if result.status == "open":  # exit 4: what is open and how to resume goes to stderr, as errors do
+        Console(stderr=True).print(open_needs_text(result), highlight=False)
         raise typer.Exit(EXIT_OPEN)
 
 

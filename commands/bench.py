@@ -9,7 +9,9 @@ from pathlib import Path
 
 import typer
 
-from sefe.commands.common import parse_floats, split_list
+from sefe.commands.common import parse_floats, split_list, type_check
+from sefe.models.device import TorchDevice
+from sefe.paths import OutputFile
 from sefe.sefe_train.reglora.config import BenchDType, PenaltyImpl
 
 app = typer.Typer(help="Micro-benchmarks on the current device.", no_args_is_help=True)
@@ -19,15 +21,19 @@ app = typer.Typer(help="Micro-benchmarks on the current device.", no_args_is_hel
 def bench_reglora(
     reps: int = typer.Option(5, min=1, help="Timed forward+backward steps per measurement (median)."),
     densities: str = typer.Option("2,6,14", help="Key densities in percent, comma-separated."),
-    device: str = typer.Option("cpu", help="cpu or cuda (cuda:N)."),
+    device: str = typer.Option("cpu", callback=type_check(TorchDevice), help="cpu or cuda (cuda:N)."),
     dtype: BenchDType = typer.Option("float32", help="dtype of the LoRA parameters."),
     shapes: str = typer.Option("4096x4096,11008x4096,4096x11008", help="OUTxIN weight shapes, comma list."),
     rank: int = typer.Option(128, min=1, help="LoRA rank."),
     impl: PenaltyImpl = typer.Option("auto", help="Our implementation."),
     storage: bool = typer.Option(True, help="Also measure key storage after seven tasks."),
     threads: int | None = typer.Option(None, min=1, help="torch intra-op threads (default: torch's)."),
-    out: Path | None = typer.Option(None, help="Also write rows + storage + machine as JSON here."),
-    markdown_out: Path | None = typer.Option(None, "--markdown", help="Also write the markdown table here."),
+    out: Path | None = typer.Option(
+        None, callback=type_check(OutputFile), help="Also write rows + storage + machine as JSON here."
+    ),
+    markdown_out: Path | None = typer.Option(
+        None, "--markdown", callback=type_check(OutputFile), help="Also write the markdown table here."
+    ),
 ) -> None:
     """Time the RegLoRA penalty against the reference dense computation (B@A, then gather) at 7B shapes.
 

@@ -15,7 +15,10 @@ import typer
 
 from sefe.asd_gen.needs import BackendName, GenerationOptions
 from sefe.coin.tasks import COIN_TASK_NAMES
-from sefe.commands.common import arg_default, default
+from sefe.commands.common import arg_default, default, field_check, model_option, type_check
+from sefe.micro.run import MicroOptions
+from sefe.paths import OutputDir
+from sefe.sefe_train.config import TrainOptions
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -93,12 +96,24 @@ def _demo_config() -> Path:
 
 
 def demo_cmd(
-    out: Path = typer.Option(Path("out/demo"), help="Where ASD data, both runs and the report go."),
-    x: float = typer.Option(arg_default(run_demo, "x"), "--x", help="Percent of each task converted by ASD."),
+    out: Path = typer.Option(
+        Path("out/demo"), callback=type_check(OutputDir), help="Where ASD data, both runs and the report go."
+    ),
+    x: float = typer.Option(
+        arg_default(run_demo, "x"),
+        "--x",
+        callback=field_check(MicroOptions, "x"),
+        help="Percent of each task converted by ASD.",
+    ),
     backend: BackendName = typer.Option(
         default(_GEN, "backend"), help="ASD generation backend (local = embedded SmolLM2)."
     ),
-    max_steps: int | None = typer.Option(None, help="Cap the steps of every training stage (coin-mini)."),
+    max_steps: int | None = model_option(
+        TrainOptions,
+        "max_steps",
+        default_value=None,
+        help="Cap the steps of every training stage (coin-mini).",
+    ),
     on: Literal["micro", "coin-mini"] = typer.Option(
         "micro", help="micro: LoRA vs SEFE on Micro-CoIN; coin-mini: the CoIN sample data, SmolLM2 ASD."
     ),

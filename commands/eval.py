@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from sefe.asd_gen.needs import GenerationOptions
-from sefe.commands.common import arg_default, default
+from sefe.commands.common import arg_default, field_check, model_option, names_option, type_check
 from sefe.evaluation import inference
-from sefe.evaluation.inference import Engine, InferenceDType
+from sefe.evaluation.inference import Engine, InferenceBounds, InferenceDType
 from sefe.evaluation.judge import JudgeBackend
 from sefe.evaluation.scorers import score_in_root
 from sefe.models.conversation import ScienceQAInstruction
+from sefe.paths import OutputFile
 from sefe.sefe_train.config import ScoringMode
 
 if TYPE_CHECKING:
@@ -36,25 +37,45 @@ def eval_run_cmd(
     tasks: str | None = typer.Option(
         None, "--tasks", help="Comma-separated tasks (default: every task with a test.json, CoIN order)."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for <Task>.jsonl prediction files."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        callback=field_check(InferenceBounds, "out_dir"),
+        help="Folder for <Task>.jsonl prediction files.",
+    ),
     batch_size: int = typer.Option(
         arg_default(inference.run_inference, "batch_size"),
         "--batch-size",
+        callback=field_check(InferenceBounds, "batch_size"),
         help="Prompts per generate call (left padded).",
     ),
     max_new_tokens: int = typer.Option(
         arg_default(inference.run_inference, "max_new_tokens"),
         "--max-new-tokens",
+        callback=field_check(InferenceBounds, "max_new_tokens"),
         help="Generation cap per answer (the release's 1024).",
     ),
-    limit: int | None = typer.Option(None, "--limit", help="Only the first N test records per task."),
+    limit: int | None = model_option(
+        InferenceBounds,
+        "limit",
+        "--limit",
+        default_value=None,
+        help="Only the first N test records per task.",
+    ),
     model_id: str | None = typer.Option(None, "--model-id", help="model_id field (default: folder name)."),
     dtype: InferenceDType = typer.Option(
         arg_default(inference.run_inference, "dtype"),
         "--dtype",
         help="auto: bfloat16 on CUDA, else float32.",
     ),
-    device: str | None = typer.Option(None, "--device", help="torch device (default: cuda if available)."),
+    device: str | None = model_option(
+        InferenceBounds,
+        "device",
+        "--device",
+        default_value=None,
+        help="torch device (default: cuda if available).",
+    ),
     engine: Engine = typer.Option(
         arg_default(inference.run_inference, "engine"),
         "--engine",
@@ -71,7 +92,7 @@ def eval_run_cmd(
     from sefe.evaluation.inference import default_tasks, run_inference
     from sefe.sefe_train.stage_folder import is_stage_folder, load_stage
 
-    names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else default_tasks(data_root)
+    names = names_option(tasks, "--tasks") or default_tasks(data_root)
     if not names:
         raise MissingFile(f"no annotations/<Task>/test.json under {data_root}")
     source: Path | tuple[Any, Any] = model
@@ -172,11 +193,15 @@ def eval_judge_cmd(
     annotations: Path = typer.Option(..., "--annotations", "-a", help="The task's test.json."),
     backend: JudgeBackend = typer.Option("openai", "--backend", help="The ASD backend the judge runs on."),
     model: str | None = typer.Option(None, "--model", help="Judge model (default: the backend's)."),
-    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint URL."),
-    concurrency: int = typer.Option(
-        default(_GEN, "concurrency"), "--concurrency", help="Requests in flight (openai backend)."
+    base_url: str | None = model_option(
+        _GEN, "base_url", "--base-url", help="OpenAI-compatible endpoint URL."
     ),
-    cache: Path | None = typer.Option(None, "--cache", help="Ratings cache (default: <P>.judge.jsonl)."),
+    concurrency: int = model_option(
+        _GEN, "concurrency", "--concurrency", help="Requests in flight (openai backend)."
+    ),
+    cache: Path | None = typer.Option(
+        None, "--cache", callback=type_check(OutputFile), help="Ratings cache (default: <P>.judge.jsonl)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Knowledge capability: an LLM judge rates each answer 0-10; score = sum / (10 N) x 100. Resumable."""

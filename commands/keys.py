@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from sefe.commands.common import type_check
+from sefe.paths import OutputFile
 from sefe.sefe_train.reglora.config import Accumulate
 
 app = typer.Typer(
@@ -18,7 +20,9 @@ app = typer.Typer(
 def keys_import_cmd(
     files: list[Path] = typer.Argument(..., help="Release *_topP.pth files; their pairs are concatenated."),
     model: Path = typer.Option(..., "--model", help="Model folder (or config.json) the keys belong to."),
-    out: Path = typer.Option(..., "--out", "-o", help="keys.safetensors to write."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", callback=type_check(OutputFile), help="keys.safetensors to write."
+    ),
     accumulate: Accumulate = typer.Option("concat", "--accumulate", help="concat: the release's lists."),
     tasks: int | None = typer.Option(None, "--tasks", help="Tasks the keys cover (default: files given)."),
 ) -> None:
@@ -41,7 +45,9 @@ def keys_import_cmd(
 @app.command("export")
 def keys_export_cmd(
     keys: Path = typer.Argument(..., help="A sefe keys.safetensors file (a run stage's key elements)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Release-format *_topP.pth to write."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", callback=type_check(OutputFile), help="Release-format *_topP.pth to write."
+    ),
 ) -> None:
     """Export sefe's key elements in the release's format (int64 (row, col) pairs per peft module name)."""
     from sefe.sefe_train.reglora.keys import KeyStore

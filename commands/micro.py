@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sefe.commands.common import default, split_list
+from sefe.commands.common import default, model_option, split_list
 from sefe.micro.run import MicroOptions
 from sefe.micro.vision_pretrain import VisionPretrainOptions
 from sefe.micro.warmstart import WarmStartOptions
@@ -16,15 +16,11 @@ app = typer.Typer(help="Micro-CoIN: a generated benchmark that shows superficial
 
 @app.command("build")
 def micro_build_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Data root to write (CoIN layout)."),
-    seed: int = typer.Option(
-        default(MicroOptions, "benchmark_seed"), help="Benchmark seed (same seed, same bytes)."
-    ),
-    n_train: int = typer.Option(default(MicroOptions, "n_train"), "--train", help="Train records per task."),
-    n_test: int = typer.Option(default(MicroOptions, "n_test"), "--test", help="Test records per task."),
-    n_warm: int = typer.Option(
-        default(MicroOptions, "n_warm"), "--warm", help="Pictures in the warm-start corpus."
-    ),
+    out: Path = model_option(MicroOptions, "out", "--out", "-o", help="Data root to write (CoIN layout)."),
+    seed: int = model_option(MicroOptions, "benchmark_seed", help="Benchmark seed (same seed, same bytes)."),
+    n_train: int = model_option(MicroOptions, "n_train", "--train", help="Train records per task."),
+    n_test: int = model_option(MicroOptions, "n_test", "--test", help="Test records per task."),
+    n_warm: int = model_option(MicroOptions, "n_warm", "--warm", help="Pictures in the warm-start corpus."),
 ) -> None:
     """Generate the six Micro-CoIN tasks, their ground truth, distractor pools and the warm-start corpus."""
     from sefe.micro.generate import build_micro
@@ -35,8 +31,8 @@ def micro_build_cmd(
 
 @app.command("run")
 def micro_run_cmd(
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Folder for data, runs, report.md / report.json / plots."
+    out: Path = model_option(
+        MicroOptions, "out", "--out", "-o", help="Folder for data, runs, report.md / report.json / plots."
     ),
     methods: str = typer.Option(
         ",".join(default(MicroOptions, "methods")),
@@ -46,30 +42,44 @@ def micro_run_cmd(
         ",".join(default(MicroOptions, "data")),
         help="Comma-separated: original | asd (SEFE = reglora on asd).",
     ),
-    seeds: int = typer.Option(
-        default(MicroOptions, "seeds"), help="Training seeds per combination (0..N-1)."
-    ),
+    seeds: int = model_option(MicroOptions, "seeds", help="Training seeds per combination (0..N-1)."),
     tasks: str | None = typer.Option(None, help="Comma-separated subset of the tasks, in order."),
-    epochs: float | None = typer.Option(
-        None, help=f"Epochs per task (default {default(MicroOptions, 'epochs'):g})."
+    epochs: float | None = model_option(
+        MicroOptions,
+        "epochs",
+        default_value=None,
+        help=f"Epochs per task (default {default(MicroOptions, 'epochs'):g}).",
     ),
-    n_train: int | None = typer.Option(
-        None, "--train", help=f"Train records per task (default {default(MicroOptions, 'n_train')})."
+    n_train: int | None = model_option(
+        MicroOptions,
+        "n_train",
+        "--train",
+        default_value=None,
+        help=f"Train records per task (default {default(MicroOptions, 'n_train')}).",
     ),
-    n_test: int | None = typer.Option(
-        None, "--test", help=f"Test records per task (default {default(MicroOptions, 'n_test')})."
+    n_test: int | None = model_option(
+        MicroOptions,
+        "n_test",
+        "--test",
+        default_value=None,
+        help=f"Test records per task (default {default(MicroOptions, 'n_test')}).",
     ),
-    warm_steps: int | None = typer.Option(
-        None,
+    warm_steps: int | None = model_option(
+        WarmStartOptions,
+        "steps",
+        default_value=None,
         help=f"Warm-start language-model steps (default {default(WarmStartOptions, 'steps')}; "
         "the vision tower's are separate).",
     ),
-    vision_steps: int | None = typer.Option(
-        None, help=f"Warm-start vision-tower steps (default {default(VisionPretrainOptions, 'steps')})."
+    vision_steps: int | None = model_option(
+        VisionPretrainOptions,
+        "steps",
+        default_value=None,
+        help=f"Warm-start vision-tower steps (default {default(VisionPretrainOptions, 'steps')}).",
     ),
-    threads: int | None = typer.Option(None, help="torch threads (default: torch's)."),
-    jobs: int = typer.Option(
-        default(MicroOptions, "jobs"), help="Runs trained at once, one process each (logs in DIR/runs/)."
+    threads: int | None = model_option(MicroOptions, "threads", help="torch threads (default: torch's)."),
+    jobs: int = model_option(
+        MicroOptions, "jobs", help="Runs trained at once, one process each (logs in DIR/runs/)."
     ),
 ) -> None:
     """Train the task sequence per method x data x seed, evaluate after every task, write the report.
@@ -85,7 +95,7 @@ def micro_run_cmd(
         "threads": threads,
         "jobs": jobs,
     }
-    if tasks:
+    if tasks is not None:
         raw["tasks"] = split_list([tasks])
     for key, value in (("epochs", epochs), ("n_train", n_train), ("n_test", n_test)):
         if value is not None:

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from sefe.commands.common import type_check
+from sefe.paths import OutputDir
+
 
 def report_cmd(
     runs: list[Path] = typer.Argument(..., help="Run folders (or accuracy.json files), shown side by side."),
@@ -13,6 +16,7 @@ def report_cmd(
         None,
         "--out",
         "-o",
+        callback=type_check(OutputDir),
         help="Output folder (default: the run folder, or ./sefe-report for several runs).",
     ),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from sefe.commands.common import model_option, names_option, type_check
+from sefe.paths import OutputDir
+from sefe.sefe_train.config import TrainOptions
 from sefe.sefe_train.reglora.config import Accumulate, RegDelta
 
 
@@ -45,10 +48,14 @@ def train_cmd(
         "-o",
         help="An option of the chosen method, repeatable: -o share=0.1 (= --set method_options.M.share=0.1).",
     ),
-    out: Path | None = typer.Option(None, "--out", help="Run folder (output_dir)."),
+    out: Path | None = typer.Option(
+        None, "--out", callback=type_check(OutputDir), help="Run folder (output_dir)."
+    ),
     tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated task names, in training order."),
     data_root: Path | None = typer.Option(None, "--data-root", help="CoIN data root."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Cap the steps of every stage."),
+    max_steps: int | None = model_option(
+        TrainOptions, "max_steps", "--max-steps", default_value=None, help="Cap the steps of every stage."
+    ),
     reg_delta: RegDelta | None = typer.Option(None, "--reg-delta", help="RegLoRA ΔW."),
     accumulate: Accumulate | None = typer.Option(None, "--accumulate", help="Key accumulation over tasks."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip evaluating tasks 1..k after each stage."),
@@ -63,19 +70,18 @@ def train_cmd(
     )
 
     overrides = cli_overrides(
-        method=method,
-        out=out,
-        data_root=data_root,
-        max_steps=max_steps,
-        reg_delta=reg_delta,
-        accumulate=accumulate,
-        no_eval=no_eval,
+        method=method, out=out, data_root=data_root, max_steps=max_steps, no_eval=no_eval
     )
+    # RegLoRA's own flags are method options like -o: the chosen method's options model refuses them if it
+    # has no such option (`--method lora --reg-delta scaled`)
+    flags = (("reg_delta", reg_delta), ("accumulate", accumulate))
+    option = [*(f"{key}={value}" for key, value in flags if value is not None), *option]
     cfg = load_config(config, overrides + list(set_))
     if option:
         cfg = load_config(config, overrides + list(set_) + method_option_overrides(cfg.method, option))
-    if tasks:
-        cfg = select_tasks(cfg, [t.strip() for t in tasks.split(",") if t.strip()])
+    names = names_option(tasks, "--tasks")
+    if names is not None:
+        cfg = select_tasks(cfg, names)
     from sefe.sefe_train.methods import resolve
 
     continual_method = resolve(cfg)  # a bad method name or option: one line, exit 2

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from sefe.coin import layout
 from sefe.coin.images import image_path
 from sefe.coin.records import TestField, load_test
@@ -32,6 +34,8 @@ from sefe.models.conversation import (
     generation_prompt,
     prediction_prompt,
 )
+from sefe.models.device import TorchDevice
+from sefe.paths import OutputDir
 
 Engine = Literal["hf", "vllm"]
 #: what inference reads of a test record (besides `question_id` and the optional `image`)
@@ -106,6 +110,18 @@ def generate_batch(
 GenerateFn = Callable[[list[str], list[Any]], list[str]]
 
 
+class InferenceBounds(BaseModel):
+    """The valid values of `run_inference`'s options (`sefe eval run` checks its options against them too)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(ge=1)
+    max_new_tokens: int = Field(ge=1)
+    limit: int | None = Field(ge=1)  # the first N test records of each task
+    device: TorchDevice | None
+    out_dir: OutputDir
+
+
 def _default_device() -> str:
     import torch
 
@@ -154,8 +170,9 @@ def run_inference(
     the same prediction files refuses.
     """
     data_root, out_dir = Path(data_root), Path(out_dir)
-    if batch_size < 1:
-        raise InputError("batch_size must be at least 1")
+    InferenceBounds(
+        batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, device=device, out_dir=out_dir
+    )
     if isinstance(model, tuple) and engine != "hf":
         raise InputError("an in-memory model runs on the hf engine; give a folder for --engine vllm")
     with folder_lock(out_dir, "sefe eval run"):

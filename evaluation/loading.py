@@ -45,7 +45,8 @@ def _field_of(err: ValidationError) -> str:
 
 
 def load_predictions(path: Path) -> list[Prediction]:
-    """Read a prediction JSONL file in order; blank lines are skipped, anything else must parse."""
+    """Read a prediction JSONL file in order; blank lines are skipped, anything else must parse, and an
+    empty file is an error (there is nothing to score or judge: most likely the wrong file)."""
     path = Path(path)
     if not path.is_file():
         raise ScoringError(f"predictions file not found: {path}")
@@ -65,6 +66,8 @@ def load_predictions(path: Path) -> list[Prediction]:
             except ValidationError as exc:
                 qid = obj.get("question_id", "?")
                 raise ScoringError(f"{path} line {lineno} (question_id {qid!r}): {_field_of(exc)}") from None
+    if not out:
+        raise ScoringError(f"{path}: no predictions (the file is empty)")
     return out
 
 

@@ -14,7 +14,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sefe.atomic import atomic_write_bytes
-from sefe.errors import InputError, MissingFile
+from sefe.errors import InputError, MissingFile, one_line
 
 BWT_VARIANTS: dict[str, str] = {
     "BWT": "mean over i < T of (A[T][i] - A[i][i])",
@@ -114,7 +114,7 @@ class AccuracyMatrix(BaseModel):
         except orjson.JSONDecodeError as exc:
             raise InputError(f"{path}: broken JSON ({exc})") from None
         except ValidationError as exc:
-            raise InputError(f"{path}: not an accuracy matrix: {exc}") from None
+            raise InputError(f"{path}: not an accuracy matrix: {one_line(exc)}") from None
 
 
 def _mean(xs: list[float]) -> float | None:

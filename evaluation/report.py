@@ -142,6 +142,8 @@ def load_run(path: Path, label: str | None = None) -> RunSummary:
         matrix = AccuracyMatrix.load(matrix_path)
     except ValueError as exc:
         raise ReportError(str(exc)) from None
+    if not any(v is not None for row in matrix.rows for v in row):
+        raise ReportError(f"{matrix_path}: no evaluated cell (an empty matrix): nothing to report yet")
     config_file, config = _read_config(run)
     side: dict[str, AccuracyMatrix | None] = {}
     for key, name in (("format_errors", FORMAT_FILE), ("knowledge", KNOWLEDGE_FILE)):

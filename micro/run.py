@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from rich.console import Console
 
 from sefe.errors import InputError
 from sefe.micro.generate import TASK_ORDER
 from sefe.micro.warmstart import WarmStartOptions
+from sefe.paths import OutputDir
 
 DataKind = Literal["original", "asd"]
 _ALL_DATA: tuple[DataKind, ...] = ("original", "asd")
@@ -32,12 +33,12 @@ class MicroOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    out: Path
-    methods: list[str] = Field(default_factory=lambda: ["lora", "reglora"])
-    data: list[DataKind] = Field(default_factory=lambda: list(_ALL_DATA))
+    out: OutputDir
+    methods: list[str] = Field(default_factory=lambda: ["lora", "reglora"], min_length=1)
+    data: list[DataKind] = Field(default_factory=lambda: list(_ALL_DATA), min_length=1)
     seeds: int = Field(3, ge=1)
-    tasks: list[str] = Field(default_factory=lambda: list(TASK_ORDER))
-    benchmark_seed: int = 0
+    tasks: list[str] = Field(default_factory=lambda: list(TASK_ORDER), min_length=1)
+    benchmark_seed: int = Field(0, ge=0)  # numpy seeds are 0 or more
     n_train: int = Field(800, gt=0)
     n_test: int = Field(200, gt=0)  # stratified: every answer equally frequent (spec: 50 gave ±6.5 points)
     n_warm: int = Field(1500, gt=0)
@@ -49,9 +50,17 @@ class MicroOptions(BaseModel):
     lora_r: int = Field(8, gt=0)
     lam: float = Field(2500.0, ge=0)
     warm: WarmStartOptions = Field(default_factory=WarmStartOptions)
-    threads: int | None = None
+    threads: int | None = Field(None, ge=1)
     jobs: int = Field(1, ge=1)  # runs trained at once, each in its own process (spawned), log in runs/
     pairs: list[str] | None = None  # e.g. ["lora/original", "reglora/asd"]: only these, not methods x data
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: list[str]) -> list[str]:
+        unknown = [t for t in tasks if t not in TASK_ORDER]
+        if unknown:
+            raise ValueError(f"unknown Micro-CoIN task(s) {unknown}: the tasks are {', '.join(TASK_ORDER)}")
+        return tasks
 
     @model_validator(mode="after")
     def _known_methods(self) -> MicroOptions:

@@ -16,7 +16,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from sefe.atomic import atomic_dir
 from sefe.coin.records import IMAGE_TOKEN
-from sefe.errors import MissingFile
+from sefe.errors import MissingFile, reading
 
 PROJECTOR_KEYS = {
     "model.mm_projector.0.weight": "linear_1.weight",
@@ -129,10 +129,13 @@ def _load_hf(folder: str, dtype: Any, attn_implementation: str):
     path = Path(folder)
     if not (path / "config.json").is_file():
         raise MissingFile(f"model source hf: {path} has no config.json (expected an HF LLaVA folder)")
-    model = LlavaForConditionalGeneration.from_pretrained(
-        path, dtype=torch_dtype(dtype), attn_implementation=attn_implementation
-    )
-    processor = AutoProcessor.from_pretrained(path)
+    from safetensors import SafetensorError
+
+    with reading(path, "model", (OSError, ValueError, SafetensorError)):
+        model = LlavaForConditionalGeneration.from_pretrained(
+            path, dtype=torch_dtype(dtype), attn_implementation=attn_implementation
+        )
+        processor = AutoProcessor.from_pretrained(path)
     return model, _fix_processor(processor, model.config)
 
 

@@ -8,10 +8,18 @@ the same experiment. Defaults are the paper's (spec: sefe-method.md, Part 2).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sefe.coin import layout
 from sefe.coin.tasks import COIN_TASK_NAMES
@@ -81,6 +89,16 @@ class LoraOptions(_Strict):
     train_projector: bool = True  # the multimodal projector is trained fully, at `train.projector_lr`
 
 
+def _check_max_steps(steps: int) -> int:
+    if steps == 0 or steps < -1:
+        raise ValueError(f"must be -1 (no cap) or at least 1, got {steps}")
+    return steps
+
+
+#: A cap on the steps of every stage: -1 (none) or at least 1.
+MaxSteps = Annotated[int, AfterValidator(_check_max_steps)]
+
+
 class TrainOptions(_Strict):
     """Trainer settings. Defaults are the paper's hyper-parameters; the recipe switches (`max_grad_norm`,
     `tf32`, `group_by_modality_length`, `loss_averaging`) default to transformers' behaviour and take the
@@ -89,7 +107,7 @@ class TrainOptions(_Strict):
     lr: float = Field(2e-4, gt=0)
     projector_lr: float = Field(2e-5, ge=0)
     epochs: float = Field(1.0, gt=0)
-    max_steps: int = -1  # > 0 caps every stage (smoke tests, debugging)
+    max_steps: MaxSteps = -1  # > 0 caps every stage (smoke tests, debugging); -1: no cap
     scheduler: str = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
@@ -330,8 +348,6 @@ def cli_overrides(
     out: Path | str | None = None,
     data_root: Path | str | None = None,
     max_steps: int | None = None,
-    reg_delta: str | None = None,
-    accumulate: str | None = None,
     no_eval: bool = False,
 ) -> list[str]:
     """The common `sefe train` flags as `--set` items (so both paths share one validation)."""
@@ -340,8 +356,6 @@ def cli_overrides(
         ("output_dir", out),
         ("data_root", data_root),
         ("train.max_steps", max_steps),
-        ("reglora.reg_delta", reg_delta),
-        ("reglora.accumulate", accumulate),
         ("eval.enabled", False if no_eval else None),
     ]
     return [

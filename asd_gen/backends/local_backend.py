@@ -40,7 +40,7 @@ from sefe.asd_gen.backends.json_constraint import (
     new_matcher,
 )
 from sefe.asd_gen.needs import GenerationOptions
-from sefe.errors import UnavailableError
+from sefe.errors import UnavailableError, reading
 
 # Rows per generate() call (capped by --concurrency). On CPU the gain flattens beyond 8 and padding grows.
 DEFAULT_BATCH_SIZE = 8
@@ -193,6 +193,7 @@ class LocalBackend(Backend):
     def _load(self) -> _Loaded:
         if self._loaded is not None:
             return self._loaded
+        from safetensors import SafetensorError
         from transformers import (
             AutoConfig,
             AutoModelForCausalLM,
@@ -203,20 +204,22 @@ class LocalBackend(Backend):
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
         processor = None
-        if self._source is not None and self._source.is_file():  # a GGUF file named with --model
-            folder, kw = str(self._source.parent), {"gguf_file": self._source.name}
-            tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
-            model = AutoModelForCausalLM.from_pretrained(folder, **kw)
-        else:
-            folder = str(self._source or embedded.dequantised_folder())
-            config = AutoConfig.from_pretrained(folder)
-            if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-                processor = AutoProcessor.from_pretrained(folder)
-                tokenizer = processor.tokenizer
-                model = AutoModelForImageTextToText.from_pretrained(folder)
+        source = self._source or embedded.dequantised_folder()
+        with reading(source, "model", (OSError, ValueError, SafetensorError)):
+            if source.is_file():  # a GGUF file named with --model
+                folder, kw = str(source.parent), {"gguf_file": source.name}
+                tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
+                model = AutoModelForCausalLM.from_pretrained(folder, **kw)
             else:
-                tokenizer = AutoTokenizer.from_pretrained(folder)
-                model = AutoModelForCausalLM.from_pretrained(folder)
+                folder = str(source)
+                config = AutoConfig.from_pretrained(folder)
+                if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+                    processor = AutoProcessor.from_pretrained(folder)
+                    tokenizer = processor.tokenizer
+                    model = AutoModelForImageTextToText.from_pretrained(folder)
+                else:
+                    tokenizer = AutoTokenizer.from_pretrained(folder)
+                    model = AutoModelForCausalLM.from_pretrained(folder)
         model.eval()
         tokenizer.padding_side = "left"
         if getattr(tokenizer, "chat_template", None) is None and not (

@@ -132,6 +132,8 @@ def import_release_keys(
     """
     import torch
 
+    if tasks is not None and tasks < 1:
+        raise ReleaseKeysError(f"tasks must be at least 1 (the tasks the keys cover), got {tasks}")
     by_layer = _sefe_names(shapes)
     flat: dict[str, list[np.ndarray]] = {}
     for f in files:
@@ -139,8 +141,9 @@ def import_release_keys(
             data = torch.load(Path(f), map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ReleaseKeysError(f"{f}: not a torch-saved key file: {exc}") from None
-        if not isinstance(data, dict):
-            raise ReleaseKeysError(f"{f}: expected a dict of module name -> (K, 2) int64 pairs")
+        if not isinstance(data, dict) or not data:
+            what = "an empty dict" if isinstance(data, dict) else type(data).__name__
+            raise ReleaseKeysError(f"{f}: expected a dict of module name -> (K, 2) int64 pairs, got {what}")
         for key, value in data.items():
             where = f"{f}, key {key!r}"
             found = _layer_of(str(key))

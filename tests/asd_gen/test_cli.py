@@ -194,9 +194,12 @@ def test_open_needs_exit_4_and_allow_partial(
     r = runner.invoke(app, [*base, "--out", str(out)], env={"COLUMNS": "200"})
     assert r.exit_code == 4, r.output
     assert (
-        "GQA: 1 needs open (1 no answer from the engine)" in r.output
-        and "Rerunning the same command" in r.output
+        "GQA: 1 needs open (1 no answer from the engine)" in r.stderr
+        and "Rerunning the same command" in r.stderr
     )
+    assert (
+        "GQA: 1 needs open" not in r.stdout
+    )  # exit 4: what to do next goes to stderr, as errors do (issue 17.14)
     assert not (out / "annotations" / "GQA" / "train_x40.json").exists()
     assert (out / "annotations" / "ImageNet" / "train_x40.json").is_file()  # the other task is written
     r = runner.invoke(app, [*base, "--out", str(out), "--allow-partial"], env={"COLUMNS": "200"})

@@ -161,7 +161,7 @@ def test_cli_flags_and_print_config(tmp_path: Path) -> None:
             "train",
             "--print-config",
             "--method",
-            "lora",
+            "reglora",
             "--out",
             str(tmp_path / "r"),
             "--tasks",
@@ -183,12 +183,15 @@ def test_cli_flags_and_print_config(tmp_path: Path) -> None:
     import yaml
 
     cfg = RunConfig.model_validate(yaml.safe_load(res.stdout))
-    assert cfg.method == "lora" and cfg.output_dir == str(tmp_path / "r")
+    assert cfg.method == "reglora" and cfg.output_dir == str(tmp_path / "r")
     assert [t.name for t in cfg.tasks] == ["GQA", "VizWiz"] and cfg.train.max_steps == 3
     assert not cfg.eval.enabled and cfg.reglora.reg_delta == "scaled" and cfg.reglora.accumulate == "concat"
     assert cfg.train.lr == 3e-4 and cfg.lora.alpha == 8
     res = runner.invoke(app, ["train", "--set", "train.lr=abc", "--print-config"])
     assert res.exit_code == 2 and "train.lr" in res.output
+    # RegLoRA's flags are options of that method: another method refuses them (they used to be dropped)
+    res = runner.invoke(app, ["train", "--print-config", "--method", "lora", "--reg-delta", "scaled"])
+    assert res.exit_code == 2 and "lora.reg_delta" in res.output
 
 
 def test_missing_train_file_and_unscorable_task_fail_before_training(tmp_path: Path) -> None:

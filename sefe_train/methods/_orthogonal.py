@@ -3,7 +3,7 @@
 For every adapted linear the new task's `lora_A` (r x in) is pushed orthogonal to the rows of the earlier
 tasks' A matrices:  L_orth = Σ_modules Σ_{t' < t} Σ_ij |A_t' · A_tᵀ|_ij.  The optional L2 term is the
 reference's `Σ ||P||_2` over the new LoRA's A and B matrices (a sum of Frobenius norms, not of squares).
-Defaults of the reference scripts (cmnfriend/O-LoRA, scripts*/order_*.sh): λ1 = 0.5, λ2 = 0.
+λ2 = 0 as the reference scripts (cmnfriend/O-LoRA); λ1's default scales with the rank (olora.py).
 
 Kept between tasks: per module the rows of all earlier A's, stacked ((Σ r_t') x in), in
 `olora_prev_a.safetensors`.

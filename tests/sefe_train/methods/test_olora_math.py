@@ -138,3 +138,17 @@ def test_default_lambda_is_the_ports_rescaled_by_the_terms_r_squared_growth() ->
 
     assert start(64) == pytest.approx(start(16), rel=0.1)
     assert start(128) == pytest.approx(start(16), rel=0.1)
+
+
+def test_earlier_as_follow_the_model_after_a_move() -> None:
+    """Built while the model is on the CPU (as the runner does), the term runs where the A's are after the
+    Trainer moved them: on the meta device (standing in for CUDA) and in bf16, never on the CPU copy."""
+    model = peft_lora(tiny_llama(0), seed=5)
+    store = PrevAStore().add_task(adapted_linears(peft_lora(tiny_llama(0), seed=6)))
+    reg = OLoRARegularizer(model, store, lam_orth=1.0, lam_l2=0.0)
+    fp32 = float(reg.orth())
+    model.to(torch.bfloat16)
+    value = reg.orth()
+    assert value.dtype == torch.bfloat16 and value.item() == pytest.approx(fp32, rel=2e-2)
+    model.to("meta")
+    assert reg.orth().device.type == "meta"

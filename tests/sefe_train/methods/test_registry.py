@@ -84,6 +84,9 @@ def test_cli_lists_methods_and_takes_options(tmp_path: Path) -> None:
     assert res.exit_code == 0 and "lam: 9.0" in res.output
     res = runner.invoke(app, ["train", "--method", "nope", "--print-config"])
     assert res.exit_code == 2 and "installed:" in res.output
+    res = runner.invoke(app, ["train", "-m", "replay", "-o", "shar=0.1", "--print-config"])
+    assert res.exit_code == 2 and res.output.startswith("error: method_options.replay.shar: ")
+    assert res.output.count("\n") == 1  # one line
 
 
 def test_a_method_in_one_file_registers_itself() -> None:

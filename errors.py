@@ -127,6 +127,9 @@ def one_line(exc: BaseException) -> str:
         if parts:
             return "; ".join(parts)
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    original = _worker_original(lines, type(exc).__name__)
+    if original is not None:
+        return original
     return "; ".join(lines) or type(exc).__name__
 
 
@@ -150,6 +153,15 @@ def _path_state(exc: BaseException) -> str | None:
     # a rename onto a folder names the temporary file first and the target (the user's path) second
     path = exc.filename2 if exc.filename2 is not None and exc.errno == errno.EISDIR else exc.filename
     return f"{os.fsdecode(path)}: {_PATH_STATES[exc.errno]}"
+
+
+def _worker_original(lines: list[str], name: str) -> str | None:
+    """The original message of an error re-raised from a DataLoader worker: torch wraps it as `Caught X in
+    DataLoader worker process N.` + the worker's traceback, whose last line is `module.X: message`."""
+    if not (lines and lines[0].startswith(f"Caught {name} in ") and len(lines) > 2):
+        return None
+    head, sep, message = lines[-1].partition(": ")
+    return message if sep and head.rsplit(".", 1)[-1] == name else None
 
 
 def is_user_error(exc: BaseException) -> bool:

@@ -261,3 +261,28 @@ def test_cli_choices_and_defaults_are_the_models() -> None:
         r = runner.invoke(app, [*args, "not-a-choice"], env={"COLUMNS": "300"})
         assert r.exit_code == 2 and "Traceback" not in r.output, r.output
         assert all(f"'{c}'" in r.output for c in get_args(literal)), (args, r.output)
+
+
+def test_a_user_error_from_a_dataloader_worker_is_still_one_line() -> None:
+    """`dataloader_num_workers > 0`: torch re-raises the worker's error with its traceback in the message;
+    the CLI's line is the original message (a bad image naming its record), not the traceback."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from sefe.coin.images import ImageError
+    from sefe.errors import one_line
+
+    message = (
+        "t.json, record 0, id 'r7', field 'image': x/bomb.png declares 30000x30000 pixels, over the budget"
+    )
+
+    class Bad(Dataset):  # type: ignore[type-arg]
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, i: int) -> None:
+            raise ImageError(message)
+
+    with pytest.raises(ImageError) as ei:
+        next(iter(DataLoader(Bad(), num_workers=1)))
+    assert "Original Traceback" in str(ei.value)  # what torch hands back
+    assert one_line(ei.value) == message

@@ -88,7 +88,7 @@ def eval_run_cmd(
     ),
 ) -> None:
     """CoIN predictions, greedy, one JSONL per task. Rerun the same command to resume."""
-    from sefe.errors import MissingFile
+    from sefe.errors import InputError, MissingFile
     from sefe.evaluation.inference import default_tasks, run_inference
     from sefe.sefe_train.stage_folder import is_stage_folder, load_stage
 
@@ -97,6 +97,11 @@ def eval_run_cmd(
         raise MissingFile(f"no annotations/<Task>/test.json under {data_root}")
     source: Path | tuple[Any, Any] = model
     if is_stage_folder(model):
+        if engine != "hf":
+            raise InputError(
+                f"{model}: a stage folder loads through its method, on the hf engine only; for --engine "
+                f"{engine} give its merged/ folder (the whole model for the methods that merge)"
+            )
         source = load_stage(model, device)
         model_id = model_id or model.resolve().name
     paths = run_inference(

@@ -63,3 +63,21 @@ def test_eval_of_the_stage_folder_loads_the_experts_and_matches_the_runner(
     assert result.exit_code == 0, result.output
     got = _texts(tmp_path / "p" / "ScienceQA.jsonl")
     assert got and got == _texts(stage / "eval" / "ScienceQA.jsonl")[: len(got)]
+
+
+def test_a_stage_folder_runs_on_the_hf_engine_only(moelora_stage: tuple[Path, Path], tmp_path: Path) -> None:
+    stage, root = moelora_stage
+    args = [
+        "eval",
+        "run",
+        "-m",
+        str(stage),
+        "--data-root",
+        str(root),
+        "-o",
+        str(tmp_path),
+        "--engine",
+        "vllm",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "hf engine only" in result.output

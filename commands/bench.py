@@ -9,10 +9,10 @@ from pathlib import Path
 
 import typer
 
-from sefe.commands.common import parse_floats, split_list, type_check
+from sefe.commands.common import numbers_check, parse_floats, split_list, type_check
 from sefe.models.device import TorchDevice
 from sefe.paths import OutputFile
-from sefe.sefe_train.reglora.config import BenchDType, PenaltyImpl
+from sefe.sefe_train.reglora.config import BenchDType, PenaltyImpl, RegLoRAConfig
 
 app = typer.Typer(help="Micro-benchmarks on the current device.", no_args_is_help=True)
 
@@ -20,7 +20,11 @@ app = typer.Typer(help="Micro-benchmarks on the current device.", no_args_is_hel
 @app.command("reglora")
 def bench_reglora(
     reps: int = typer.Option(5, min=1, help="Timed forward+backward steps per measurement (median)."),
-    densities: str = typer.Option("2,6,14", help="Key densities in percent, comma-separated."),
+    densities: str = typer.Option(
+        "2,6,14",
+        callback=numbers_check(RegLoRAConfig, "top_percent"),
+        help="Key densities in percent, comma-separated.",
+    ),
     device: str = typer.Option("cpu", callback=type_check(TorchDevice), help="cpu or cuda (cuda:N)."),
     dtype: BenchDType = typer.Option("float32", help="dtype of the LoRA parameters."),
     shapes: str = typer.Option("4096x4096,11008x4096,4096x11008", help="OUTxIN weight shapes, comma list."),

@@ -49,11 +49,27 @@ def type_check(annotation: Any) -> Callable[[Any], Any]:
             adapter.validate_python(given)
         except ValidationError as exc:
             msgs = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
-            named = str(given) in msgs  # the check's own message names the value already
+            named = isinstance(given, str) and given in msgs  # the check's message names the value
             raise typer.BadParameter(msgs if named else f"{given!r}: {msgs}") from None
         return value
 
     return check
+
+
+def numbers_check(model: type[BaseModel], name: str) -> Callable[[str], str]:
+    """A typer callback for a comma list of numbers, each checked against one model field's bounds."""
+    check = field_check(model, name)
+
+    def numbers(value: str) -> str:
+        for word in split_list([value]):
+            try:
+                number = float(word)
+            except ValueError:
+                raise typer.BadParameter(f"{word!r} is not a number") from None
+            check(number)
+        return value
+
+    return numbers
 
 
 def model_option(
@@ -67,7 +83,7 @@ def model_option(
     """A `typer.Option` for one model field: default (unless `default_value` is given) and bounds from it."""
     if default_value is not ...:
         value = default_value
-    else:  # a required field: a required option
+    else:  # the field's default; a required field makes a required option
         value = ... if model.model_fields[name].is_required() else default(model, name)
     return typer.Option(value, *decls, help=help, callback=field_check(model, name), **kwargs)
 

@@ -220,7 +220,9 @@ def table(p: Paths) -> dict[tuple[str, str], list[Case]]:
             ("report", "runs"): [([str(p.missing)], str(p.missing)), ([str(p.empty_run)], "empty")],
             ("report", "out"): [(["--out", str(p.a_file)], "--out")],
             ("bench reglora", "reps"): [(["--reps", "0"], "--reps")],
-            ("bench reglora", "densities"): [(["--densities", "abc"], "--densities")],
+            ("bench reglora", "densities"): [
+                (["--densities", v], "--densities") for v in ("abc", "200", "0")
+            ],
             ("bench reglora", "device"): [(["--device", "bogus"], "--device")],
             ("bench reglora", "dtype"): [(["--dtype", "bogus"], "--dtype")],
             ("bench reglora", "shapes"): [(["--shapes", "4096by4096"], "--shapes")],

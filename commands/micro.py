@@ -42,7 +42,15 @@ def micro_run_cmd(
         ",".join(default(MicroOptions, "data")),
         help="Comma-separated: original | asd (SEFE = reglora on asd).",
     ),
-    seeds: int = model_option(MicroOptions, "seeds", help="Training seeds per combination (0..N-1)."),
+    seeds: int = model_option(
+        MicroOptions,
+        "seeds",
+        help="Seeds per combination (0..N-1); each its own task data, ASD selection and training seed.",
+    ),
+    controls: str = typer.Option(
+        ",".join(default(MicroOptions, "controls")),
+        help="Comma-separated METHOD/DATA runs beside methods x data ('' for none): the positive control.",
+    ),
     tasks: str | None = typer.Option(None, help="Comma-separated subset of the tasks, in order."),
     epochs: float | None = model_option(
         MicroOptions,
@@ -92,6 +100,7 @@ def micro_run_cmd(
         "methods": split_list([methods]),
         "data": split_list([data]),
         "seeds": seeds,
+        "controls": split_list([controls]),
         "threads": threads,
         "jobs": jobs,
     }

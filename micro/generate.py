@@ -346,8 +346,12 @@ def build_micro(
     n_test: int = 60,
     n_warm: int = 1500,
     tasks: list[str] | None = None,
+    warm_seed: int | None = None,
 ) -> Path:
-    """Write the Micro-CoIN data root under `out` (deterministic for the arguments); returns `out`."""
+    """Write the Micro-CoIN data root under `out` (deterministic for the arguments); returns `out`.
+
+    `warm_seed` (default `seed`) draws the warm-start corpus: roots of several seeds built with one warm seed
+    share one warm start (its cache key is the corpus), while their task data differ."""
     out = Path(out)
     names = list(tasks or TASK_ORDER)
     unknown = [t for t in names if t not in TASKS]
@@ -420,7 +424,10 @@ def build_micro(
             out / layout.bundled_gt_files("TextVQA")[0],
             {"dataset_version": "0.5.1", "data": textvqa},
         )
-    _dump(out / "warmstart" / "train.json", _warmstart(seed, n_warm, images, out))
+    _dump(
+        out / "warmstart" / "train.json",
+        _warmstart(seed if warm_seed is None else warm_seed, n_warm, images, out),
+    )
     _dump(out / "scenes.json", images)
     _dump(
         out / "tasks.json",
@@ -428,6 +435,7 @@ def build_micro(
             "benchmark": "micro-coin",
             "format": FORMAT_VERSION,
             "seed": seed,
+            "warm_seed": seed if warm_seed is None else warm_seed,
             "sizes": {"train": n_train, "test": n_test, "warmstart": n_warm},
             "tasks": task_declarations(names),
         },

@@ -244,9 +244,10 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
     out = Path(opts.out)
     runs: list[dict[str, Any]] = []
     groups: dict[str, Any] = {}
+    from sefe.micro.run import data_root
+
     tasks = list(opts.tasks)
-    root = out / "data"
-    base_of = baselines(root, tasks)
+    base_of = baselines(data_root(opts, 0), tasks)  # stratified tests: the same majority in every seed
     base = [base_of[t].majority for t in tasks]
     n_items = [base_of[t].items for t in tasks]
     items_of: dict[tuple[str, int], Any] = {}
@@ -255,6 +256,7 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
             name = opts.run_name(method, data, seed)
             m = load_run(out / "runs" / name)
             if m["accuracy"] is not None:
+                root = data_root(opts, seed)
                 cells = cell_stats(out / "runs" / name, tasks, root)
                 items = items_of[(f"{method}/{data}", seed)] = item_outcomes(out / "runs" / name, root, tasks)
                 runs.append(

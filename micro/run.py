@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from rich.console import Console
 
 from sefe.errors import InputError
-from sefe.micro.generate import TASK_ORDER
+from sefe.micro.generate import HARD_TASKS, TASK_ORDER
 from sefe.micro.warmstart import WarmStartOptions
 from sefe.paths import OutputDir
 
@@ -36,7 +36,8 @@ class MicroOptions(BaseModel):
     out: OutputDir
     methods: list[str] = Field(default_factory=lambda: ["lora", "reglora"], min_length=1)
     data: list[DataKind] = Field(default_factory=lambda: list(_ALL_DATA), min_length=1)
-    seeds: int = Field(3, ge=1)
+    seeds: int = Field(5, ge=1)  # each seed: its own task data, ASD selection and training seed
+    vary_data: bool = True  # False: every seed on one data root (v1: only the training seed varied)
     tasks: list[str] = Field(default_factory=lambda: list(TASK_ORDER), min_length=1)
     benchmark_seed: int = Field(0, ge=0)  # numpy seeds are 0 or more
     n_train: int = Field(800, gt=0)
@@ -53,13 +54,16 @@ class MicroOptions(BaseModel):
     threads: int | None = Field(None, ge=1)
     jobs: int = Field(1, ge=1)  # runs trained at once, each in its own process (spawned), log in runs/
     pairs: list[str] | None = None  # e.g. ["lora/original", "reglora/asd"]: only these, not methods x data
+    # beside methods x data: the positive control (replay raises retention, or the benchmark cannot see it)
+    controls: list[str] = Field(default_factory=lambda: ["replay/asd"])
 
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, tasks: list[str]) -> list[str]:
-        unknown = [t for t in tasks if t not in TASK_ORDER]
+        unknown = [t for t in tasks if t not in (*TASK_ORDER, *HARD_TASKS)]
         if unknown:
-            raise ValueError(f"unknown Micro-CoIN task(s) {unknown}: the tasks are {', '.join(TASK_ORDER)}")
+            known = ", ".join(TASK_ORDER) + "; opt-in hard track: " + ", ".join(HARD_TASKS)
+            raise ValueError(f"unknown Micro-CoIN task(s) {unknown}: the tasks are {known}")
         return tasks
 
     @model_validator(mode="after")
@@ -73,51 +77,70 @@ class MicroOptions(BaseModel):
 
     def combos(self) -> list[tuple[str, DataKind]]:
         """(method, data) pairs to run, in order."""
-        if self.pairs is None:
-            return [(m, d) for d in self.data for m in self.methods]
         out: list[tuple[str, DataKind]] = []
-        for p in self.pairs:
+        if self.pairs is None:
+            out = [(m, d) for d in self.data for m in self.methods]
+        for p in self.pairs if self.pairs is not None else self.controls:
             method, _, data = p.partition("/")
             if data not in _ALL_DATA:
                 raise InputError(f"pair {p!r}: expected METHOD/original or METHOD/asd")
-            out.append((method, data))
+            if (method, data) not in out:
+                out.append((method, data))
         return out
 
     def run_name(self, method: str, data: str, seed: int) -> str:
         return f"{method}_{data}_seed{seed}"
 
 
-def data_root(opts: MicroOptions) -> Path:
-    return Path(opts.out) / "data"
+def data_seed(opts: MicroOptions, seed: int) -> int:
+    """The task data's seed of run seed `seed` (the benchmark seed alone when data does not vary)."""
+    return opts.benchmark_seed + seed if opts.vary_data else opts.benchmark_seed
 
 
-def ensure_benchmark(opts: MicroOptions, console: Console) -> Path:
-    """Build the benchmark once (tasks.json is written last, so its presence means complete)."""
+def data_root(opts: MicroOptions, seed: int = 0) -> Path:
+    """`DIR/data/seed<s>` (each seed its own pictures and questions), or `DIR/data` without `vary_data`."""
+    return Path(opts.out) / "data" / f"seed{seed}" if opts.vary_data else Path(opts.out) / "data"
+
+
+def asd_root(opts: MicroOptions, seed: int = 0) -> Path:
+    return Path(opts.out) / "asd" / f"seed{seed}" if opts.vary_data else Path(opts.out) / "asd"
+
+
+def ensure_benchmark(opts: MicroOptions, console: Console, seed: int = 0) -> Path:
+    """Build seed `seed`'s data once (tasks.json is written last, so its presence means complete). Every
+    seed's warm-start corpus is drawn from the benchmark seed: one warm start per benchmark version."""
     import orjson
 
     from sefe.micro.generate import build_micro
 
-    root = data_root(opts)
+    root = data_root(opts, seed)
     want = {"train": opts.n_train, "test": opts.n_test, "warmstart": opts.n_warm}
     marker = root / "tasks.json"
     if marker.is_file():
         info = orjson.loads(marker.read_bytes())
-        if info.get("sizes") == want and info.get("seed") == opts.benchmark_seed:
+        if info.get("sizes") == want and info.get("seed") == data_seed(opts, seed):
             return root
         raise InputError(f"{marker}: built with other sizes/seed ({info.get('sizes')}); use another --out")
     t0 = time.perf_counter()
-    build_micro(root, seed=opts.benchmark_seed, n_train=opts.n_train, n_test=opts.n_test, n_warm=opts.n_warm)
-    console.print(f"benchmark built in {time.perf_counter() - t0:.0f} s: {root}")
+    build_micro(
+        root,
+        seed=data_seed(opts, seed),
+        n_train=opts.n_train,
+        n_test=opts.n_test,
+        n_warm=opts.n_warm,
+        warm_seed=opts.benchmark_seed,
+    )
+    console.print(f"benchmark (seed {seed}) built in {time.perf_counter() - t0:.0f} s: {root}")
     return root
 
 
-def ensure_asd(opts: MicroOptions, root: Path, console: Console) -> Path:
-    """`sefe asd build --x X --backend scene --distractors pool` on the micro root (cached per request)."""
+def ensure_asd(opts: MicroOptions, root: Path, console: Console, seed: int = 0) -> Path:
+    """`sefe asd build --x X --backend scene --distractors pool --seed S` on seed S's data root (cached)."""
     from sefe.asd_gen.build import BuildOptions, build
     from sefe.asd_gen.needs import GenerationOptions
     from sefe.coin.layout import asd_train_path
 
-    asd_out = Path(opts.out) / "asd"
+    asd_out = asd_root(opts, seed)
     if all(asd_train_path(asd_out, t, opts.x).is_file() for t in opts.tasks):
         return asd_out
     build(
@@ -126,6 +149,7 @@ def ensure_asd(opts: MicroOptions, root: Path, console: Console) -> Path:
             out=asd_out,
             tasks=list(opts.tasks),
             xs=[opts.x],
+            seed=seed if opts.vary_data else 0,
             distractors="pool",
             generation=GenerationOptions(backend="scene"),
         ),
@@ -138,8 +162,8 @@ def run_config(opts: MicroOptions, method: str, data: DataKind, seed: int, root:
     from sefe.coin.layout import TRAIN_PATTERN, asd_train_path
     from sefe.sefe_train.config import RunConfig
 
-    asd_root = (Path(opts.out) / "asd").resolve()
-    train_file = TRAIN_PATTERN if data == "original" else str(asd_train_path(asd_root, "{task}", opts.x))
+    asd = asd_root(opts, seed).resolve()
+    train_file = TRAIN_PATTERN if data == "original" else str(asd_train_path(asd, "{task}", opts.x))
     return RunConfig.model_validate(
         {
             "output_dir": str(Path(opts.out) / "runs" / opts.run_name(method, data, seed)),
@@ -209,22 +233,28 @@ def _run_micro(opts: MicroOptions, console: Console | None) -> Path:
     atomic_write_bytes(
         out / "micro.json", orjson.dumps(opts.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
     )
-    root = ensure_benchmark(opts, console)
+    roots = [ensure_benchmark(opts, console, s) for s in range(opts.seeds if opts.vary_data else 1)]
     t0 = time.perf_counter()
-    warm = warmstart_dir(root, opts=opts.warm, console=console)
+    # one torch thread unless told: on a busy machine two threads stalled the warm start (1,453 s against 350)
+    warm_opts = (
+        opts.warm if opts.warm.threads or opts.threads else opts.warm.model_copy(update={"threads": 1})
+    )
+    console.print("warm start: found in the cache, or built once (progress below)")
+    warm = warmstart_dir(roots[0], opts=warm_opts, console=console)
     console.print(f"warm start: {warm} ({time.perf_counter() - t0:.0f} s)")
     combos = opts.combos()
     if any(d == "asd" for _, d in combos):
-        ensure_asd(opts, root, console)
+        for s, r in enumerate(roots):
+            ensure_asd(opts, r, console, s)
     timings: dict[str, float] = {}
     todo = [(method, data, seed) for seed in range(opts.seeds) for method, data in combos]
     if opts.jobs > 1:
-        timings = _run_parallel(opts, todo, root, warm, console)
+        timings = _run_parallel(opts, todo, warm, console)
     else:
         for method, data, seed in todo:
             name = opts.run_name(method, data, seed)
             console.rule(f"micro run {name}")
-            timings[name] = _run_one(opts, method, data, seed, root, warm)
+            timings[name] = _run_one(opts, method, data, seed, data_root(opts, seed), warm)
     return write_report(opts, warm, timings)
 
 
@@ -241,7 +271,7 @@ def _run_one(opts: MicroOptions, method: str, data: DataKind, seed: int, root: P
 
 
 def _run_parallel(
-    opts: MicroOptions, todo: list[tuple[str, DataKind, int]], root: Path, warm: Path, console: Console
+    opts: MicroOptions, todo: list[tuple[str, DataKind, int]], warm: Path, console: Console
 ) -> dict[str, float]:
     """`opts.jobs` runs at once, one spawned process each (torch threads split between them).
 
@@ -257,7 +287,9 @@ def _run_parallel(
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(opts.jobs, mp_context=ctx) as pool:
         futures = {
-            pool.submit(_worker, payload, m, d, s, str(root), str(warm), threads): opts.run_name(m, d, s)
+            pool.submit(
+                _worker, payload, m, d, s, str(data_root(opts, s)), str(warm), threads
+            ): opts.run_name(m, d, s)
             for m, d, s in todo
         }
         console.print(f"{len(todo)} runs, {opts.jobs} at a time; logs: {Path(opts.out) / 'runs'}/<run>.log")

@@ -22,6 +22,8 @@ from rich.progress import (
 )
 from transformers import TrainerCallback
 
+from sefe.progress import LogLines
+
 
 class RichProgressCallback(TrainerCallback):
     """Shows `stage k Task: step i/N  loss ...  penalty ...  lr ...` while a stage trains."""
@@ -36,13 +38,17 @@ class RichProgressCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        self.progress = Progress(
+        columns = (
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=self.console,
+        )
+        # a log (not a terminal) gets a line at every tenth of the stage: a live bar shows nothing there
+        live = self.console.is_terminal
+        self.progress = (
+            Progress(*columns, console=self.console) if live else LogLines(*columns, console=self.console)
         )
         self.progress.start()
         self.task = self.progress.add_task(self.label, total=state.max_steps, completed=state.global_step)

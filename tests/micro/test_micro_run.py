@@ -25,13 +25,19 @@ def test_micro_run_two_tasks_one_seed_and_resume(tmp_path: Path, monkeypatch: py
     report = orjson.loads((out / "report.json").read_bytes())
     assert {(r["method"], r["data"], r["seed"]) for r in report["runs"]} == {
         (m, d, 0) for m in ("lora", "reglora") for d in ("original", "asd")
-    }
+    } | {("replay", "asd", 0)}  # the positive control runs by default
     for run in report["runs"]:
         for kind in ("accuracy", "format_errors", "knowledge", "latent"):
             m = run[kind]
             assert m["tasks"] == ["Colour", "Count"] and len(m["rows"]) == 2 and len(m["rows"][1]) == 2
             assert all(0 <= v <= 100 for row in m["rows"] for v in row if v is not None)
-    assert set(report["groups"]) == {"lora/original", "lora/asd", "reglora/original", "reglora/asd"}
+    assert set(report["groups"]) == {
+        "lora/original",
+        "lora/asd",
+        "reglora/original",
+        "reglora/asd",
+        "replay/asd",
+    }
     # the ceiling: each task's accuracy right after it was learned, beside the majority class and the best
     # constant answer of its stratified test (6 items: Colour 6 classes -> 1/6, Count 4 classes -> 2/6)
     base = report["ceiling"]["baselines"]
@@ -56,7 +62,7 @@ def test_micro_run_two_tasks_one_seed_and_resume(tmp_path: Path, monkeypatch: py
     assert "majority class" in md and "Out of pool" in md
     for png in ("accuracy.png", "format_errors.png", "knowledge.png", "metrics.png"):
         assert (out / png).stat().st_size > 1000
-    assert (out / "asd" / "annotations" / "Count" / "train_x20.json").is_file()
+    assert (out / "asd" / "seed0" / "annotations" / "Count" / "train_x20.json").is_file()  # per seed
     # every run is a normal run folder: `sefe report` shows its format-error and knowledge matrices too
     run_dir = out / "runs" / "lora_original_seed0"
     assert (run_dir / "format_errors.json").is_file() and (run_dir / "knowledge.json").is_file()

@@ -83,7 +83,7 @@ class MicroOptions(BaseModel):
         for p in self.pairs if self.pairs is not None else self.controls:
             method, _, data = p.partition("/")
             if data not in _ALL_DATA:
-                raise InputError(f"pair {p!r}: expected METHOD/original or METHOD/asd")
+                raise InputError(f"pair or control {p!r}: expected METHOD/original or METHOD/asd")
             if (method, data) not in out:
                 out.append((method, data))
         return out

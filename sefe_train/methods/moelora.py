@@ -82,6 +82,10 @@ class MoELoRA(ContinualMethod[MoELoRAOptions]):
         state, _ = M.load(path)
         self._inject(model)
         M.load_state_dict(model, state)
+        from sefe.sefe_train.stage_folder import INCOMPLETE_KEY
+
+        if hasattr(model.config, INCOMPLETE_KEY):  # whole again: a model saved from it is not incomplete
+            delattr(model.config, INCOMPLETE_KEY)
         dtype = torch_dtype(self.cfg.model.dtype) if cast else torch.float32
         for _, layer in M.layers(model):
             layer.lora_A.data = layer.lora_A.data.to(dtype)

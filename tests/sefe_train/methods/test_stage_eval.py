@@ -59,6 +59,7 @@ def test_eval_of_the_stage_folder_loads_the_experts_and_matches_the_runner(
     stage, root = moelora_stage
     model, _ = load_stage(stage, "cpu")
     assert len(dict(M.layers(model))) == 14
+    assert not hasattr(model.config, "sefe_incomplete")  # with its experts it is the whole model again
     result = _eval(stage, root, tmp_path / "p")
     assert result.exit_code == 0, result.output
     got = _texts(tmp_path / "p" / "ScienceQA.jsonl")

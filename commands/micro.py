@@ -51,6 +51,13 @@ def micro_run_cmd(
         ",".join(default(MicroOptions, "controls")),
         help="Comma-separated METHOD/DATA runs beside methods x data ('' for none): the positive control.",
     ),
+    alone: bool = typer.Option(
+        default(MicroOptions, "alone"), "--alone/--no-alone", help="Train each task alone (the ceiling)."
+    ),
+    lam_sweep: str = typer.Option(
+        ",".join(f"{v:g}" for v in default(MicroOptions, "lam_sweep")),
+        help="Comma-separated RegLoRA λ values also run on seed 0 (reglora/asd); '' for none.",
+    ),
     tasks: str | None = typer.Option(None, help="Comma-separated subset of the tasks, in order."),
     epochs: float | None = model_option(
         MicroOptions,
@@ -101,6 +108,8 @@ def micro_run_cmd(
         "data": split_list([data]),
         "seeds": seeds,
         "controls": split_list([controls]),
+        "alone": alone,
+        "lam_sweep": split_list([lam_sweep]),
         "threads": threads,
         "jobs": jobs,
     }

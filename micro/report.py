@@ -239,48 +239,68 @@ def ceilings(groups: dict[str, Any], tasks: list[str]) -> dict[str, list[float |
     return out
 
 
+def alone_ceiling(out: Path, tasks: list[str], name_of: Any) -> dict[str, dict[str, float | None]]:
+    """Per task trained alone from the warm start (seed 0): accuracy, likelihood and latent probe (%)."""
+    found: dict[str, dict[str, float | None]] = {}
+    for t in tasks:
+        m = load_run(out / "runs" / name_of(t))
+        if m["accuracy"] is not None:
+            found[t] = {kind: (mat.get(0, 0) if mat is not None else None) for kind, mat in m.items()}
+    return found
+
+
 def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
     """Collect every run under DIR/runs, write DIR/report.json, DIR/report.md and the plots."""
     out = Path(opts.out)
     runs: list[dict[str, Any]] = []
     groups: dict[str, Any] = {}
-    from sefe.micro.run import data_root
+    from sefe.micro.run import alone_name, data_root, sweep_name
 
     tasks = list(opts.tasks)
     base_of = baselines(data_root(opts, 0), tasks)  # stratified tests: the same majority in every seed
     base = [base_of[t].majority for t in tasks]
     n_items = [base_of[t].items for t in tasks]
     items_of: dict[tuple[str, int], Any] = {}
+
+    def collect(name: str, method: str, data: str, seed: int) -> dict[str, Any] | None:
+        """One run's entry (None when it has no accuracy matrix yet); its item outcomes kept aside."""
+        m = load_run(out / "runs" / name)
+        if m["accuracy"] is None:
+            return None
+        root = data_root(opts, seed)
+        cells = cell_stats(out / "runs" / name, tasks, root)
+        items = item_outcomes(out / "runs" / name, root, tasks)
+        if name == opts.run_name(method, data, seed):
+            items_of[(f"{method}/{data}", seed)] = items
+        return {
+            "name": name,
+            "method": method,
+            "data": data,
+            "seed": seed,
+            "seconds": timings.get(name),
+            "metrics": {
+                **run_metrics(m["accuracy"], m["format_errors"], m["knowledge"]),
+                "OOP_later": _later_mean(cells["out_of_pool"]),
+                "rho_K": value("rho_K", items, len(tasks), base),
+                "rho_L": value("rho_L", items, len(tasks), base),
+            },
+            **{k: (v.model_dump(mode="json", exclude={"details"}) if v else None) for k, v in m.items()},
+            "top_share": {"tasks": tasks, "rows": cells["top_share"]},
+            "out_of_pool": {"tasks": tasks, "rows": cells["out_of_pool"]},
+            "from_pool": cells["from_pool"],
+        }
+
     for seed in range(opts.seeds):
         for method, data in opts.combos():
-            name = opts.run_name(method, data, seed)
-            m = load_run(out / "runs" / name)
-            if m["accuracy"] is not None:
-                root = data_root(opts, seed)
-                cells = cell_stats(out / "runs" / name, tasks, root)
-                items = items_of[(f"{method}/{data}", seed)] = item_outcomes(out / "runs" / name, root, tasks)
-                runs.append(
-                    {
-                        "name": name,
-                        "method": method,
-                        "data": data,
-                        "seed": seed,
-                        "seconds": timings.get(name),
-                        "metrics": {
-                            **run_metrics(m["accuracy"], m["format_errors"], m["knowledge"]),
-                            "OOP_later": _later_mean(cells["out_of_pool"]),
-                            "rho_K": value("rho_K", items, len(tasks), base),
-                            "rho_L": value("rho_L", items, len(tasks), base),
-                        },
-                        **{
-                            k: (v.model_dump(mode="json", exclude={"details"}) if v else None)
-                            for k, v in m.items()
-                        },
-                        "top_share": {"tasks": tasks, "rows": cells["top_share"]},
-                        "out_of_pool": {"tasks": tasks, "rows": cells["out_of_pool"]},
-                        "from_pool": cells["from_pool"],
-                    }
-                )
+            entry = collect(opts.run_name(method, data, seed), method, data, seed)
+            if entry is not None:
+                runs.append(entry)
+    sweep = []
+    for lam in sorted({*opts.lam_sweep, opts.lam}):
+        name = opts.run_name("reglora", "asd", 0) if lam == opts.lam else sweep_name(lam)
+        entry = collect(name, "reglora", "asd", 0)
+        if entry is not None:
+            sweep.append({"lam": lam, "name": name, "metrics": entry["metrics"]})
     for method, data in opts.combos():
         mine = [r for r in runs if r["method"] == method and r["data"] == data]
         if mine:
@@ -316,7 +336,9 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
         "ceiling": {
             "baselines": {t: b.model_dump(mode="json") for t, b in base_of.items()},
             "learned": ceilings(groups, tasks),
+            "alone": alone_ceiling(out, tasks, alone_name),
         },
+        "lambda_sweep": sweep,
         "endpoints": [r.model_dump(mode="json") for r in results],
         "findings": found,
         "runs": runs,
@@ -353,10 +375,33 @@ def _ceiling_md(report: dict[str, Any], tasks: list[str]) -> list[str]:
         "| group | " + " | ".join(tasks) + " |",
         "|---|" + "---|" * len(tasks),
     ]
+    alone = ceiling.get("alone") or {}
+    for kind, label in (
+        ("accuracy", "accuracy"),
+        ("knowledge", "likelihood probe"),
+        ("latent", "latent probe"),
+    ):
+        if alone:
+            cells = " | ".join(_fmt((alone.get(t) or {}).get(kind)) for t in tasks)
+            lines.append(f"| **trained alone** (seed 0), {label} | {cells} |")
     lines += [f"| {g} | " + " | ".join(_fmt(v) for v in row) + " |" for g, row in learned.items()]
     for key, label in (("majority", "majority class"), ("best_constant", "best constant answer")):
         lines.append(f"| {label} | " + " | ".join(_fmt((base.get(t) or {}).get(key)) for t in tasks) + " |")
     lines.append("")
+    if alone:
+        short = [
+            t
+            for t in tasks
+            if (acc := (alone.get(t) or {}).get("accuracy")) is None
+            or acc < (base.get(t) or {}).get("majority", 0.0) + 30
+        ]
+        lines += [
+            "Every task trained alone is at least 30 points above its majority class."
+            if not short
+            else f"Trained alone, {', '.join(short)} did not reach 30 points above the majority class: "
+            "their columns cannot show forgetting.",
+            "",
+        ]
     vision = (report.get("warm_start") or {}).get("vision") or {}
     held = vision.get("held_out") or {}
     if held:
@@ -402,6 +447,22 @@ def render(report: dict[str, Any], tasks: list[str]) -> str:
     if not report["findings"]:
         lines += ["(no finding: the needed method/data combinations were not run)", ""]
     lines += _ceiling_md(report, tasks)
+    sweep = report.get("lambda_sweep") or []
+    if len(sweep) > 1:
+        cols = ("MFT", "FE_later", "rho_K", "rho_L")
+        lines += [
+            "## RegLoRA λ sweep (reglora/asd, seed 0): stability against plasticity",
+            "",
+            "| λ | " + " | ".join(cols) + " |",
+            "|---|" + "---|" * len(cols),
+            *(
+                f"| {e['lam']:g} | "
+                + " | ".join(_fmt(e["metrics"].get(c), 2 if c.startswith("rho") else 1) for c in cols)
+                + " |"
+                for e in sweep
+            ),
+            "",
+        ]
     lines += [f"![{p}]({p})" for p in report["plots"]]
     for g, stats in report["groups"].items():
         lines += ["", f"## {g} (mean over {stats['seeds']} seed(s))", ""]

@@ -56,6 +56,10 @@ class MicroOptions(BaseModel):
     pairs: list[str] | None = None  # e.g. ["lora/original", "reglora/asd"]: only these, not methods x data
     # beside methods x data: the positive control (replay raises retention, or the benchmark cannot see it)
     controls: list[str] = Field(default_factory=lambda: ["replay/asd"])
+    # the ceiling: each task trained alone (lora/original, seed 0) from the warm start
+    alone: bool = True
+    # on seed 0, reglora/asd at these λ too (the stability-plasticity curve; `lam` itself is the main run)
+    lam_sweep: list[float] = Field(default_factory=lambda: [0.0, 25000.0])
 
     @field_validator("tasks")
     @classmethod
@@ -90,6 +94,50 @@ class MicroOptions(BaseModel):
 
     def run_name(self, method: str, data: str, seed: int) -> str:
         return f"{method}_{data}_seed{seed}"
+
+    def specs(self) -> list[RunSpec]:
+        """Every run: the comparison (seeds x combos), then the alone-trained ceilings and the λ sweep."""
+        runs = [
+            RunSpec(
+                name=self.run_name(m, d, s), method=m, data=d, seed=s, tasks=list(self.tasks), lam=self.lam
+            )
+            for s in range(self.seeds)
+            for m, d in self.combos()
+        ]
+        if self.alone:
+            runs += [
+                RunSpec(name=alone_name(t), method="lora", data="original", seed=0, tasks=[t], lam=self.lam)
+                for t in self.tasks
+            ]
+        runs += [
+            RunSpec(
+                name=sweep_name(lam), method="reglora", data="asd", seed=0, tasks=list(self.tasks), lam=lam
+            )
+            for lam in self.lam_sweep
+            if lam != self.lam
+        ]
+        return runs
+
+
+class RunSpec(BaseModel):
+    """One continual run of a comparison: its folder name under DIR/runs and what it trains."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    method: str
+    data: DataKind
+    seed: int
+    tasks: list[str]
+    lam: float
+
+
+def alone_name(task: str) -> str:
+    return f"alone_{task}_seed0"
+
+
+def sweep_name(lam: float) -> str:
+    return f"reglora-lam{lam:g}_asd_seed0"
 
 
 def data_seed(opts: MicroOptions, seed: int) -> int:
@@ -158,22 +206,38 @@ def ensure_asd(opts: MicroOptions, root: Path, console: Console, seed: int = 0) 
     return asd_out
 
 
-def run_config(opts: MicroOptions, method: str, data: DataKind, seed: int, root: Path, warm: Path) -> Any:
+def run_config(
+    opts: MicroOptions,
+    method: str,
+    data: DataKind,
+    seed: int,
+    root: Path,
+    warm: Path,
+    spec: RunSpec | None = None,
+) -> Any:
     from sefe.coin.layout import TRAIN_PATTERN, asd_train_path
     from sefe.sefe_train.config import RunConfig
 
+    spec = spec or RunSpec(
+        name=opts.run_name(method, data, seed),
+        method=method,
+        data=data,
+        seed=seed,
+        tasks=opts.tasks,
+        lam=opts.lam,
+    )
     asd = asd_root(opts, seed).resolve()
     train_file = TRAIN_PATTERN if data == "original" else str(asd_train_path(asd, "{task}", opts.x))
     return RunConfig.model_validate(
         {
-            "output_dir": str(Path(opts.out) / "runs" / opts.run_name(method, data, seed)),
+            "output_dir": str(Path(opts.out) / "runs" / spec.name),
             "data_root": str(root),
             "train_file": train_file,
-            "tasks": list(opts.tasks),
+            "tasks": list(spec.tasks),
             "method": method,
             "model": {"path": str(warm), "dtype": "fp32"},
             "lora": {"r": opts.lora_r, "alpha": 2 * opts.lora_r, "dropout": 0.0},
-            "reglora": {"lam": opts.lam},
+            "reglora": {"lam": spec.lam},
             "train": {
                 "lr": opts.lr,
                 "projector_lr": opts.lr / 10 if opts.projector_lr is None else opts.projector_lr,
@@ -242,37 +306,32 @@ def _run_micro(opts: MicroOptions, console: Console | None) -> Path:
     console.print("warm start: found in the cache, or built once (progress below)")
     warm = warmstart_dir(roots[0], opts=warm_opts, console=console)
     console.print(f"warm start: {warm} ({time.perf_counter() - t0:.0f} s)")
-    combos = opts.combos()
-    if any(d == "asd" for _, d in combos):
-        for s, r in enumerate(roots):
-            ensure_asd(opts, r, console, s)
+    for seed in sorted({spec.seed for spec in opts.specs() if spec.data == "asd"}):
+        ensure_asd(opts, roots[seed] if opts.vary_data else roots[0], console, seed)
     timings: dict[str, float] = {}
-    todo = [(method, data, seed) for seed in range(opts.seeds) for method, data in combos]
+    todo = opts.specs()
     if opts.jobs > 1:
         timings = _run_parallel(opts, todo, warm, console)
     else:
-        for method, data, seed in todo:
-            name = opts.run_name(method, data, seed)
-            console.rule(f"micro run {name}")
-            timings[name] = _run_one(opts, method, data, seed, data_root(opts, seed), warm)
+        for spec in todo:
+            console.rule(f"micro run {spec.name}")
+            timings[spec.name] = _run_one(opts, spec, data_root(opts, spec.seed), warm)
     return write_report(opts, warm, timings)
 
 
-def _run_one(opts: MicroOptions, method: str, data: DataKind, seed: int, root: Path, warm: Path) -> float:
+def _run_one(opts: MicroOptions, spec: RunSpec, root: Path, warm: Path) -> float:
     """One continual run (resumed if begun); returns its wall seconds summed over invocations."""
     from sefe.micro.latent import record_latent
     from sefe.sefe_train.runner import ContinualRunner
 
     t1 = time.perf_counter()
-    cfg = run_config(opts, method, data, seed, root, warm)
+    cfg = run_config(opts, spec.method, spec.data, spec.seed, root, warm, spec)
     state = ContinualRunner(cfg).run()
-    record_latent(Path(cfg.output_dir), root, list(opts.tasks), console=Console(stderr=True))
+    record_latent(Path(cfg.output_dir), root, list(spec.tasks), console=Console(stderr=True))
     return _add_seconds(Path(cfg.output_dir), time.perf_counter() - t1, len(state.done))
 
 
-def _run_parallel(
-    opts: MicroOptions, todo: list[tuple[str, DataKind, int]], warm: Path, console: Console
-) -> dict[str, float]:
+def _run_parallel(opts: MicroOptions, todo: list[RunSpec], warm: Path, console: Console) -> dict[str, float]:
     """`opts.jobs` runs at once, one spawned process each (torch threads split between them).
 
     Why: the tiny model's steps use two threads poorly, so two one-thread runs side by side finish sooner
@@ -288,9 +347,14 @@ def _run_parallel(
     with ProcessPoolExecutor(opts.jobs, mp_context=ctx) as pool:
         futures = {
             pool.submit(
-                _worker, payload, m, d, s, str(data_root(opts, s)), str(warm), threads
-            ): opts.run_name(m, d, s)
-            for m, d, s in todo
+                _worker,
+                payload,
+                spec.model_dump(mode="json"),
+                str(data_root(opts, spec.seed)),
+                str(warm),
+                threads,
+            ): spec.name
+            for spec in todo
         }
         console.print(f"{len(todo)} runs, {opts.jobs} at a time; logs: {Path(opts.out) / 'runs'}/<run>.log")
         for fut in as_completed(futures):
@@ -300,9 +364,7 @@ def _run_parallel(
     return timings
 
 
-def _worker(
-    payload: dict[str, Any], method: str, data: DataKind, seed: int, root: str, warm: str, threads: int
-) -> float:
+def _worker(payload: dict[str, Any], spec_json: dict[str, Any], root: str, warm: str, threads: int) -> float:
     """One continual run in a spawned process, its console output sent to `runs/<name>.log`."""
     import os
     import sys
@@ -310,7 +372,8 @@ def _worker(
     import torch
 
     opts = MicroOptions.model_validate(payload)
-    log = Path(opts.out) / "runs" / f"{opts.run_name(method, data, seed)}.log"
+    spec = RunSpec.model_validate(spec_json)
+    log = Path(opts.out) / "runs" / f"{spec.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as fh:
         os.dup2(fh.fileno(), 1)
@@ -318,4 +381,4 @@ def _worker(
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (the process's own streams)
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     torch.set_num_threads(threads)
-    return _run_one(opts, method, data, seed, Path(root), Path(warm))
+    return _run_one(opts, spec, Path(root), Path(warm))

@@ -59,3 +59,18 @@ def test_each_seed_has_its_own_data_and_asd_but_one_warm_start_corpus(tmp_path: 
     assert cfg.train.projector_lr == pytest.approx(opts.lr / 10)  # a tenth of the LoRA rate
     one = MicroOptions(out=tmp_path / "v1", vary_data=False, seeds=3)
     assert data_root(one, 2) == data_root(one, 0) == tmp_path / "v1" / "data"
+
+
+def test_specs_add_the_alone_ceilings_and_the_lambda_sweep_on_seed_0(tmp_path: Path) -> None:
+    opts = MicroOptions(out=tmp_path, seeds=2, tasks=["Colour", "Shape"], lam=2500.0)
+    names = [s.name for s in opts.specs()]
+    assert names[:10] == [opts.run_name(m, d, s) for s in (0, 1) for m, d in opts.combos()]
+    assert names[10:] == [
+        "alone_Colour_seed0", "alone_Shape_seed0", "reglora-lam0_asd_seed0", "reglora-lam25000_asd_seed0",
+    ]  # fmt: skip
+    alone = opts.specs()[10]
+    assert alone.tasks == ["Colour"] and (alone.method, alone.data, alone.seed) == ("lora", "original", 0)
+    sweep = opts.specs()[-1]
+    cfg = run_config(opts, sweep.method, sweep.data, 0, tmp_path / "data", tmp_path / "warm", sweep)
+    assert Path(cfg.output_dir).name == "reglora-lam25000_asd_seed0"
+    assert MicroOptions(out=tmp_path, alone=False, lam_sweep=[]).specs()[-1].name == "replay_asd_seed4"

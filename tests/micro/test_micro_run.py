@@ -55,7 +55,12 @@ def test_micro_run_two_tasks_one_seed_and_resume(tmp_path: Path, monkeypatch: py
     assert fe["seeds"] == [0] and fe["t"]["low"] is None and fe["verdict"] == "not established"
     assert all(f["verdict"] == "not established" for f in report["findings"])
     assert all(set(r["metrics"]) >= {"rho_K", "rho_L", "OOP_later"} for r in report["runs"])
+    # the ceiling of each task trained alone, and the λ sweep on seed 0 (the main run is λ 2500)
+    assert set(report["ceiling"]["alone"]) == {"Colour", "Count"}
+    assert all(0 <= v["accuracy"] <= 100 for v in report["ceiling"]["alone"].values())
+    assert [e["lam"] for e in report["lambda_sweep"]] == [0.0, 2500.0, 25000.0]
     md = (out / "report.md").read_text()
+    assert "trained alone" in md and "λ sweep" in md
     assert "## Findings" in md and "## Ceiling" in md
     assert "Format errors (%)" in md and "Knowledge probe (%)" in md and "Most frequent answer" in md
     assert "Latent probe" in md and (out / "runs" / "lora_asd_seed0" / "latent" / "Count.json").is_file()

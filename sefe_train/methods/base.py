@@ -19,6 +19,12 @@ reuses `trained_dir` if it is there (otherwise training resumes from the last Tr
 `after_task` only if one of `stage_files` is missing, and merges only if `merged/` is missing. Every file a
 method writes must therefore appear atomically (`sefe.atomic`) under a name listed in `stage_files`.
 
+A method captures no device or dtype at set-up: the hooks run while the model is still on the CPU, and the
+Trainer (or DeepSpeed) moves and casts it afterwards. Tensors a hook keeps (earlier tasks' A matrices, masks)
+are moved to the parameter they meet when they are used, at step time. `tests/sefe_train/methods/
+test_device_moves.py` holds every registered method to this: after each hook the model moves to bf16 and to
+the `meta` device, and a training step's loss terms and hooks must still run.
+
 Method modules import only light modules at import time (pydantic, this file): the registry imports them all
 to list them in `sefe train --help`. So `LossTerm` (in `sefe_train/trainer.py`, beside the trainer that adds
 the terms) is imported inside `loss_terms`. The building blocks a method may use are `sefe_train/stage_model`

@@ -174,7 +174,7 @@ class Engine:
         an image, typed by its content (`sefe.coin.images`); `_precheck` has already turned any other into a
         quarantined record."""
         where = f"record {need.record_id}"
-        data, mime = image_payload(self.data_root, str(need.image), where)
+        data, mime = image_payload(self.data_root, str(need.image), where, decoded=True)  # by _precheck
         path = image_path(self.data_root, str(need.image), where)
         return f"data:{mime};base64,{base64.b64encode(data).decode()}", str(path.resolve())
 

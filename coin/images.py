@@ -149,16 +149,24 @@ def read_image_bytes(root: Path | str, rel: str, where: str = "") -> bytes:
     return data
 
 
-def image_payload(root: Path | str, rel: str, where: str = "") -> tuple[bytes, str]:
+def image_payload(root: Path | str, rel: str, where: str = "", decoded: bool = False) -> tuple[bytes, str]:
     """(bytes, MIME type) of a record image for a request to a model server, typed by what the file *is*.
 
     A JPEG, PNG, GIF or WebP is sent as stored with its own type whatever its extension says; any other
-    format PIL reads (TIFF, BMP, ...) is re-encoded as PNG, which every vision server accepts.
+    format PIL reads (TIFF, BMP, ...) is re-encoded as PNG, which every vision server accepts. `decoded`:
+    the caller has just decoded this file in full (`check_image`), so only its header is read again (the
+    type and the pixel budget), not every pixel a second time.
     """
+    from PIL import Image
+
     path = image_path(root, rel, where)
     prefix = f"{where}: " if where else ""
     data = _read(path, prefix)
-    mime = _decode(data, path, prefix)
+    if decoded:
+        with _opened(data, path, prefix) as im:
+            mime = Image.MIME.get(im.format or "", "application/octet-stream")
+    else:
+        mime = _decode(data, path, prefix)
     if mime in SENT_AS_STORED:
         return data, mime
     with _opened(data, path, prefix) as im:

@@ -105,3 +105,5 @@ def test_the_payload_is_typed_by_content_not_by_extension(tmp_path: Path) -> Non
         assert im.size == (8, 8) and im.convert("RGB").getpixel((4, 4))[1] > 100
     assert image_payload(tmp_path, "jpeg.png") == ((tmp_path / "jpeg.png").read_bytes(), "image/jpeg")
     assert image_payload(tmp_path, "webp.jpg") == ((tmp_path / "webp.jpg").read_bytes(), "image/webp")
+    for name in ("tiff.jpg", "jpeg.png", "webp.jpg"):  # after check_image: the header alone gives the same
+        assert image_payload(tmp_path, name, decoded=True) == image_payload(tmp_path, name)

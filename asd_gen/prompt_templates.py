@@ -288,7 +288,11 @@ class PromptSet:
         )
         sys_path, system = self._find([f"{task}/system.j2", "default/system.j2"])
         name = f"{_short(user_path)}+{_short(sys_path)}"
-        included = [self._find([inc])[1] for inc in sorted(set(_INCLUDE.findall(system + user)))]
+        includes = sorted(set(_INCLUDE.findall(system + user)))
+        for inc in includes:  # Jinja's loader refuses these too; never read them, even to hash them
+            if inc.startswith(("/", "\\")) or ".." in inc.replace("\\", "/").split("/"):
+                raise PromptError(f"{user_path} or {sys_path}: include {inc!r} leaves the prompt folders")
+        included = [self._find([inc])[1] for inc in includes]
         self._compiled[name] = (self._compile(system, sys_path), self._compile(user, user_path))
         return ResolvedPrompt(name, _sha(system, user, *included), "native", system, user, official=False)
 

@@ -54,3 +54,10 @@ def test_fields_loops_and_filters_still_render(tmp_path: Path) -> None:
     prompts, _ = _prompts(tmp_path, body)
     _, _, user = PromptSet(prompts).render(need("r1", "brief", 1, task="GQA"))
     assert "1. WHAT COLOUR IS OBJECT 0 IN RECORD R1?" in user and "[0, 1]" in user
+
+
+@pytest.mark.parametrize("target", ["../../secret.txt", "/etc/hostname", "default/../../secret.txt"])
+def test_an_include_outside_the_prompt_folders_is_refused_unread(tmp_path: Path, target: str) -> None:
+    prompts, _ = _prompts(tmp_path, '{% include "' + target + '" %}')
+    with pytest.raises(PromptError, match=r"brief\.j2.*include .* leaves the prompt folders"):
+        PromptSet(prompts).render(need("r1", "brief", 1, task="GQA"))

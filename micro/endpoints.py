@@ -97,6 +97,28 @@ def item_outcomes(run: Path, root: Path, tasks: list[str]) -> dict[str, dict[tup
     return out
 
 
+def fe_later_on_lines(
+    items: dict[str, dict[tuple[int, int], list[int]]], root: Path, tasks: list[str]
+) -> dict[str, float | None]:
+    """FE_later over the items asked with the trained instruction line and over the held-out paraphrases
+    (test records' `instruction`): a cure that holds only on trained lines is line-to-style memory."""
+    from sefe.coin.layout import evaluation_file
+
+    kinds = {
+        t: [str(r.get("instruction", "trained")) for r in orjson.loads(evaluation_file(root, t).read_bytes())]
+        for t in tasks
+    }
+    out: dict[str, float | None] = {}
+    for line in ("trained", "held-out"):
+        rates = []
+        for (k, i), flags in items["FE"].items():
+            picked = [f for f, kind in zip(flags, kinds[tasks[i]], strict=True) if kind == line]
+            if k > i and picked:
+                rates.append(100.0 * sum(picked) / len(picked))
+        out[line] = sum(rates) / len(rates) if rates else None
+    return out
+
+
 def _cell_means(
     cells: dict[tuple[int, int], list[int]], draws: list[Any] | None
 ) -> dict[tuple[int, int], Any]:

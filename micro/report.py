@@ -29,11 +29,11 @@ from sefe.evaluation.metrics import AccuracyMatrix
 from sefe.evaluation.result_files import ACCURACY_FILE, FORMAT_FILE, KNOWLEDGE_FILE
 from sefe.micro.baselines import baselines
 from sefe.micro.cells import cell_stats, later_from_pool
-from sefe.micro.endpoints import PRIMARY, compare, item_outcomes, value
+from sefe.micro.endpoints import PRIMARY, compare, fe_later_on_lines, item_outcomes, value
 from sefe.micro.latent import LATENT_FILE
 
 METRICS = (
-    "MFT", "MFN", "MAA", "BWT", "FE_own", "FE_later", "OOP_later",
+    "MFT", "MFN", "MAA", "BWT", "FE_own", "FE_later", "FE_later_held", "OOP_later",
     "K_own", "K_final", "K_BWT", "rho_K", "rho_L",
 )  # fmt: skip
 SEFE = ("reglora", "asd")
@@ -283,6 +283,7 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
                 "OOP_later": _later_mean(cells["out_of_pool"]),
                 "rho_K": value("rho_K", items, len(tasks), base),
                 "rho_L": value("rho_L", items, len(tasks), base),
+                "FE_later_held": fe_later_on_lines(items, root, tasks)["held-out"],
             },
             **{k: (v.model_dump(mode="json", exclude={"details"}) if v else None) for k, v in m.items()},
             "top_share": {"tasks": tasks, "rows": cells["top_share"]},
@@ -350,7 +351,7 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
 
 
 def headline_table(report: dict[str, Any]) -> list[str]:
-    cols = ("MFT", "MFN", "MAA", "BWT", "FE_later", "OOP_later", "K_final", "rho_K", "rho_L")
+    cols = ("MFT", "MFN", "MAA", "BWT", "FE_later", "FE_later_held", "OOP_later", "K_final", "rho_K", "rho_L")
     lines = ["| method | data | seeds | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 3)]
     for g in report["groups"].values():
         label = "**SEFE** (reglora)" if (g["method"], g["data"]) == SEFE else g["method"]
@@ -431,7 +432,8 @@ def render(report: dict[str, Any], tasks: list[str]) -> str:
         *headline_table(report),
         "",
         "MFT/MFN/MAA/BWT: accuracy (%). FE_later: format errors on earlier tasks after later stages (%, "
-        "superficial forgetting by form); OOP_later: their answers in none of the task's answers (%, by "
+        "superficial forgetting by form; FE_later_held: on the items asked with a held-out paraphrase of the "
+        "instruction line); OOP_later: their answers in none of the task's answers (%, by "
         "content). K_final: knowledge probe on the last row (%); K_BWT: its backward transfer "
         "(points; negative = essential forgetting). Definitions: `sefe/micro/report.py`, docs/FORGETTING.md.",
         "",

@@ -96,3 +96,26 @@ def test_endpoints_pair_arms_by_seed_and_word_the_finding_from_the_interval() ->
     # the replay control is absent when replay was not run
     control = next(ep for ep in PRIMARY if ep.control)
     assert compare(control, runs, items, [100, 100], base) is None
+
+
+def test_fe_later_is_split_by_trained_and_held_out_instruction_lines(tmp_path: Any) -> None:
+    import orjson
+
+    from sefe.micro.endpoints import fe_later_on_lines
+
+    for task in ("Colour", "Count"):
+        folder = tmp_path / "annotations" / task
+        folder.mkdir(parents=True)
+        recs = [
+            {
+                "question_id": f"{task}{j}",
+                "text": "q",
+                "answer": "a",
+                "instruction": ("trained", "held-out")[j % 2],
+            }
+            for j in range(4)
+        ]
+        (folder / "test.json").write_bytes(orjson.dumps(recs))
+    # after stage 2, Colour's items: errors on both held-out items, none on the trained ones
+    items = {"FE": {(0, 0): [0, 0, 0, 0], (1, 0): [0, 1, 0, 1], (1, 1): [1, 1, 1, 1]}, "K": {}, "L": {}}
+    assert fe_later_on_lines(items, tmp_path, ["Colour", "Count"]) == {"trained": 0.0, "held-out": 100.0}

@@ -5,7 +5,11 @@ its letter instruction line appended as the release does (`scienceqa_instruction
 without RGB conversion (`eval_images.py`). Each prediction's `prompt` is `<image>\n` + question for image
 questions, as the release writes it. Generation stops at `max_new_tokens` (1024, the release's value: a
 shorter cap cuts the long answers of forgotten tasks before their `The answer is X.`). Batches are
-left-padded. Each finished batch is appended and flushed, and a rerun skips question ids already in the file,
+left-padded. A model of another family (`models/family.py`: the folder's `model_type`, or `family` for an
+in-memory model) gets its own generation prompt (`ModelFamily.generation_inputs`) and its images unpadded
+(RGB, the family's processor resizes them); the answers of box tasks (Grounding) are converted back into
+CoIN's box convention (`answer_from_family`, per image size) before they are written, so scorers see CoIN's
+spelling. Each finished batch is appended and flushed, and a rerun skips question ids already in the file,
 so a killed evaluation loses at most one batch. Lines stay in test-file order (CoIN's ImageNet scorer
 aligns by position).
 """
@@ -35,6 +39,7 @@ from sefe.models.conversation import (
     prediction_prompt,
 )
 from sefe.models.device import TorchDevice
+from sefe.models.family import ModelFamily
 from sefe.paths import OutputDir
 
 Engine = Literal["hf", "vllm"]
@@ -107,6 +112,40 @@ def generate_batch(
     return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
 
 
+def generate_family_batch(
+    model: Any,
+    family: ModelFamily,
+    processor: Any,
+    questions: list[str],
+    images: list[Any | None],
+    max_new_tokens: int,
+) -> list[str]:
+    """Greedy answers of a non-LLaVA family: its generation prompts, one image (or None) per question; the
+    model's generation config says where to stop (Qwen: `<|im_end|>`)."""
+    import torch
+
+    inputs = family.generation_inputs(processor, questions, images)
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    tok = processor.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    with torch.inference_mode():
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            use_cache=True,
+            pad_token_id=pad,
+        )
+    new = out[:, inputs["input_ids"].shape[1] :]
+    return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+
+
+#: (prompts, images) -> answers. LLaVA: vicuna prompts and the images of image prompts; another family:
+#: the questions and one image or None per question.
 GenerateFn = Callable[[list[str], list[Any]], list[str]]
 
 
@@ -145,6 +184,9 @@ class _Writer:
     model_id: str
     scienceqa_instruction: ScienceQAInstruction
     fill: tuple[int, ...] | None  # the processor's padding colour (ScienceQA images), None if unknown
+    family: ModelFamily | None = None  # None: LLaVA's path (vicuna prompts, the release's images)
+    processor: Any = None  # the family's, for converting box answers
+    box_tasks: frozenset[str] = frozenset()  # tasks whose answers are boxes (converted back to CoIN's)
 
 
 def run_inference(
@@ -161,10 +203,12 @@ def run_inference(
     engine: Engine = "hf",
     show_progress: bool = True,
     scienceqa_instruction: ScienceQAInstruction = "always",
+    family: ModelFamily | None = None,
 ) -> dict[str, Path]:
     """Write `<out_dir>/<Task>.jsonl` for each task from `<data_root>/annotations/<Task>/test.json`.
 
     `model` is a merged HF folder or an in-memory (model, processor) pair (the runner passes its own).
+    `family`: the model's family; None: a folder's `model_type`, LLaVA for an in-memory pair.
     Returns the prediction file of each task. Rerunning resumes: answered question ids are skipped.
     `out_dir` is locked (`sefe.lock`) while predictions are planned and written: a second process writing
     the same prediction files refuses.
@@ -181,8 +225,17 @@ def run_inference(
         if not any(job.pending for job in jobs):
             return paths
         mid = model_id or ("model" if isinstance(model, tuple) else Path(model).resolve().name)
-        generate, processor, restore = _generator(model, engine, max_new_tokens, dtype, device)
-        writer = _Writer(data_root, mid, scienceqa_instruction, _padding_fill(processor))
+        fam = _family_of(model, family)
+        if fam is not None and engine != "hf":
+            raise InputError(
+                f"--engine {engine} serves LLaVA folders; a {fam.name} model runs on --engine hf"
+            )
+        generate, processor, restore = _generator(model, engine, max_new_tokens, dtype, device, fam)
+        if fam is None:
+            writer = _Writer(data_root, mid, scienceqa_instruction, _padding_fill(processor))
+        else:
+            boxes = frozenset(t for t in tasks if _box_task(t, data_root))
+            writer = _Writer(data_root, mid, scienceqa_instruction, None, fam, processor, boxes)
         try:
             _write_predictions(jobs, out_dir, writer, generate, batch_size, show_progress)
         finally:
@@ -209,8 +262,32 @@ def _plan(data_root: Path, tasks: Sequence[str], out_dir: Path, limit: int | Non
     return jobs
 
 
+def _family_of(model: str | Path | tuple[Any, Any], family: ModelFamily | None) -> ModelFamily | None:
+    """The model's family when it is not LLaVA (whose path stays the release's), else None."""
+    from sefe.models.family import resolve_family
+
+    if family is None and not isinstance(model, tuple):
+        family = resolve_family(None, model)
+    return None if family is None or family.name == "llava" else family
+
+
+def _box_task(task: str, data_root: Path) -> bool:
+    from sefe.coin.root_tasks import find_task
+    from sefe.coin.tasks import TaskError
+
+    try:
+        return find_task(task, data_root).answer == "box"
+    except TaskError:
+        return False
+
+
 def _generator(
-    model: str | Path | tuple[Any, Any], engine: Engine, max_new_tokens: int, dtype: str, device: str | None
+    model: str | Path | tuple[Any, Any],
+    engine: Engine,
+    max_new_tokens: int,
+    dtype: str,
+    device: str | None,
+    family: ModelFamily | None = None,
 ) -> tuple[GenerateFn, Any, Callable[[], None]]:
     """(generate function, processor or None, restore): loads a folder, or borrows the runner's model.
 
@@ -229,11 +306,17 @@ def _generator(
 
         dev = device or _default_device()
         dt = dtype if dtype != "auto" else ("bfloat16" if dev.startswith("cuda") else "float32")
-        llava, processor = load_llava(str(model), dtype=dt, device=dev)
+        if family is None:
+            llava, processor = load_llava(str(model), dtype=dt, device=dev)
+        else:
+            llava, processor = family.load(model, dtype=dt)
+            llava = llava.to(dev)
     restore: Callable[[], None] = llava.train if llava.training else (lambda: None)
     llava.eval()
 
     def generate(prompts: list[str], images: list[Any]) -> list[str]:
+        if family is not None:
+            return generate_family_batch(llava, family, processor, prompts, images, max_new_tokens)
         return generate_batch(llava, processor, prompts, images, max_new_tokens)
 
     return generate, processor, restore
@@ -267,19 +350,36 @@ def _padding_fill(processor: Any) -> tuple[int, ...] | None:
 def _batch_inputs(
     job: _Job, chunk: list[tuple[int, Any]], writer: _Writer
 ) -> tuple[list[str], list[Any], list[str]]:
-    """(generation prompts, images of the image questions, `prompt` fields) of one batch."""
+    """(generation prompts, images, `prompt` fields) of one batch. LLaVA: vicuna prompts and the images of
+    the image questions; another family: the questions and one RGB image (unpadded) or None per question."""
+    from sefe.coin.images import open_image
     from sefe.evaluation.eval_images import open_eval_image
 
     prompts, images, shown = [], [], []
     for i, rec in chunk:
         has_image = rec.image is not None
         question = eval_question(rec.text or "", job.task, writer.scienceqa_instruction)  # required at load
-        prompts.append(generation_prompt(question, has_image))
         shown.append(prediction_prompt(question, has_image))
+        where = f"{job.test_path}, record {i}, id {rec.question_id!r}, field 'image'"
+        if writer.family is not None:
+            prompts.append(question)
+            images.append(open_image(writer.data_root, rec.image, where) if has_image else None)
+            continue
+        prompts.append(generation_prompt(question, has_image))
         if has_image:
-            where = f"{job.test_path}, record {i}, id {rec.question_id!r}, field 'image'"
             images.append(open_eval_image(writer.data_root, rec.image, where, job.task, writer.fill))
     return prompts, images, shown
+
+
+def _answers_in_coin_boxes(job: _Job, images: list[Any], texts: list[str], writer: _Writer) -> list[str]:
+    """A non-LLaVA family's answers to a box task, their boxes converted back to CoIN's convention."""
+    if writer.family is None or job.task not in writer.box_tasks:
+        return texts
+    family = writer.family
+    return [
+        text if image is None else family.answer_from_family(text, image.size, writer.processor)
+        for image, text in zip(images, texts, strict=True)
+    ]
 
 
 def _prediction_rows(
@@ -319,7 +419,7 @@ def _write_predictions(
                 for start in range(0, len(job.pending), batch_size):
                     chunk = job.pending[start : start + batch_size]
                     prompts, images, shown = _batch_inputs(job, chunk, writer)
-                    texts = generate(prompts, images)
+                    texts = _answers_in_coin_boxes(job, images, generate(prompts, images), writer)
                     # appended, flushed and fsynced: a kill after this loses nothing written
                     store.append_many(_prediction_rows(job, chunk, shown, texts, writer), sync=True)
                     progress.advance(bar, len(chunk))

@@ -25,10 +25,10 @@ from sefe.coin import layout
 from sefe.coin.tasks import COIN_TASK_NAMES
 from sefe.data import coin_mini_root
 from sefe.errors import InputError
+from sefe.models.family import LANGUAGE_MODEL_LINEARS, family_names
 from sefe.sefe_train.reglora.config import RegLoRAConfig
 
-#: LoRA only on the language model's linears; a plain name list would also hit CLIP's q/k/v projections.
-LANGUAGE_MODEL_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+# LANGUAGE_MODEL_LINEARS (the default lora.target_regex) is defined once, with the families.
 #: The embedded default data set, bundled with the package.
 DEFAULT_TINY = "tiny"
 
@@ -46,9 +46,12 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    """Where the base model comes from: an HF LLaVA folder, the three paper parts, or the tiny model."""
+    """Where the base model comes from: an HF folder, the three paper parts (LLaVA), or the tiny model; and
+    its family (docs/MODELS.md)."""
 
-    path: str | None = DEFAULT_TINY  # HF LLaVA checkpoint folder, or "tiny" for the embedded tiny LLaVA
+    path: str | None = DEFAULT_TINY  # HF model folder, or "tiny" for the family's tiny test model
+    # model family (models/family.py); None: the folder's config.json `model_type`, else llava
+    family: str | None = None
     llm: str | None = None  # Vicuna / Llama folder (paper setup, with `vision` and `projector`)
     vision: str | None = None  # CLIP vision folder
     projector: str | None = None  # LLaVA pretrain `mm_projector.bin`
@@ -57,12 +60,21 @@ class ModelConfig(_Strict):
     merged_dtype: Literal["bf16", "fp16", "fp32"] | None = None
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
 
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str | None) -> str | None:
+        if value is not None and value not in family_names():
+            raise ValueError(f"unknown model family {value!r} (known: {', '.join(family_names())})")
+        return value
+
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
         parts = [self.llm, self.vision, self.projector]
         if any(p is not None for p in parts):
             if not all(p is not None for p in parts):
                 raise ValueError("model.llm, model.vision and model.projector must be given together")
+            if self.family not in (None, "llava"):
+                raise ValueError("model.llm + model.vision + model.projector assemble a LLaVA model only")
             self.__dict__["path"] = None  # the three parts win over the default "tiny"
         elif self.path is None:
             raise ValueError(

@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from rich.console import Console
 
 from sefe.atomic import atomic_write_bytes
 from sefe.errors import InputError
 from sefe.evaluation.result_files import FORMAT_FILE, KNOWLEDGE_FILE
 from sefe.sefe_train.config import RunConfig
+
+console = Console(stderr=True)
 
 
 def _limited_test_file(test: Path, limit: int | None, out_dir: Path, task: str) -> Path:
@@ -47,7 +50,9 @@ def evaluate_stage(
     from sefe.evaluation.inference import run_inference
     from sefe.evaluation.metrics import AccuracyMatrix
     from sefe.evaluation.scorers import find_gt, score_predictions
+    from sefe.sefe_train.stage_model import run_family
 
+    family = run_family(cfg)
     root = cfg.resolved_data_root()
     tasks = cfg.tasks[:k]
     names = [t.name for t in tasks]
@@ -62,6 +67,7 @@ def evaluate_stage(
         model_id=f"{Path(cfg.output_dir).name}-{k}",
         dtype=cfg.model.dtype,
         scienceqa_instruction=cfg.eval.scienceqa_instruction,
+        family=family,
     )
     all_names = [t.name for t in cfg.tasks]
     if accuracy_path.exists():
@@ -91,7 +97,13 @@ def evaluate_stage(
     run_dir = accuracy_path.parent
     if cfg.eval.format_checks:
         _record_format_errors(cfg, k, preds, eval_dir, run_dir / FORMAT_FILE)
-    if cfg.eval.probe:
+    if cfg.eval.probe and family.name != "llava":
+        console.print(
+            f"[yellow]stage {k}: knowledge probe skipped: evaluation/probe.py builds LLaVA prompts and "
+            f"images, not {family.name} ones (knowledge.json stays empty; eval.probe=false silences "
+            "this)[/yellow]"
+        )
+    elif cfg.eval.probe:
         _record_probe(cfg, k, merged, model, eval_dir, run_dir / KNOWLEDGE_FILE)
     return {name: float(s["accuracy"]) for name, s in scores.items()}
 

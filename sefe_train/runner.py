@@ -254,14 +254,12 @@ class ContinualRunner:
 
     def stage_dataset(self, ctx: StageContext, processor: Any) -> Any:
         """Step 2: the task's training records (any train_file, original or ASD), as the method mixes them."""
-        from sefe.models.dataset import LlavaDataset
+        from sefe.sefe_train.stage_model import train_dataset
 
         train_path = self.cfg.train_path(ctx.task)
         if not train_path.exists():
             raise MissingFile(f"stage {ctx.k} ({ctx.task.name}): train file not found: {train_path}")
-        dataset = LlavaDataset(
-            train_path, self.cfg.resolved_data_root(), processor, self.cfg.train.max_length
-        )
+        dataset = train_dataset(self.cfg, ctx.task, processor)  # the family's (LLaVA: LlavaDataset)
         records = self.method.train_records(ctx, dataset.records)
         if records is not dataset.records:
             dataset.set_records(records)
@@ -277,14 +275,14 @@ class ContinualRunner:
 
     def stage_trainer(self, ctx: StageContext, model: Any, processor: Any, dataset: Any) -> Any:
         """Step 4: the Trainer with the method's loss terms and learning rates, progress and log callbacks."""
-        from sefe.models.dataset import DataCollator
+        from sefe.sefe_train.stage_model import train_collator
 
         trainer = build_trainer(
             self.cfg,
             model,
             processor,
             dataset,
-            DataCollator(processor),
+            train_collator(self.cfg, processor),
             ctx.part / L.CHECKPOINTS_DIR,
             self.callbacks,
             loss_terms=self.method.loss_terms(ctx, model),
@@ -314,13 +312,14 @@ class ContinualRunner:
 
     def merge(self, ctx: StageContext, model: Any, processor: Any) -> Any:
         """The method's merged model (LoRA: base + (alpha/r)·B·A), saved as `merged/`: base of stage k+1."""
-        from sefe.models.llava import save_llava, torch_dtype
+        from sefe.models.llava import torch_dtype
+        from sefe.sefe_train.stage_model import save_model
 
         merged = self.method.merge(ctx, model)
         dtype = self.cfg.model.merged_dtype or self.cfg.model.dtype
         if dtype != "fp32" or self.cfg.model.merged_dtype is not None:  # store in the training dtype
             merged = merged.to(torch_dtype(dtype))
-        save_llava(merged, processor, ctx.part / L.MERGED_DIR)  # atomic: temp folder + rename
+        save_model(self.cfg, merged, processor, ctx.part / L.MERGED_DIR)  # atomic: temp folder + rename
         if self.cfg.model.merged_dtype not in (None, self.cfg.model.dtype):
             merged = merged.to(torch_dtype(self.cfg.model.dtype))  # evaluated as reloaded: rounded, run dtype
         return merged

@@ -22,8 +22,10 @@ from transformers import Trainer
 
 from sefe.sefe_train.config import RunConfig, TrainOptions
 from sefe.sefe_train.distributed import world_size
+from sefe.sefe_train.stage_model import projector_keys
 
-#: Substring identifying the multimodal projector's parameters (trained fully, own learning rate).
+#: Substring identifying LLaVA's multimodal projector's parameters (trained fully, own learning rate); other
+#: families name theirs (`ModelFamily.projector_modules`, passed as `projector_keys`).
 PROJECTOR_KEY = "multi_modal_projector"
 
 LossAveraging = Literal["global_tokens", "micro_batch"]
@@ -55,9 +57,11 @@ class ContinualTrainer(Trainer):
         projector_lr: float | None = None,
         loss_averaging: LossAveraging = "global_tokens",
         group_by_modality_length: bool = False,
+        projector_keys: Sequence[str] = (PROJECTOR_KEY,),
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.projector_keys = tuple(projector_keys)
         self.loss_terms: list[LossTerm] = list(loss_terms)
         self.projector_lr = projector_lr
         self.loss_averaging = loss_averaging
@@ -151,7 +155,7 @@ class ContinualTrainer(Trainer):
         if self.optimizer is not None or self.projector_lr is None:
             return super().create_optimizer(model) if self.optimizer is None else self.optimizer
         opt_model = self.model if model is None else model
-        lora, projector = param_groups(opt_model)
+        lora, projector = param_groups(opt_model, self.projector_keys)
         groups = [{"params": lora, "lr": self.args.learning_rate, "weight_decay": self.args.weight_decay}]
         if projector:
             groups.append(
@@ -163,13 +167,15 @@ class ContinualTrainer(Trainer):
         return self.optimizer
 
 
-def param_groups(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
-    """Split trainable parameters into (LoRA and anything else, projector)."""
+def param_groups(
+    model: torch.nn.Module, projector_keys: Sequence[str] = (PROJECTOR_KEY,)
+) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """Split trainable parameters into (LoRA and anything else, projector: names containing a key)."""
     lora: list[torch.nn.Parameter] = []
     projector: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (projector if PROJECTOR_KEY in name else lora).append(p)
+            (projector if any(key in name for key in projector_keys) else lora).append(p)
     return lora, projector
 
 
@@ -241,6 +247,7 @@ def build_trainer(
         projector_lr=t.projector_lr if projector else None,
         loss_averaging=t.loss_averaging,
         group_by_modality_length=t.group_by_modality_length,
+        projector_keys=projector_keys(cfg, model),
     )
     trainer.remove_callback(PrinterCallback)  # logs go to the progress bar and train_log.jsonl
     return trainer

@@ -29,7 +29,6 @@ from sefe.sefe_train.methods.base import ContinualMethod, MethodOptions, StageCo
 MASK_FILE = "lota_mask.safetensors"
 UNION_FILE = "lota_masks.safetensors"
 CALIBRATION_DIR = ".lota_calibration"  # dot name: the runner removes it when the stage is complete
-PROJECTOR_KEY = "multi_modal_projector"
 
 
 class LoTAOptions(MethodOptions):
@@ -140,12 +139,16 @@ class LoTA(ContinualMethod[LoTAOptions]):
         import torch
 
         from sefe.sefe_train.methods._sparse_mask import GradientMask
+        from sefe.sefe_train.stage_model import is_projector, projector_keys
 
         weights = target_weights(model, self.cfg.lora.target_regex)
         ids = {id(w) for w in weights.values()}
         train_proj = self.trains_projector()
+        keys = projector_keys(self.cfg, model)
         trained = {
-            n: p for n, p in model.named_parameters() if id(p) in ids or (train_proj and PROJECTOR_KEY in n)
+            n: p
+            for n, p in model.named_parameters()
+            if id(p) in ids or (train_proj and is_projector(n, keys))
         }
         for p in model.parameters():
             p.requires_grad_(False)
@@ -194,10 +197,10 @@ class LoTA(ContinualMethod[LoTAOptions]):
         """Fine-tune a few steps, take the task vector's top-k (LoTTO: outside earlier masks), restore."""
         import torch
 
-        from sefe.models.dataset import DataCollator, LlavaDataset
         from sefe.sefe_train.distributed import free_memory, is_main_process
         from sefe.sefe_train.methods._sparse_mask import GradientMask, lottery_masks
         from sefe.sefe_train.reglora.keys import KeyStore
+        from sefe.sefe_train.stage_model import train_collator, train_dataset
         from sefe.sefe_train.trainer import build_trainer
 
         o = self.options
@@ -209,9 +212,7 @@ class LoTA(ContinualMethod[LoTAOptions]):
             n_steps = min(n_steps, cfg.train.max_steps)
         steps = cfg.train.model_copy(update={"max_steps": n_steps})
         cal_cfg = cfg.model_copy(update={"train": steps})
-        dataset = LlavaDataset(
-            cfg.train_path(ctx.task), cfg.resolved_data_root(), self._processor, cfg.train.max_length
-        )
+        dataset = train_dataset(cfg, ctx.task, self._processor)
         records = self.train_records(ctx, dataset.records)
         if records is not dataset.records:
             dataset.set_records(records)
@@ -220,7 +221,7 @@ class LoTA(ContinualMethod[LoTAOptions]):
             model,
             self._processor,
             dataset,
-            DataCollator(self._processor),
+            train_collator(cfg, self._processor),
             ctx.part / CALIBRATION_DIR,
             learning_rate=self.learning_rate(ctx),
             train_projector=self.trains_projector(),

@@ -26,7 +26,6 @@ TRAINED_DIR = "moelora"
 TRAINED_FILE = "experts.safetensors"
 #: Stage file: experts and routers after task k (the state the next task continues from).
 EXPERTS_FILE = "moelora.safetensors"
-PROJECTOR_KEY = "multi_modal_projector"
 _PROJ_PREFIX = "projector:"
 
 
@@ -109,11 +108,14 @@ class MoELoRA(ContinualMethod[MoELoRAOptions]):
         fp32, the projector beside them when `lora.train_projector`; everything else is frozen."""
         import torch
 
+        from sefe.sefe_train.stage_model import is_projector, projector_keys
+
         self._inject(model)
         train_proj = self.trains_projector()
+        keys = projector_keys(self.cfg, model)
         for name, p in model.named_parameters():
             trained = any(k in name for k in (".lora_A", ".lora_B", ".router.")) or (
-                train_proj and PROJECTOR_KEY in name
+                train_proj and is_projector(name, keys)
             )
             p.requires_grad_(trained)
             if trained and p.dtype != torch.float32:
@@ -124,10 +126,12 @@ class MoELoRA(ContinualMethod[MoELoRAOptions]):
 
     def _trained_state(self, model: Any) -> dict[str, Any]:
         from sefe.sefe_train.methods import _moe_layer as M
+        from sefe.sefe_train.stage_model import is_projector, projector_keys
 
         state = {k: v.float() for k, v in M.state_dict(model).items()}
+        keys = projector_keys(self.cfg, model)
         for name, p in model.named_parameters():
-            if PROJECTOR_KEY in name:
+            if is_projector(name, keys):
                 state[_PROJ_PREFIX + name] = p.detach().float()
         return state
 

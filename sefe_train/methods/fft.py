@@ -15,8 +15,9 @@ from pydantic import Field
 from sefe.sefe_train.methods import register
 from sefe.sefe_train.methods.base import ContinualMethod, MethodOptions, StageContext
 
-#: Substring of the vision tower's parameter names (frozen in every stage).
-VISION_KEY = "vision_tower"
+#: Substrings of the vision tower's parameter names (frozen in every stage): LLaVA's and InternVL's
+#: `vision_tower`, Qwen-VL's `visual.` (whose `visual.merger` is the projector and trains).
+VISION_KEYS = ("vision_tower", "visual.")
 
 
 class FFTOptions(MethodOptions):
@@ -41,8 +42,12 @@ class FFT(ContinualMethod[FFTOptions]):
         """Everything but the vision tower trains; trained weights in fp32 for the optimizer (as LoRA's)."""
         import torch
 
+        from sefe.sefe_train.stage_model import is_projector, projector_keys
+
+        keys = projector_keys(self.cfg, model)
         for name, p in model.named_parameters():
-            p.requires_grad_(VISION_KEY not in name)
+            vision = any(k in name for k in VISION_KEYS) and not is_projector(name, keys)
+            p.requires_grad_(not vision)
             if p.requires_grad and p.dtype != torch.float32:
                 p.data = p.data.float()
         return model

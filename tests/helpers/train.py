@@ -37,14 +37,19 @@ LAM = 1e5
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Build the tiny LLaVA into a per-session cache (subprocesses inherit it through the environment)."""
-    old = os.environ.get("SEFE_CACHE")
+    """Build the tiny models into a per-session cache (subprocesses inherit it through the environment); the
+    fetched vocabularies stay where they are (`SEFE_VOCAB_DIR`), since the tiny Qwen needs the real one."""
+    from sefe.models.vocab import vocab_dir
+
+    old = {k: os.environ.get(k) for k in ("SEFE_CACHE", "SEFE_VOCAB_DIR")}
+    os.environ["SEFE_VOCAB_DIR"] = str(vocab_dir())
     os.environ["SEFE_CACHE"] = str(tmp_path_factory.mktemp("sefe-cache"))
     yield
-    if old is None:
-        os.environ.pop("SEFE_CACHE", None)
-    else:
-        os.environ["SEFE_CACHE"] = old
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @dataclass

@@ -128,15 +128,47 @@ def resumable_checkpoint(ckpt_dir: Path) -> str | None:
 # ---- a full disk ------------------------------------------------------------------------------------
 
 
-def _free(folder: Path) -> str:
+#: torch's writer does not say why a write failed ("basic_ios::clear: iostream error", then "unexpected pos"
+#: from its clean-up): such an error counts as a full disk when the run folder's file system is nearly full.
+_STREAM_FAILURES = ("iostream error", "unexpected pos", "failed writing file")
+NEARLY_FULL_BYTES = 64 * 2**20
+
+
+def _free_bytes(folder: Path) -> int | None:
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     try:
-        free = shutil.disk_usage(probe).free
+        return shutil.disk_usage(probe).free
     except OSError:
-        return "unknown"
-    return f"{free / 2**20:,.0f} MiB"
+        return None
+
+
+def _free(folder: Path) -> str:
+    free = _free_bytes(folder)
+    return "unknown" if free is None else f"{free / 2**20:,.1f} MiB"
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def _ran_out_of_space(exc: BaseException, run_dir: Path) -> BaseException | None:
+    """The error in `exc`'s chain that says the disk is full (or, for torch's mute stream errors, that a
+    write failed while the run folder's file system had almost no space left), or None."""
+    for e in _chain(exc):
+        if is_disk_full(e):
+            return e
+    if any(word in str(e) for e in _chain(exc) for word in _STREAM_FAILURES):
+        free = _free_bytes(run_dir)
+        if free is not None and free < NEARLY_FULL_BYTES:
+            return exc
+    return None
 
 
 @contextlib.contextmanager
@@ -147,7 +179,8 @@ def disk_full_as_error(run_dir: Path) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if not is_disk_full(exc):
+        full = _ran_out_of_space(exc, run_dir)
+        if full is None:
             raise
         state = L.load_state(run_dir)
         done = {s.index for s in state.done} if state is not None else set()
@@ -155,7 +188,7 @@ def disk_full_as_error(run_dir: Path) -> Iterator[None]:
         k = next((i for i in range(1, len(names) + 1) if i not in done), None)
         stage = f"stage {k} ({names[k - 1]})" if k is not None else "the run"
         folder = L.partial_dir(run_dir, k, names[k - 1]) if k is not None else run_dir
-        filename = getattr(exc, "filename", None)
+        filename = getattr(full, "filename", None)
         where = f"writing {filename}" if filename else f"writing under {folder}"
         raise DiskFull(
             f"{run_dir}: {stage}: no space left on the device while {where} ({_free(run_dir)} free)"

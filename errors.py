@@ -130,7 +130,12 @@ def one_line(exc: BaseException) -> str:
     original = _worker_original(lines, type(exc).__name__)
     if original is not None:
         return original
-    return "; ".join(lines) or type(exc).__name__
+    # "invalid run config (x):" + "  field: msg" reads as one sentence; other lines are separate facts
+    joined = "".join(
+        line if i == 0 else (" " if lines[i - 1].endswith(":") else "; ") + line
+        for i, line in enumerate(lines)
+    )
+    return joined or type(exc).__name__
 
 
 #: OSErrors that describe the state of a path the user named (an output path that is a file where a folder

@@ -165,11 +165,13 @@ class EvalOptions(_Strict):
     max_new_tokens: int = Field(1024, gt=0)  # the release's cap; shorter cuts long answers (PARITY.md)
     # ScienceQA's letter line: "always" appended (the release), "once" (de-duplicated if the text has it)
     scienceqa_instruction: Literal["always", "once"] = "always"
-    max_samples: int | None = None  # cap per task (smoke runs); None: the whole test set
+    # cap per task (smoke runs); None: the whole test set. The bound is run_inference's `limit`: a config
+    # that sets 0 fails when it is loaded, not after the first stage trained
+    max_samples: int | None = Field(None, ge=1)
     format_checks: bool = True  # format-error matrix beside the accuracy matrix (format_errors.json)
     probe: bool = True  # knowledge-probe matrix (knowledge.json) for tasks with candidate answers
     probe_reduction: Literal["sum", "mean"] = "sum"  # candidate score: summed or mean token log-prob
-    probe_max_samples: int | None = None  # cap probe questions per task (None: as many as evaluated)
+    probe_max_samples: int | None = Field(None, ge=1)  # cap probe questions per task (None: as evaluated)
 
 
 class RunConfig(_Strict):

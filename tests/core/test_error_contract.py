@@ -186,6 +186,7 @@ def test_12_bad_server_options_exit_2_not_4(flag: str, value: str, tmp_path: Pat
         (["train", "--print-config", "--max-steps", "0"], ["--max-steps", "-1 (no cap) or at least 1"]),
         (["train", "--print-config", "--max-steps", "-3"], ["--max-steps"]),
         (["train", "--print-config", "--method", "lora", "--reg-delta", "scaled"], ["lora.reg_delta"]),
+        (["train", "--print-config", "--set", "eval.max_samples=0"], ["config (embedded default): eval.max"]),
         (["micro", "build", "--out", "{tmp}", "--train", "-5"], ["--train", "greater than 0"]),
         (["micro", "run", "--out", "{tmp}", "--methods", ","], ["methods", "at least 1"]),
         (["micro", "run", "--out", "{tmp}", "--threads", "0"], ["--threads", "greater than or equal to 1"]),
@@ -231,6 +232,16 @@ def test_14_micro_run_and_report_validation_errors_are_one_line(tmp_path: Path) 
     _one_error_line(_invoke("micro", "run", "--out", str(tmp_path), "--data", "original,bogus"), "data.1")
     (tmp_path / "accuracy.json").write_bytes(orjson.dumps({"tasks": ["GQA"], "rows": [[250.0]]}))
     _one_error_line(_invoke("report", str(tmp_path)), "not an accuracy matrix", "percentage")
+
+
+def test_14_a_heading_line_and_its_fields_read_as_one_sentence() -> None:
+    from sefe.errors import InputError, one_line
+
+    msg = "invalid run config (a.yaml):\n  train.lr: not a number\n  eval.max_samples: at least 1"
+    assert (
+        one_line(InputError(msg))
+        == "invalid run config (a.yaml): train.lr: not a number; eval.max_samples: at least 1"
+    )
 
 
 def test_14_exit_4_goes_to_stderr_in_a_real_process(tmp_path: Path) -> None:

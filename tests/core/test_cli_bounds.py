@@ -240,6 +240,10 @@ def table(p: Paths) -> dict[tuple[str, str], list[Case]]:
             ("micro run", "methods"): [(["--methods", ","], "methods"), (["--methods", "bogus"], "bogus")],
             ("micro run", "data"): [(["--data", ","], "data"), (["--data", "bogus"], "data")],
             ("micro run", "seeds"): [(["--seeds", "0"], "--seeds")],
+            ("micro run", "controls"): [
+                (["--controls", "bogus"], "control"),
+                (["--controls", "nosuch/asd"], "nosuch"),
+            ],
             ("micro run", "tasks"): [(["--tasks", ","], "tasks"), (["--tasks", "NoSuchTask"], "NoSuchTask")],
             ("micro run", "epochs"): [(["--epochs", "0"], "--epochs")],
             ("micro run", "n_train"): [(["--train", "-5"], "--train")],

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from rich.console import Console
@@ -59,7 +59,9 @@ class MicroOptions(BaseModel):
     # the ceiling: each task trained alone (lora/original, seed 0) from the warm start
     alone: bool = True
     # on seed 0, reglora/asd at these λ too (the stability-plasticity curve; `lam` itself is the main run)
-    lam_sweep: list[float] = Field(default_factory=lambda: [0.0, 25000.0])
+    lam_sweep: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: [0.0, 25000.0]
+    )
 
     @field_validator("tasks")
     @classmethod

@@ -240,6 +240,7 @@ def table(p: Paths) -> dict[tuple[str, str], list[Case]]:
             ("micro run", "methods"): [(["--methods", ","], "methods"), (["--methods", "bogus"], "bogus")],
             ("micro run", "data"): [(["--data", ","], "data"), (["--data", "bogus"], "data")],
             ("micro run", "seeds"): [(["--seeds", "0"], "--seeds")],
+            ("micro run", "lam_sweep"): [(["--lam-sweep", v], "lam_sweep") for v in ("abc", "-1", "inf")],
             ("micro run", "controls"): [
                 (["--controls", "bogus"], "control"),
                 (["--controls", "nosuch/asd"], "nosuch"),
@@ -288,6 +289,7 @@ NO_BAD_VALUE = {
     ("eval score", "as_json"): "flag",
     ("eval judge", "as_json"): "flag",
     ("report", "no_plots"): "flag",
+    ("micro run", "alone"): "flag",
     ("bench reglora", "storage"): "flag",
 }
 

@@ -127,7 +127,7 @@ def corrupt_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_11_a_corrupt_model_folder_is_one_line(corrupt_models: Path, name: str, tmp_path: Path) -> None:
     model = corrupt_models / name
     args = ["eval", "run", "--model", str(model), "--data-root", str(DATA), "--tasks", "GQA", "--limit", "1"]
-    _one_error_line(_invoke(*args, "--out", str(tmp_path), "--device", "cpu"), str(model), "cannot read")
+    _one_error_line(_invoke(*args, "--out", str(tmp_path), "--device", "cpu"), str(model))
 
 
 def test_11_random_bytes_named_gguf_are_one_line(corrupt_models: Path, tmp_path: Path) -> None:

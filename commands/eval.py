@@ -30,7 +30,8 @@ def eval_run_cmd(
         ...,
         "--model",
         "-m",
-        help="Merged LLaVA folder (HF save_pretrained), or a run's stage folder <run>/<k>_<Task> (loaded as "
+        help="Merged model folder (HF save_pretrained; its config.json model_type picks the family: "
+        "docs/MODELS.md), or a run's stage folder <run>/<k>_<Task> (loaded as "
         "its method loads it: MoELoRA's experts too; hf engine).",
     ),
     data_root: Path = typer.Option(..., "--data-root", help="CoIN data root (annotations/<Task>/test.json)."),

@@ -208,7 +208,7 @@ def run_inference(
     """Write `<out_dir>/<Task>.jsonl` for each task from `<data_root>/annotations/<Task>/test.json`.
 
     `model` is a merged HF folder or an in-memory (model, processor) pair (the runner passes its own).
-    `family`: the model's family; None: a folder's `model_type`, LLaVA for an in-memory pair.
+    `family`: the model's family; None: the folder's or the in-memory model's `model_type`.
     Returns the prediction file of each task. Rerunning resumes: answered question ids are skipped.
     `out_dir` is locked (`sefe.lock`) while predictions are planned and written: a second process writing
     the same prediction files refuses.
@@ -263,11 +263,16 @@ def _plan(data_root: Path, tasks: Sequence[str], out_dir: Path, limit: int | Non
 
 
 def _family_of(model: str | Path | tuple[Any, Any], family: ModelFamily | None) -> ModelFamily | None:
-    """The model's family when it is not LLaVA (whose path stays the release's), else None."""
-    from sefe.models.family import resolve_family
+    """The model's family when it is not LLaVA (whose path stays the release's), else None: `family`, else a
+    folder's `model_type`, else an in-memory model's `config.model_type` (a run's stage folder, loaded by its
+    method)."""
+    from sefe.models.family import family_names, get_family, resolve_family
 
     if family is None and not isinstance(model, tuple):
         family = resolve_family(None, model)
+    if family is None and isinstance(model, tuple):
+        model_type = getattr(getattr(model[0], "config", None), "model_type", None)
+        family = get_family(model_type) if model_type in family_names() else None
     return None if family is None or family.name == "llava" else family
 
 

@@ -73,11 +73,12 @@ def test_report_reads_the_qwen_run(qwen_run: tuple[Path, MethodRecorder], tmp_pa
     assert all(task in text for task in TASKS)
 
 
+@pytest.mark.parametrize("folder", ["3_Grounding/merged", "3_Grounding"])  # the stage folder: by its method
 def test_eval_run_on_a_merged_folder_gives_the_training_predictions(
-    qwen_run: tuple[Path, MethodRecorder], tmp_path: Path
+    qwen_run: tuple[Path, MethodRecorder], tmp_path: Path, folder: str
 ) -> None:
     run, _ = qwen_run
-    args = ["eval", "run", "--model", str(run / "3_Grounding" / "merged"), "--data-root", str(COIN_MINI)]
+    args = ["eval", "run", "--model", str(run / folder), "--data-root", str(COIN_MINI)]
     args += ["--out", str(tmp_path), "--tasks", ",".join(TASKS), "--limit", "2", "--batch-size", "2"]
     args += ["--max-new-tokens", "6", "--model-id", "reglora-3", "--dtype", "float32", "--device", "cpu"]
     result = CliRunner().invoke(app, args)

@@ -179,7 +179,7 @@ def test_a_full_disk_is_one_line_naming_the_stage_and_file(
             'device" })'
         )
 
-    monkeypatch.setattr(mu, "safe_save_file", full)  # the merged model's weights
+    monkeypatch.setattr(mu, "safe_save_file", full)  # every weights file transformers writes
     run = tmp_path / "run"
     with pytest.raises(DiskFull) as ei:
         ContinualRunner(_config(run)).run()
@@ -187,4 +187,5 @@ def test_a_full_disk_is_one_line_naming_the_stage_and_file(
     line = one_line(ei.value)
     assert "stage 1 (ScienceQA)" in line and str(run / "1_ScienceQA.partial") in line
     assert "no space left" in line and "MiB free" in line
-    assert (run / "1_ScienceQA.partial" / "adapter" / "adapter_model.safetensors").is_file()  # work kept
+    assert not (run / "1_ScienceQA").exists()  # nothing half-written under a final name, nothing marked done
+    assert orjson.loads((run / "state.json").read_bytes())["done"] == []

@@ -254,7 +254,8 @@ def run_config(
                 "seed": seed,
                 "warmup_ratio": 0.05,
             },
-            "eval": {"mode": "fixed", "batch_size": 32, "max_new_tokens": 24, "max_samples": opts.n_test},
+            # a Locate box is 24 tokens (one per digit): room for it and the end of the reply
+            "eval": {"mode": "fixed", "batch_size": 32, "max_new_tokens": 32, "max_samples": opts.n_test},
         }
     )
 

@@ -46,6 +46,38 @@ def cell_matrix(run: Path, tasks: list[str]) -> list[list[float | None]]:
     return cell_stats(run, tasks)["top_share"]
 
 
+def line_accuracy(run: Path, tasks: list[str], root: Path, k: int, i: int) -> dict[str, float] | None:
+    """Percent right on the items asked with the trained instruction line and on the held-out paraphrases
+    (test records' `instruction`), judged by normalised exact match (boxes: IoU >= 0.5): the CoIN scorers
+    give one number per cell, this splits it (an approximation of the scorer, the same for every arm)."""
+    from sefe.coin.layout import evaluation_file
+    from sefe.evaluation.answer_pools import normalise
+    from sefe.evaluation.scorers import box_iou, parse_box_fixed
+    from sefe.sefe_train.run_layout import stage_dir
+
+    path = stage_dir(Path(run), k + 1, tasks[k]) / "eval" / f"{tasks[i]}.jsonl"
+    test = evaluation_file(Path(root), tasks[i])
+    if not path.is_file() or not test.is_file():
+        return None
+    said = {}
+    for line in path.read_bytes().splitlines():
+        if line.strip():
+            p = orjson.loads(line)
+            said[str(p["question_id"])] = str(p.get("text", ""))
+    hits: dict[str, list[int]] = {"trained": [], "held-out": []}
+    for rec in orjson.loads(test.read_bytes()):
+        answer = said.get(str(rec["question_id"]))
+        if answer is None:
+            continue
+        if rec.get("answer_bbox"):
+            box, gold = parse_box_fixed(answer), parse_box_fixed(str(rec["answer_bbox"]))
+            right = box is not None and gold is not None and box_iou(box, gold) >= 0.5
+        else:
+            right = normalise(answer) == normalise(str(rec.get("answer", "")))
+        hits[str(rec.get("instruction", "trained"))].append(int(right))
+    return {kind: 100.0 * sum(h) / len(h) for kind, h in hits.items() if h}
+
+
 def cell_stats(run: Path, tasks: list[str], root: Path | None = None) -> dict[str, Any]:
     """Per cell: `top_share`; with the data `root`, also `out_of_pool` (percent of answers in none of the
     task's own pool) and `from_pool` ("k,i" -> {task j: percent of answers from j's pool, not i's})."""
@@ -55,10 +87,15 @@ def cell_stats(run: Path, tasks: list[str], root: Path | None = None) -> dict[st
     top: list[list[float | None]] = []
     oop: list[list[float | None]] = []
     taken: dict[str, dict[str, float]] = {}
+    lines: dict[str, list[list[float | None]]] = {"trained": [], "held-out": []}
     for k in range(len(tasks)):
         top_row: list[float | None] = []
         oop_row: list[float | None] = []
+        line_rows: dict[str, list[float | None]] = {"trained": [], "held-out": []}
         for i in range(k + 1):
+            split = line_accuracy(run, tasks, root, k, i) if root is not None else None
+            for kind, row in line_rows.items():
+                row.append(None if split is None else split.get(kind))
             answers = stage_predictions(run, tasks, k, i)
             top_row.append(None if answers is None else top_share(answers))
             pool = pools.get(tasks[i])
@@ -69,7 +106,15 @@ def cell_stats(run: Path, tasks: list[str], root: Path | None = None) -> dict[st
             break
         top.append(top_row)
         oop.append(oop_row)
-    return {"top_share": top, "out_of_pool": oop, "from_pool": taken}
+        for kind, row in line_rows.items():
+            lines[kind].append(row)
+    return {
+        "top_share": top,
+        "out_of_pool": oop,
+        "from_pool": taken,
+        "acc_trained": lines["trained"],
+        "acc_held": lines["held-out"],
+    }
 
 
 def later_from_pool(taken: dict[str, dict[str, float]], tasks: list[str]) -> list[list[float | None]]:

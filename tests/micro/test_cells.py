@@ -53,3 +53,35 @@ def test_cell_stats_out_of_pool_and_answers_from_later_tasks_pools(tmp_path: Pat
     # Colour asked after Shape and after Word: 75 % then 0 % Shape words, 0 % then 50 % Word words
     assert later[0] == [None, 37.5, 25.0]
     assert later[1] == [0.0, None, 100.0] and later[2] == [None, None, None]
+
+
+def test_line_accuracy_splits_trained_and_held_out_items_by_question_id(tmp_path: Path) -> None:
+    from sefe.micro.cells import line_accuracy
+
+    root = tmp_path / "data"
+    for task, recs in (
+        ("Colour", [("c0", "red", "trained"), ("c1", "blue", "held-out"), ("c2", "red", "held-out")]),
+        ("Locate", [("l0", None, "trained"), ("l1", None, "held-out")]),
+    ):
+        folder = root / "annotations" / task
+        folder.mkdir(parents=True)
+        test = []
+        for qid, answer, line in recs:
+            rec = {"question_id": qid, "text": "q", "instruction": line}
+            rec.update({"answer": answer} if answer else {"answer_bbox": "[0.04, 0.04, 0.29, 0.29]"})
+            test.append(rec)
+        (folder / "test.json").write_bytes(orjson.dumps(test))
+    run = tmp_path / "run"
+    folder = run / "2_Locate" / "eval"
+    folder.mkdir(parents=True)
+    lines = [{"question_id": q, "text": t} for q, t in (("c2", "Red."), ("c0", "red"), ("c1", "green"))]
+    (folder / "Colour.jsonl").write_bytes(b"\n".join(orjson.dumps(x) for x in lines))
+    boxes = [
+        {"question_id": "l1", "text": "[0.9]"},
+        {"question_id": "l0", "text": "[0.05, 0.04, 0.29, 0.30]"},
+    ]
+    (folder / "Locate.jsonl").write_bytes(b"\n".join(orjson.dumps(x) for x in boxes))
+    tasks = ["Colour", "Locate"]
+    assert line_accuracy(run, tasks, root, 1, 0) == {"trained": 100.0, "held-out": 50.0}
+    assert line_accuracy(run, tasks, root, 1, 1) == {"trained": 100.0, "held-out": 0.0}  # IoU >= 0.5
+    assert line_accuracy(run, tasks, root, 0, 0) is None  # stage 1 never ran

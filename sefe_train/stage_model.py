@@ -10,10 +10,11 @@ is resolved from the config alone (`model.family`, else the configured folder's 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from sefe.models.family import ModelFamily
+from sefe.models.family import ModelFamily, family_names
 from sefe.sefe_train.config import DEFAULT_TINY, ConfigError, RunConfig, TaskConfig
 
 
@@ -23,7 +24,24 @@ def run_family(cfg: RunConfig) -> ModelFamily:
 
     m = cfg.model
     folder = m.path if m.path not in (None, DEFAULT_TINY) else None
-    return resolve_family(m.family, folder)
+    family = resolve_family(m.family, folder)
+    stated = _folder_model_type(folder)
+    if m.family and stated in family_names() and stated != family.name:
+        raise ConfigError(
+            f"model.family is {m.family!r}, but {folder}/config.json says model_type {stated!r}"
+        )
+    return family
+
+
+def _folder_model_type(folder: str | None) -> str | None:
+    """The `model_type` a folder's config.json states, None when there is none to read."""
+    if folder is None:
+        return None
+    try:
+        value = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None  # the loader reports a missing or broken folder itself
+    return value if isinstance(value, str) else None
 
 
 def is_llava(family: ModelFamily) -> bool:

@@ -129,3 +129,18 @@ def test_every_method_runs_two_stages_on_qwen(name: str, tmp_path: Path) -> None
     for begin in rec.begins:
         assert any(".visual.merger." in n for n in begin["trained"]), name  # the projector trains
         assert not any(".visual.blocks." in n for n in begin["trained"]), name  # the vision tower does not
+
+
+def test_a_family_the_folder_contradicts_is_a_config_error(tmp_path: Path) -> None:
+    from sefe.sefe_train.config import ConfigError, load_config
+    from sefe.sefe_train.stage_model import run_family
+
+    (tmp_path / "config.json").write_text('{"model_type": "llava"}', encoding="utf-8")
+    base = ["tasks=[ScienceQA]", f"model.path={tmp_path}"]
+    assert run_family(load_config(None, base)).name == "llava"  # from the folder
+    with pytest.raises(ConfigError, match="model_type 'llava'"):
+        run_family(load_config(None, [*base, "model.family=qwen2_5_vl"]))
+    with pytest.raises(ConfigError, match="unknown model family 'qwen9'"):
+        load_config(None, [*base, "model.family=qwen9"])
+    with pytest.raises(ConfigError, match="assemble a LLaVA model only"):
+        load_config(None, ["model.llm=a", "model.vision=b", "model.projector=c", "model.family=qwen2_5_vl"])

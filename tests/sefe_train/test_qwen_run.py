@@ -144,3 +144,24 @@ def test_a_family_the_folder_contradicts_is_a_config_error(tmp_path: Path) -> No
         load_config(None, [*base, "model.family=qwen9"])
     with pytest.raises(ConfigError, match="assemble a LLaVA model only"):
         load_config(None, ["model.llm=a", "model.vision=b", "model.projector=c", "model.family=qwen2_5_vl"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["qwen3_vl", "internvl"])
+def test_the_other_families_train_and_evaluate_through_the_same_wiring(family: str, tmp_path: Path) -> None:
+    """Qwen3-VL (deep-stack mergers in the projector) and InternVL (tiles, `multi_modal_projector`) through
+    the runner: nothing in it names a family."""
+    require_qwen_vocab(VOCAB_DIR)
+    run = tmp_path / family
+    settings = [*SETTINGS, f"model.family={family}", "train.max_length=4096", "eval.max_samples=2"]
+    rec = MethodRecorder()
+    ContinualRunner(make_config(run, "reglora", settings, ["ScienceQA", "Grounding"]), callbacks=[rec]).run()
+    acc = orjson.loads((run / "accuracy.json").read_bytes())
+    assert [len(r) for r in acc["rows"]] == [1, 2]
+    assert orjson.loads((run / "2_Grounding" / "merged" / "config.json").read_bytes())["model_type"] == family
+    for begin in rec.begins:
+        lora = {n for n in begin["trained"] if ".lora_" in n}
+        assert lora and all(".language_model." in n for n in lora)
+        projector = begin["trained"] - lora
+        assert projector and all(".modules_to_save." in n for n in projector)
+        assert len(begin["group_lrs"]) == 2

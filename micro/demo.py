@@ -21,6 +21,14 @@ def run_micro_demo(out: Path, x: float = 20.0, console: Console | None = None) -
     # takeover and its cure show either way
     pairs = ["lora/original", "reglora/asd"]
     opts = MicroOptions(
-        out=out.resolve() / "micro", pairs=pairs, seeds=1, x=x, epochs=2.0, n_train=400, jobs=2, lam_sweep=[]
+        out=out.resolve() / "micro",
+        pairs=pairs,
+        seeds=1,
+        x=x,
+        epochs=2.0,
+        n_train=400,
+        n_test=100,  # evaluation is most of a run's time: 21 cells of 200 items made the demo 11+ minutes
+        jobs=2,
+        lam_sweep=[],
     )
     return run_micro(opts, console=console).parent

@@ -41,6 +41,13 @@ PRIMARY: tuple[Endpoint, ...] = (
     Endpoint(metric="rho_K", a="replay/asd", b="lora/asd", control=True, claim="positive control: replay "
              "raises retention (likelihood probe); if not, this benchmark cannot see retention"),
 )  # fmt: skip
+#: not primary: what `sefe demo` compares (plain LoRA against SEFE, both parts at once)
+SECONDARY: tuple[Endpoint, ...] = (
+    Endpoint(metric="FE_later", a="lora/original", b="reglora/asd", claim="SEFE has fewer format errors on "
+             "earlier tasks than plain LoRA (secondary: LoRA original minus SEFE)"),
+    Endpoint(metric="rho_K", a="reglora/asd", b="lora/original", claim="SEFE retains more than plain LoRA, "
+             "by the likelihood probe (secondary: SEFE minus LoRA original)"),
+)  # fmt: skip
 
 
 class EndpointResult(BaseModel):

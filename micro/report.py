@@ -29,7 +29,7 @@ from sefe.evaluation.metrics import AccuracyMatrix
 from sefe.evaluation.result_files import ACCURACY_FILE, FORMAT_FILE, KNOWLEDGE_FILE
 from sefe.micro.baselines import baselines
 from sefe.micro.cells import cell_stats, later_from_pool, line_accuracy
-from sefe.micro.endpoints import PRIMARY, compare, fe_later_on_lines, item_outcomes, value
+from sefe.micro.endpoints import PRIMARY, SECONDARY, compare, fe_later_on_lines, item_outcomes, value
 from sefe.micro.latent import LATENT_FILE
 
 METRICS = (
@@ -329,7 +329,11 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
                 "mean_matrices": mats,
             }
     by_run = {(f"{r['method']}/{r['data']}", r["seed"]): r for r in runs}
-    results = [res for ep in PRIMARY if (res := compare(ep, by_run, items_of, n_items, base)) is not None]
+    results = [
+        res
+        for ep in (*PRIMARY, *SECONDARY)
+        if (res := compare(ep, by_run, items_of, n_items, base)) is not None
+    ]
     found = [{"question": r.endpoint.claim, "verdict": r.verdict, "text": r.text} for r in results]
     warm_info = (
         orjson.loads((warm / "warmstart.json").read_bytes()) if (warm / "warmstart.json").is_file() else {}

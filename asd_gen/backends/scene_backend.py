@@ -126,9 +126,12 @@ def explanation(scene: dict[str, Any], question: str, detail: bool) -> str:
             f" Its outline has the form of {_article(o['shape'])} {o['shape']}, which is the shape asked for."
         )
     elif fact == "side":
-        left = o["cell"][1] == 0
-        brief = f"{who} is {'' if left else 'not '}on the left side of the picture."
-        more = f" It sits {'in' if left else 'outside'} the left third of the picture."
+        low = question.lower()
+        side = next((x for x in ("left", "right", "top", "bottom") if f"{x} side" in low), "left")
+        r, c = o["cell"]
+        on = {"left": c == 0, "right": c == 2, "top": r == 0, "bottom": r == 2}[side]
+        brief = f"{who} is {'' if on else 'not '}on the {side} side of the picture."
+        more = f" It sits {'in' if on else 'outside'} the {side} third of the picture."
     else:
         brief = f"{who} is {_where(o['cell'])} of the picture."
         more = " Its region is the cell of an invisible three by three grid that it fills."

@@ -73,6 +73,8 @@ def test_explanations_state_only_the_asked_fact_and_detail_is_longer(root: Path)
     assert "2 shapes" in count and not any(w in count for w in ("red", "blue", "star", "square", "centre"))
     side = explanation({"objects": [scene["objects"][0]]}, "Is the object on the left side?", detail=False)
     assert side == "The object is on the left side of the picture."
+    top = explanation(scene, "Is the blue square on the top side?", detail=False)  # the hard track's sides
+    assert top == "The blue square is not on the top side of the picture."
     place = explanation(scene, "the blue square.", detail=False)
     assert "centre" in place and "red" not in place
     word = explanation({"word": "SUN", "word_colour": "red"}, "What word?", detail=False)

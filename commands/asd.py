@@ -15,6 +15,8 @@ from sefe.errors import InputError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from sefe.asd_gen.needs import Generator
+
 app = typer.Typer(help="Answer Style Diversification: build train_x{X}.json files.", no_args_is_help=True)
 _GEN = GenerationOptions
 _DEFAULT_XS = ",".join(f"{x:g}" for x in default(BuildOptions, "xs"))
@@ -145,7 +147,9 @@ def asd_build_cmd(
     if dry_run:
         console.print(plan_table(plan(opts)))
         return
-    result = build(opts)  # Ctrl-C and a dead server: every stored answer is on disk (the CLI says so)
+    result = build(
+        opts, generator=_family_engine(gen, opts)
+    )  # Ctrl-C and a dead server: every stored answer is on disk (the CLI says so)
     if result.status == "pending":
         console.print("[yellow]batch files written; rerun this command once the provider is done:[/yellow]")
         for p in result.pending_batch_files:
@@ -160,6 +164,20 @@ def asd_build_cmd(
     if result.status == "open":  # exit 4: what is open and how to resume goes to stderr, as errors do
         Console(stderr=True).print(open_needs_text(result), highlight=False)
         raise typer.Exit(EXIT_OPEN)
+
+
+def _family_engine(gen: GenerationOptions, opts: BuildOptions) -> Generator | None:
+    """An engine whose local backend prompts `--model` through its model family (Qwen2.5-VL, InternVL, ...),
+    so the image reaches the model; None (the default engine) for every other backend and model."""
+    from sefe.commands.asd_family import family_chat_inputs
+
+    inputs = family_chat_inputs(gen.model) if gen.backend == "local" else None
+    if inputs is None:
+        return None
+    from sefe.asd_gen.backends.local_backend import LocalBackend
+    from sefe.asd_gen.engine import Engine
+
+    return Engine(gen, opts.data_root, backend=LocalBackend(gen, chat_inputs=inputs))
 
 
 def _print_quarantined(console: Console, manifests: list[str], shown: int = 20) -> None:

@@ -3,7 +3,9 @@
 Why it exists: ASD must run on a laptop with no server and no API key. The default model is the embedded
 SmolLM2-135M-Instruct (see `embedded.py`); `--model` names any local transformers model folder (or a `.gguf`
 file), including image-text models, which get the record's image. Text-only models get the question without
-the image. Every output is constrained by llguidance to the request's JSON schema, so it always parses unless
+the image. An image-text model of a family sefe knows (Qwen2.5-VL, InternVL, ...) is loaded and prompted by
+that family's code, injected as a `ChatInputs` (see `chat_inputs.py`): the command layer passes it in. Every
+output is constrained by llguidance to the request's JSON schema, so it always parses unless
 cut by `max_tokens` (finish reason "length").
 
 Decoding is greedy (sampling when a request asks for temperature > 0), batched with left padding; `on_result`
@@ -32,6 +34,7 @@ from typing import Any
 
 from sefe.asd_gen.backends import embedded
 from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult, ResultCallback
+from sefe.asd_gen.backends.chat_inputs import ChatInputs
 from sefe.asd_gen.backends.json_constraint import (
     GrammarError,
     JsonLogitsProcessor,
@@ -154,9 +157,15 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(
-        self, options: GenerationOptions, *, batch_size: int | None = None, threads: int | None = None
+        self,
+        options: GenerationOptions,
+        *,
+        batch_size: int | None = None,
+        threads: int | None = None,
+        chat_inputs: ChatInputs | None = None,
     ) -> None:
         self.options = options
+        self.chat_inputs = chat_inputs  # a model family's loading and prompting, for its folders
         self.batch_size = max(1, batch_size or min(options.concurrency, DEFAULT_BATCH_SIZE))
         env_threads = os.environ.get("SEFE_LOCAL_THREADS")
         self.threads = threads or (int(env_threads) if env_threads else None)
@@ -206,7 +215,10 @@ class LocalBackend(Backend):
         processor = None
         source = self._source or embedded.dequantised_folder()
         with reading(source, "model", (OSError, ValueError, SafetensorError)):
-            if source.is_file():  # a GGUF file named with --model
+            if self.chat_inputs is not None and source.is_dir():  # a family's folder: its own code
+                folder = str(source)
+                model, tokenizer = self.chat_inputs.load(source)
+            elif source.is_file():  # a GGUF file named with --model
                 folder, kw = str(source.parent), {"gguf_file": source.name}
                 tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
                 model = AutoModelForCausalLM.from_pretrained(folder, **kw)
@@ -222,8 +234,10 @@ class LocalBackend(Backend):
                     model = AutoModelForCausalLM.from_pretrained(folder)
         model.eval()
         tokenizer.padding_side = "left"
-        if getattr(tokenizer, "chat_template", None) is None and not (
-            processor is not None and getattr(processor, "chat_template", None)
+        if (
+            self.chat_inputs is None
+            and getattr(tokenizer, "chat_template", None) is None
+            and not (processor is not None and getattr(processor, "chat_template", None))
         ):
             raise LocalModelError(f"model {folder}: its tokenizer has no chat template")
         eos_ids = _eos_list(getattr(model.generation_config, "eos_token_id", None)) or _eos_list(
@@ -239,6 +253,10 @@ class LocalBackend(Backend):
 
     # ---- requests -> inputs ------------------------------------------------------------------------
     def _prepare(self, lm: _Loaded, request: ChatRequest) -> _Prepared:
+        if self.chat_inputs is not None:  # the family renders its own template: one question, one image
+            image = _load_image(request) if (request.image_path or _has_image(request.messages)) else None
+            question = "\n\n".join(t for m in request.messages if (t := _text_parts(m.get("content"))))
+            return _Prepared(request, question, image)
         if lm.processor is not None:
             image = _load_image(request) if (request.image_path or _has_image(request.messages)) else None
             msgs = _vlm_messages(request.messages)
@@ -337,7 +355,9 @@ class LocalBackend(Backend):
 
         texts = [p.text for p in batch]
         images = [p.image for p in batch if p.image is not None]
-        if lm.processor is not None:
+        if self.chat_inputs is not None:
+            inputs = self.chat_inputs.inputs(texts, [p.image for p in batch])
+        elif lm.processor is not None:
             kw: dict[str, Any] = {"images": images} if images else {}
             inputs = lm.processor(text=texts, return_tensors="pt", padding=True, **kw)
         else:

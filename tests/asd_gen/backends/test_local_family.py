@@ -48,7 +48,7 @@ class Spy:
             for row, image in enumerate(images):
                 n = int((out["input_ids"][row] == pad).sum())
                 self.rows.append((n, image.size if image is not None else None))
-            if "pixel_values" in out:
+            if "image_grid_thw" in out:  # Qwen: one grid row per image
                 self.pixel_rows += int(out["image_grid_thw"].shape[0])
             return out
 
@@ -126,3 +126,25 @@ def test_asd_build_local_qwen_folder(qwen_dir: Path, tmp_path: Path, monkeypatch
     manifest = orjson.loads((out / "annotations" / "asd_manifest_x20.json").read_bytes())
     errors = [q["error"] for q in manifest.get("quarantined", [])]
     assert all(e.startswith("truncated output (finish_reason=length") for e in errors), errors
+
+
+@pytest.mark.parametrize("name", ["qwen3_vl", "internvl"])
+def test_other_families_get_the_image_too(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same adapter serves every registered family: its image tokens as many as its processor gives."""
+    from sefe.asd_gen.backends.local_backend import LocalBackend
+
+    require_qwen_vocab(VOCAB_DIR)
+    folder = get_family(name).tiny_dir(tmp_path_factory.mktemp("sefe-cache"))
+    adapter = family_chat_inputs(str(folder))
+    assert isinstance(adapter, FamilyChatInputs) and adapter.family.name == name
+    spy = Spy()
+    adapter.inputs = spy.wrap(adapter)  # type: ignore[method-assign]
+    img = tmp_path_factory.mktemp("img") / "noise.png"
+    noise_image(64, 48).save(img)
+    backend = LocalBackend(GenerationOptions(model=str(folder)), batch_size=1, threads=1, chat_inputs=adapter)
+    results = collect(backend, [request("img", "What is shown?", YN_ONE, max_tokens=60, image_path=str(img))])
+    _, expected = adapter._processor.image_inputs(noise_image(64, 48))
+    assert expected > 0 and spy.rows == [(expected, (64, 48))]
+    r = results["img"]
+    assert r.error is None and r.finish_reason == "stop", r
+    jsonschema.validate(json.loads(r.text or ""), YN_ONE)

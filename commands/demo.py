@@ -16,7 +16,7 @@ import typer
 from sefe.asd_gen.needs import BackendName, GenerationOptions
 from sefe.coin.tasks import COIN_TASK_NAMES
 from sefe.commands.common import arg_default, default, field_check, model_option, type_check
-from sefe.micro.run import MicroOptions
+from sefe.micro.options import MicroOptions
 from sefe.paths import OutputDir
 from sefe.sefe_train.config import TrainOptions
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from sefe.commands.common import default, model_option, split_list
-from sefe.micro.run import MicroOptions
+from sefe.micro.options import MicroOptions
 from sefe.micro.vision_pretrain import VisionPretrainOptions
 from sefe.micro.warmstart import WarmStartOptions
 

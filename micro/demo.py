@@ -11,7 +11,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sefe.micro.run import MicroOptions, run_micro
+from sefe.micro.options import MicroOptions
+from sefe.micro.run import run_micro
 
 
 def run_micro_demo(out: Path, x: float = 20.0, console: Console | None = None) -> Path:

@@ -261,7 +261,7 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
     out = Path(opts.out)
     runs: list[dict[str, Any]] = []
     groups: dict[str, Any] = {}
-    from sefe.micro.run import alone_name, data_root, sweep_name
+    from sefe.micro.options import alone_name, data_root, sweep_name
 
     tasks = list(opts.tasks)
     base_of = baselines(data_root(opts, 0), tasks)  # stratified tests: the same majority in every seed

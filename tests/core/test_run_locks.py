@@ -37,7 +37,8 @@ def _train(folder: Path) -> None:
 
 
 def _micro(folder: Path) -> None:
-    from sefe.micro.run import MicroOptions, run_micro
+    from sefe.micro.options import MicroOptions
+    from sefe.micro.run import run_micro
 
     run_micro(MicroOptions(out=folder, seeds=1))
 

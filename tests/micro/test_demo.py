@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import sefe.micro.demo
 from sefe.cli import app
 from sefe.commands import demo as demo_cmd
-from sefe.micro.run import MicroOptions
+from sefe.micro.options import MicroOptions
 
 runner = CliRunner()
 

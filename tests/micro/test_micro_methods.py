@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sefe.micro.run import MicroOptions, run_config
+from sefe.micro.options import MicroOptions
+from sefe.micro.run import run_config
 from sefe.sefe_train.methods import method_names
 
 
@@ -43,7 +44,8 @@ def test_each_seed_has_its_own_data_and_asd_but_one_warm_start_corpus(tmp_path: 
     import orjson
     from rich.console import Console
 
-    from sefe.micro.run import asd_root, data_root, ensure_benchmark
+    from sefe.micro.options import asd_root, data_root
+    from sefe.micro.run import ensure_benchmark
 
     opts = MicroOptions(out=tmp_path, seeds=2, n_train=4, n_test=6, n_warm=3, tasks=["Colour"])
     quiet = Console(quiet=True)

@@ -9,7 +9,7 @@ import typer
 
 from sefe.asd_gen.needs import BackendName, DistractorMode, GenerationOptions
 from sefe.asd_gen.options import BuildOptions
-from sefe.commands.common import default, model_option, parse_floats, split_list
+from sefe.commands.common import default, model_option, names_option, parse_floats, split_list
 from sefe.errors import InputError
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def asd_build_cmd(
     opts = BuildOptions(
         data_root=data_root or coin_mini_root(),
         out=out,
-        tasks=split_list(tasks) if tasks else None,
+        tasks=names_option(tasks, "--tasks"),
         xs=xs,
         seed=seed,
         distractors=distractors,

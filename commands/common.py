@@ -93,13 +93,15 @@ def split_list(values: Sequence[str] | None) -> list[str]:
     return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
 
 
-def names_option(value: str | None, option: str) -> list[str] | None:
-    """A comma list of names (`--tasks A,B`): None when not given; given but empty is a user error."""
-    if value is None:
+def names_option(value: str | Sequence[str] | None, option: str) -> list[str] | None:
+    """A comma list of names (`--tasks A,B`; a repeatable option's values too): None when not given; given
+    but empty is a user error naming the option (not the model's `List should have at least 1 item`)."""
+    if value is None or (not isinstance(value, str) and not value):
         return None
-    names = split_list([value])
+    given = value if isinstance(value, str) else ",".join(value)
+    names = split_list([given])
     if not names:
-        raise InputError(f"{option}: no names in {value!r} (expected a comma list such as A,B)")
+        raise InputError(f"{option}: no names in {given!r} (expected a comma list such as A,B)")
     return names
 
 

@@ -134,7 +134,7 @@ def _asd(p: Paths) -> dict[str, list[Case]]:
     return {
         "data_root": [(["--data-root", str(p.missing)], str(p.missing))],
         "out": [(["--out", str(p.a_file)], "--out")],
-        "tasks": [(["--tasks", ","], "tasks"), (["--tasks", "NoSuchTask"], "NoSuchTask")],
+        "tasks": [(["--tasks", ","], "--tasks"), (["--tasks", "NoSuchTask"], "NoSuchTask")],
         "task_file": [(["--task-file", str(p.missing)], str(p.missing))],
         "x": [(["--x", "abc"], "--x"), (["--x", "120"], "xs"), (["--x", "-5"], "xs")],
         "distractors": [(["--distractors", "bogus"], "--distractors")],

@@ -257,8 +257,7 @@ class TinyQwenConfig(BaseModel):
 
 def build_tiny(config: TinyQwenConfig | None = None, vocab_folder: Path | None = None):
     """(model, QwenProcessor) in memory, seeded; the tokenizer is the real one (`sefe.models.vocab`)."""
-    import torch
-    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from sefe.models.vocab import qwen2_tokenizer
@@ -296,7 +295,26 @@ def build_tiny(config: TinyQwenConfig | None = None, vocab_folder: Path | None =
         "fullatt_block_indexes": [config.vision_layers - 1],
         "window_size": 112,
     }
-    model_config = Qwen2_5_VLConfig(
+    model = seeded_qwen_model(
+        Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, text, vision, ids, config.seed
+    )
+    return model, QwenProcessor(tokenizer, image_processor, CHAT_TEMPLATE)
+
+
+def seeded_qwen_model(
+    config_cls: Any,
+    model_cls: Any,
+    text: dict[str, Any],
+    vision: dict[str, Any],
+    ids: dict[str, int],
+    seed: int,
+) -> Any:
+    """A Qwen-VL model (2.5 or 3) from its text and vision settings, seeded, with the ChatML special tokens
+    wired in and greedy decoding that stops at `<|im_end|>`: the part the tiny builders share."""
+    import torch
+    from transformers import GenerationConfig
+
+    model_config = config_cls(
         text_config=text,
         vision_config=vision,
         image_token_id=ids[IMAGE_PAD],
@@ -305,12 +323,12 @@ def build_tiny(config: TinyQwenConfig | None = None, vocab_folder: Path | None =
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
     )
-    torch.manual_seed(config.seed)
-    model = Qwen2_5_VLForConditionalGeneration(model_config)
+    torch.manual_seed(seed)
+    model = model_cls(model_config)
     model.generation_config = GenerationConfig(
         eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], do_sample=False
     )
-    return model, QwenProcessor(tokenizer, image_processor, CHAT_TEMPLATE)
+    return model
 
 
 def tiny_dir(cache_dir: Path | None = None, config: TinyQwenConfig | None = None) -> Path:

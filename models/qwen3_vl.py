@@ -26,12 +26,12 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from sefe.models.qwen2_5_vl import (
-    IMAGE_PAD,
     VISION_TOKENS,
     Qwen2_5_VLFamily,
     QwenProcessor,
     cached_tiny,
     chatml_template,
+    seeded_qwen_model,
 )
 
 BUILD_FORMAT = 1
@@ -68,8 +68,7 @@ class TinyQwen3Config(BaseModel):
 
 def build_tiny(config: TinyQwen3Config | None = None, vocab_folder: Path | None = None):
     """(Qwen3VLForConditionalGeneration, QwenProcessor) in memory, seeded, with the real vocabulary."""
-    import torch
-    from transformers import GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from sefe.models.vocab import qwen2_tokenizer
@@ -116,20 +115,7 @@ def build_tiny(config: TinyQwen3Config | None = None, vocab_folder: Path | None 
         "num_position_embeddings": config.vision_position_embeddings,
         "deepstack_visual_indexes": [0],
     }
-    model_config = Qwen3VLConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=ids[IMAGE_PAD],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(config.seed)
-    model = Qwen3VLForConditionalGeneration(model_config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], do_sample=False
-    )
+    model = seeded_qwen_model(Qwen3VLConfig, Qwen3VLForConditionalGeneration, text, vision, ids, config.seed)
     return model, QwenProcessor(tokenizer, image_processor, CHAT_TEMPLATE)
 
 

@@ -19,7 +19,9 @@ names a family:
 
 The family is chosen by name (`model.family` in a run config) or, by default, by the model folder's
 `config.json` `model_type` (`family_for_folder`). Families are found through `_MODULES`: adding one is one
-module exposing `FAMILY` and one line there (docs/MODELS.md).
+module exposing `FAMILY` and one line there (docs/MODELS.md). A family module takes the shared pieces
+(`Turn`, `Encoded`, `LANGUAGE_MODEL_LINEARS`) from `family_types.py`, never from here: this module loads the
+families, so importing it back would be a circle.
 
 LLaVA-1.5 (`LlavaFamily`, below) is an adapter over the existing parity code (`llava.py`, `tokenization.py`,
 `conversation.py`, `dataset.py`), which it calls and does not change.
@@ -30,30 +32,11 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from sefe.errors import InputError, MissingFile
-
-#: A (question, answer) pair of a CoIN conversation; the last answer may be None (a generation prompt).
-Turn = tuple[str, str | None]
-
-#: PEFT `target_modules` regex shared by today's families: the attention and MLP projections of the language
-#: model (`...language_model.layers.N.self_attn.q_proj`); vision towers reuse some of these names
-#: (Qwen2.5-VL's blocks have `mlp.gate_proj`), hence the `language_model` anchor.
-LANGUAGE_MODEL_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
-
-
-@dataclass
-class Encoded:
-    """One record ready for a model: image tokens already expanded; `vision` holds the image's model inputs
-    (LLaVA: `pixel_values` 3xHxW; Qwen: `pixel_values` patches x dim and `image_grid_thw` 1x3), empty for a
-    text-only record."""
-
-    input_ids: list[int]
-    labels: list[int]
-    vision: dict[str, Any] = field(default_factory=dict)
+from sefe.models.family_types import LANGUAGE_MODEL_LINEARS, Encoded, Turn
 
 
 @runtime_checkable

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict
 from sefe.atomic import atomic_dir
 from sefe.coin.records import IMAGE_TOKEN
 from sefe.errors import InputError, MissingFile
-from sefe.models.family import LANGUAGE_MODEL_LINEARS, Encoded, Turn
+from sefe.models.family_types import LANGUAGE_MODEL_LINEARS, Encoded, Turn
 
 IGNORE_INDEX = -100
 IMAGE_PAD = "<|image_pad|>"

@@ -96,11 +96,17 @@ def _graph() -> dict[str, dict[str, tuple[str, int]]]:
     """Module -> {package module it imports: (file, line) of the first such import}.
 
     `from sefe.coin import layout` imports `sefe.coin.layout`; `from sefe.coin.tasks import get_task` imports
-    `sefe.coin.tasks` (a name that is no module resolves to the module it is taken from).
+    `sefe.coin.tasks` (a name that is no module resolves to the module it is taken from). A string literal
+    that is a package module's name is an edge too: registries load their modules by name
+    (`importlib.import_module`, `models/family.py`, `asd_gen/backends/factory.py`), and a circle through one
+    of them is a circle all the same.
     """
     paths = {_module_name(p): p for p in _modules()}
     graph: dict[str, dict[str, tuple[str, int]]] = {name: {} for name in paths}
     for name, path in paths.items():
+        for line, value in _strings(path, with_keys=True):
+            if value in paths and value != name:
+                graph[name].setdefault(value, (_rel(path), line))
         for node in ast.walk(_tree(path)):
             if isinstance(node, ast.ImportFrom):
                 base = _absolute(path, node)
@@ -222,6 +228,22 @@ def test_the_scan_sees_the_package() -> None:
     graph = _graph()
     assert "sefe.coin.layout" in graph["sefe.evaluation.scorers"]  # `from sefe.coin import layout`
     assert "sefe.evaluation.loading" in graph["sefe.evaluation.format_checks"]  # inside a function
+
+
+def test_the_graph_sees_modules_loaded_by_name() -> None:
+    """`importlib.import_module(_MODULES[name])`: each family module the registry names is an edge of
+    `models/family.py`, so a family that imported `family.py` back would show as a circle."""
+    from sefe.models import family
+
+    graph = _graph()
+    named = {m for m in family._MODULES.values() if m != "sefe.models.family"}
+    assert named and named <= set(graph["sefe.models.family"])
+    assert "sefe.asd_gen.backends.openai_backend" in graph["sefe.asd_gen.backends.factory"]
+    looped = {
+        **graph,
+        "sefe.models.qwen2_5_vl": {**graph["sefe.models.qwen2_5_vl"], "sefe.models.family": ("q", 1)},
+    }
+    assert any({"sefe.models.family", "sefe.models.qwen2_5_vl"} <= set(c) for c in _cycles(looped))
 
 
 @pytest.mark.parametrize(("importer", "imported"), FORBIDDEN, ids=[f"{a}->{b}" for a, b in FORBIDDEN])

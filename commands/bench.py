@@ -1,6 +1,7 @@
 """`sefe bench reglora`: time the RegLoRA penalty on this machine.
 
-The defaults are written here: the benchmark module imports torch, which `sefe --help` must not wait for.
+The defaults come from `BenchOptions` (torch-free): the benchmark module imports torch, which `sefe --help`
+must not wait for.
 """
 
 from __future__ import annotations
@@ -9,29 +10,36 @@ from pathlib import Path
 
 import typer
 
-from sefe.commands.common import numbers_check, parse_floats, split_list, type_check
+from sefe.commands.common import default, numbers_check, parse_floats, split_list, type_check
 from sefe.models.device import TorchDevice
 from sefe.paths import OutputFile
-from sefe.sefe_train.reglora.config import BenchDType, PenaltyImpl, RegLoRAConfig
+from sefe.sefe_train.reglora.config import BenchDType, BenchOptions, PenaltyImpl, RegLoRAConfig
 
+_B = BenchOptions
 app = typer.Typer(help="Micro-benchmarks on the current device.", no_args_is_help=True)
 
 
 @app.command("reglora")
 def bench_reglora(
-    reps: int = typer.Option(5, min=1, help="Timed forward+backward steps per measurement (median)."),
+    reps: int = typer.Option(
+        default(_B, "reps"), min=1, help="Timed forward+backward steps per measurement (median)."
+    ),
     densities: str = typer.Option(
-        "2,6,14",
+        default(_B, "densities"),
         callback=numbers_check(RegLoRAConfig, "top_percent"),
         help="Key densities in percent, comma-separated.",
     ),
-    device: str = typer.Option("cpu", callback=type_check(TorchDevice), help="cpu or cuda (cuda:N)."),
-    dtype: BenchDType = typer.Option("float32", help="dtype of the LoRA parameters."),
-    shapes: str = typer.Option("4096x4096,11008x4096,4096x11008", help="OUTxIN weight shapes, comma list."),
-    rank: int = typer.Option(128, min=1, help="LoRA rank."),
-    impl: PenaltyImpl = typer.Option("auto", help="Our implementation."),
-    storage: bool = typer.Option(True, help="Also measure key storage after seven tasks."),
-    threads: int | None = typer.Option(None, min=1, help="torch intra-op threads (default: torch's)."),
+    device: str = typer.Option(
+        default(_B, "device"), callback=type_check(TorchDevice), help="cpu or cuda (cuda:N)."
+    ),
+    dtype: BenchDType = typer.Option(default(_B, "dtype"), help="dtype of the LoRA parameters."),
+    shapes: str = typer.Option(default(_B, "shapes"), help="OUTxIN weight shapes, comma list."),
+    rank: int = typer.Option(default(_B, "rank"), min=1, help="LoRA rank."),
+    impl: PenaltyImpl = typer.Option(default(_B, "impl"), help="Our implementation."),
+    storage: bool = typer.Option(default(_B, "storage"), help="Also measure key storage after seven tasks."),
+    threads: int | None = typer.Option(
+        default(_B, "threads"), min=1, help="torch intra-op threads (default: torch's)."
+    ),
     out: Path | None = typer.Option(
         None, callback=type_check(OutputFile), help="Also write rows + storage + machine as JSON here."
     ),

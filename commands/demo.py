@@ -9,14 +9,14 @@ model learns little. Every step resumes: rerunning the same command skips finish
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import typer
 
 from sefe.asd_gen.needs import BackendName, GenerationOptions
 from sefe.coin.tasks import COIN_TASK_NAMES
 from sefe.commands.common import arg_default, default, field_check, model_option, type_check
-from sefe.micro.options import MicroOptions
+from sefe.micro.options import DEMO_DATA, DEMO_OUT, DemoData, MicroOptions
 from sefe.paths import OutputDir
 from sefe.sefe_train.config import TrainOptions
 
@@ -97,7 +97,7 @@ def _demo_config() -> Path:
 
 def demo_cmd(
     out: Path = typer.Option(
-        Path("out/demo"), callback=type_check(OutputDir), help="Where ASD data, both runs and the report go."
+        DEMO_OUT, callback=type_check(OutputDir), help="Where ASD data, both runs and the report go."
     ),
     x: float = typer.Option(
         arg_default(run_demo, "x"),
@@ -114,8 +114,8 @@ def demo_cmd(
         default_value=None,
         help="Cap the steps of every training stage (coin-mini).",
     ),
-    on: Literal["micro", "coin-mini"] = typer.Option(
-        "micro", help="micro: LoRA vs SEFE on Micro-CoIN; coin-mini: the CoIN sample data, SmolLM2 ASD."
+    on: DemoData = typer.Option(
+        DEMO_DATA, help="micro: LoRA vs SEFE on Micro-CoIN; coin-mini: the CoIN sample data, SmolLM2 ASD."
     ),
 ) -> None:
     """The main job on bundled data: ASD, then LoRA vs SEFE over the task sequence, then a report."""

@@ -11,7 +11,7 @@ from sefe.asd_gen.needs import GenerationOptions
 from sefe.commands.common import arg_default, field_check, model_option, names_option, type_check
 from sefe.evaluation import inference
 from sefe.evaluation.inference import Engine, InferenceBounds, InferenceDType
-from sefe.evaluation.judge import JudgeBackend
+from sefe.evaluation.judge import DEFAULT_JUDGE_BACKEND, JudgeBackend
 from sefe.evaluation.scorers import score_in_root
 from sefe.models.conversation import ScienceQAInstruction
 from sefe.paths import OutputFile
@@ -197,7 +197,9 @@ def eval_judge_cmd(
     task: str = typer.Option(..., "--task", "-t", help="CoIN task of the predictions."),
     predictions: Path = typer.Option(..., "--predictions", "-p", help="Prediction JSONL (`sefe eval run`)."),
     annotations: Path = typer.Option(..., "--annotations", "-a", help="The task's test.json."),
-    backend: JudgeBackend = typer.Option("openai", "--backend", help="The ASD backend the judge runs on."),
+    backend: JudgeBackend = typer.Option(
+        DEFAULT_JUDGE_BACKEND, "--backend", help="The ASD backend the judge runs on."
+    ),
     model: str | None = typer.Option(None, "--model", help="Judge model (default: the backend's)."),
     base_url: str | None = model_option(
         _GEN, "base_url", "--base-url", help="OpenAI-compatible endpoint URL."

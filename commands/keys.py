@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from sefe.commands.common import type_check
+from sefe.commands.common import default, type_check
 from sefe.paths import OutputFile
-from sefe.sefe_train.reglora.config import Accumulate
+from sefe.sefe_train.reglora.config import Accumulate, RegLoRAConfig
 
 app = typer.Typer(
     help="RegLoRA key files: convert the release's *_topP.pth to and from keys.safetensors.",
@@ -23,7 +23,9 @@ def keys_import_cmd(
     out: Path = typer.Option(
         ..., "--out", "-o", callback=type_check(OutputFile), help="keys.safetensors to write."
     ),
-    accumulate: Accumulate = typer.Option("concat", "--accumulate", help="concat: the release's lists."),
+    accumulate: Accumulate = typer.Option(
+        default(RegLoRAConfig, "accumulate"), "--accumulate", help="concat: the release's lists."
+    ),
     tasks: int | None = typer.Option(None, "--tasks", help="Tasks the keys cover (default: files given)."),
 ) -> None:
     """Import the release's key files, e.g. to continue a run begun with the release code."""

@@ -32,6 +32,8 @@ from sefe.jsonl_store import JsonlStore
 
 #: Backends a judge can run on (the ASD backends that answer at once; batch does not).
 JudgeBackend = Literal["openai", "vllm", "local"]
+#: The judge's backend unless told otherwise: an OpenAI-compatible server hosting the judge model.
+DEFAULT_JUDGE_BACKEND: JudgeBackend = "openai"
 
 # the published judge: Qwen1.5-32B-Chat, temperature 0.7, top_p 0.8, at most 20 new tokens
 JUDGE_TEMPERATURE = 0.7

@@ -16,6 +16,12 @@ from sefe.micro.generate import HARD_TASKS, TASK_ORDER
 from sefe.micro.warmstart import WarmStartOptions
 from sefe.paths import OutputDir
 
+#: What `sefe demo` runs on (`--on`): Micro-CoIN, or the CoIN sample data with the tiny LLaVA.
+DemoData = Literal["micro", "coin-mini"]
+DEMO_DATA: DemoData = "micro"
+#: Where `sefe demo` writes its ASD data, runs and report (`--out`).
+DEMO_OUT = Path("out/demo")
+
 DataKind = Literal["original", "asd"]
 _ALL_DATA: tuple[DataKind, ...] = ("original", "asd")
 

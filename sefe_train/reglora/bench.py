@@ -28,11 +28,14 @@ import numpy as np
 from pydantic import BaseModel
 
 from sefe.errors import InputError
-from sefe.sefe_train.reglora.config import BenchDType, PenaltyImpl
+from sefe.sefe_train.reglora.config import BenchDType, BenchOptions, PenaltyImpl
 from sefe.sefe_train.reglora.topk import n_top
 
 LAYER_7B = ((4096, 4096),) * 4 + ((11008, 4096),) * 2 + ((4096, 11008),)  # q k v o, gate up, down
 LAYERS_7B = 32
+
+
+_DEFAULTS = BenchOptions()  # `sefe bench reglora`'s defaults, one source for the CLI and this API
 
 
 class BenchRow(BaseModel):
@@ -249,13 +252,13 @@ def machine_info(device: str, threads: int | None = None) -> dict[str, str]:
 def run_bench(
     shapes: list[tuple[int, int]],
     densities: list[float],
-    reps: int = 5,
-    device: str = "cpu",
-    dtype: BenchDType = "float32",
-    rank: int = 128,
-    impl: PenaltyImpl = "auto",
-    with_storage: bool = True,
-    threads: int | None = None,
+    reps: int = _DEFAULTS.reps,
+    device: str = _DEFAULTS.device,
+    dtype: BenchDType = _DEFAULTS.dtype,
+    rank: int = _DEFAULTS.rank,
+    impl: PenaltyImpl = _DEFAULTS.impl,
+    with_storage: bool = _DEFAULTS.storage,
+    threads: int | None = _DEFAULTS.threads,
 ) -> BenchResult:
     """All (shape, density) rows with rich progress on stderr; CPU measurements run in worker processes."""
     from rich.console import Console

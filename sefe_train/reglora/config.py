@@ -16,6 +16,23 @@ PenaltyImpl = Literal["auto", "dense", "sampled"]
 BenchDType = Literal["float32", "bfloat16"]
 
 
+class BenchOptions(BaseModel):
+    """Defaults and bounds of `sefe bench reglora` (here, torch-free: `sefe --help` reads them without
+    importing the benchmark module); the defaults measure LLaMA-7B's attention and MLP shapes at rank 128."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reps: int = Field(5, ge=1)
+    densities: str = "2,6,14"
+    device: str = "cpu"
+    dtype: BenchDType = "float32"
+    shapes: str = "4096x4096,11008x4096,4096x11008"
+    rank: int = Field(128, ge=1)
+    impl: PenaltyImpl = "auto"
+    storage: bool = True
+    threads: int | None = Field(None, ge=1)
+
+
 class RegLoRAConfig(BaseModel):
     """Options of the RegLoRA penalty and of key-element selection.
 

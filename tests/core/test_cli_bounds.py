@@ -362,3 +362,18 @@ def test_bad_value_is_one_line_exit_2(cmd: str, name: str, i: int, paths: Paths,
     assert res.exit_code == 2, res.output
     assert "Traceback" not in res.output and len(lines) == 1, res.output
     assert lines[0].startswith("error: ") and word.lower() in lines[0].lower(), lines[0]
+
+
+def test_defaults_are_read_from_the_library() -> None:
+    """The defaults once written in the commands come from their model or a named constant (one source)."""
+    from sefe.evaluation.judge import DEFAULT_JUDGE_BACKEND
+    from sefe.micro.options import DEMO_DATA, DEMO_OUT
+    from sefe.sefe_train.reglora.config import BenchOptions, RegLoRAConfig
+
+    cmds = _commands(typer.main.get_command(app))
+    given = {(path, p.name): p.default for path, cmd in cmds.items() for p in cmd.params}
+    bench = {name: given["bench reglora", name] for name in BenchOptions.model_fields}
+    assert bench == BenchOptions().model_dump()
+    assert given["keys import", "accumulate"] == RegLoRAConfig().accumulate
+    assert given["eval judge", "backend"] == DEFAULT_JUDGE_BACKEND
+    assert (given["demo", "out"], given["demo", "on"]) == (DEMO_OUT, DEMO_DATA)

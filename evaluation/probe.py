@@ -11,7 +11,9 @@ Score of a candidate (default `sum`): the summed log-probability of the candidat
 closing token: it is the probability of the whole answer, so `red` cannot win merely as a prefix of
 `red square`, and candidates of different token lengths are compared on what the model would actually emit.
 `mean` (per-token average) is offered for comparison; it removes the length penalty but is no longer a
-probability of the reply. Tokens and prompt are built exactly as in training (`tokenize_record`).
+probability of the reply. Tokens and prompt are built exactly as in training: LLaVA through `tokenize_record`
+(the parity path), any other family through its own `encode` (its chat template, its end-of-turn marker and
+its image handling), so the probe asks each family in the form it was trained on.
 
 Candidates: a test record's own `candidates` list (Micro-CoIN writes one; ASD distractors can be stored the
 same way) with `answer` (or, for a box task, `answer_bbox`) among them; ScienceQA: the option letters of the
@@ -29,6 +31,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sefe.models.family import ModelFamily
+
+_NO_LIMIT = 1 << 62  # the probe never truncates: a cut reply would not be the candidate
 Reduction = Literal["sum", "mean"]
 _OPTION = re.compile(r"^\s*\(?([A-Z])[.)]\s+\S")
 
@@ -144,7 +149,34 @@ def sequence_scores(
             [(question, cand)], processor.tokenizer, n_img if pixels is not None else 0
         )
         feats.append({"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "pixel_values": pixels})
-    batch = DataCollator(processor)(feats)
+    return _batch_scores(model, DataCollator(processor)(feats), reduction)
+
+
+def family_sequence_scores(
+    model: Any,
+    family: ModelFamily,
+    processor: Any,
+    seqs: Sequence[tuple[str, str, Any]],
+    reduction: Reduction = "sum",
+) -> list[float]:
+    """Score of each `(question, candidate, PIL image or None)` as the reply, through `family`'s template.
+
+    Why `family.encode`: it labels exactly the assistant's answer and its end-of-turn marker, which is what
+    the probe scores (LLaVA: the candidate and `</s>`; Qwen/InternVL: the candidate and `<|im_end|>`), with
+    the image expanded as that family does for this image; no template is rebuilt here."""
+    if not seqs:
+        return []
+    encoded = [
+        family.encode(processor, [(q, c)], img, _NO_LIMIT, where=f"probe candidate {c!r}")
+        for q, c, img in seqs
+    ]
+    return _batch_scores(model, family.collate(processor, encoded), reduction)
+
+
+def _batch_scores(model: Any, batch: dict[str, Any], reduction: Reduction) -> list[float]:
+    """Summed (or mean) log-probability of each row's labelled tokens in a right-padded batch."""
+    import torch
+
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
     if "pixel_values" in batch:
@@ -196,13 +228,16 @@ def run_probe(
     data_root: Path,
     reduction: Reduction = "sum",
     max_rows: int = 64,
+    family: ModelFamily | None = None,
 ) -> ProbeResult | None:
     """Rank the candidates of every item (batched: up to `max_rows` candidate rows a forward pass); None when
-    the task has no probe items."""
+    the task has no probe items. `family` None or LLaVA: the parity path (`sequence_scores`); another family
+    scores through its own template and image handling (`family_sequence_scores`)."""
     from sefe.coin.images import open_image
 
     if not items:
         return None
+    own = family if family is not None and family.name != "llava" else None  # None: the parity path
     was_training = bool(getattr(model, "training", False))
     model.eval()
     known: list[int] = []
@@ -211,9 +246,15 @@ def run_probe(
             seqs: list[tuple[str, str, Any]] = []
             for it in chunk:
                 img = open_image(data_root, it.image, f"probe {task} {it.question_id}") if it.image else None
-                pixels = _pixels(processor, img) if img is not None else None
-                seqs += [(it.question, c, pixels) for c in it.candidates]
-            scores = sequence_scores(model, processor, seqs, reduction)
+                if own is not None:
+                    seqs += [(it.question, c, img) for c in it.candidates]
+                else:
+                    pixels = _pixels(processor, img) if img is not None else None
+                    seqs += [(it.question, c, pixels) for c in it.candidates]
+            if own is not None:
+                scores = family_sequence_scores(model, own, processor, seqs, reduction)
+            else:
+                scores = sequence_scores(model, processor, seqs, reduction)
             start = 0
             for it in chunk:
                 mine = scores[start : start + len(it.candidates)]

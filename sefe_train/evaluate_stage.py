@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from rich.console import Console
 
 from sefe.atomic import atomic_write_bytes
 from sefe.errors import InputError
 from sefe.evaluation.result_files import FORMAT_FILE, KNOWLEDGE_FILE
+from sefe.models.family import ModelFamily
 from sefe.sefe_train.config import RunConfig
-
-console = Console(stderr=True)
 
 
 def _limited_test_file(test: Path, limit: int | None, out_dir: Path, task: str) -> Path:
@@ -97,14 +95,8 @@ def evaluate_stage(
     run_dir = accuracy_path.parent
     if cfg.eval.format_checks:
         _record_format_errors(cfg, k, preds, eval_dir, run_dir / FORMAT_FILE)
-    if cfg.eval.probe and family.name != "llava":
-        console.print(
-            f"[yellow]stage {k}: knowledge probe skipped: evaluation/probe.py builds LLaVA prompts and "
-            f"images, not {family.name} ones (knowledge.json stays empty; eval.probe=false silences "
-            "this)[/yellow]"
-        )
-    elif cfg.eval.probe:
-        _record_probe(cfg, k, merged, model, eval_dir, run_dir / KNOWLEDGE_FILE)
+    if cfg.eval.probe:
+        _record_probe(cfg, k, merged, model, family, eval_dir, run_dir / KNOWLEDGE_FILE)
     return {name: float(s["accuracy"]) for name, s in scores.items()}
 
 
@@ -134,9 +126,15 @@ def _record_format_errors(cfg: RunConfig, k: int, preds: dict[str, Path], eval_d
 
 
 def _record_probe(
-    cfg: RunConfig, k: int, merged: Path, model: tuple[Any, Any] | None, eval_dir: Path, path: Path
+    cfg: RunConfig,
+    k: int,
+    merged: Path,
+    model: tuple[Any, Any] | None,
+    family: ModelFamily,
+    eval_dir: Path,
+    path: Path,
 ) -> None:
-    """Likelihood ranking of candidate answers for the tasks that have candidates."""
+    """Likelihood ranking of candidate answers for the tasks that have candidates (the family's template)."""
     from sefe.coin.records import load_test
     from sefe.evaluation.probe import probe_items, run_probe
     from sefe.models.conversation import eval_question
@@ -154,16 +152,18 @@ def _record_probe(
     if not items_of:
         return
     if model is None:
-        from sefe.models.llava import load_llava, torch_dtype
+        from sefe.models.llava import torch_dtype
 
-        model = load_llava(str(merged), dtype=torch_dtype(cfg.model.dtype))
-    llava, processor = model
+        model = family.load(merged, dtype=torch_dtype(cfg.model.dtype))
+    net, processor = model
     matrix = _side_matrix(path, cfg)
     out: dict[str, Any] = {}
     for i, task in enumerate(cfg.tasks[:k]):
         if task.name not in items_of:
             continue
-        res = run_probe(llava, processor, task.name, items_of[task.name], root, cfg.eval.probe_reduction)
+        res = run_probe(
+            net, processor, task.name, items_of[task.name], root, cfg.eval.probe_reduction, family=family
+        )
         if res is not None:
             matrix.set(k - 1, i, res.rate, res.model_dump(mode="json"))
             out[task.name] = res.model_dump(mode="json")

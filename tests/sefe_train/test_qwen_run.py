@@ -5,7 +5,8 @@ What it pins: the run resolves the family from `model.family`; LoRA sits on the 
 only and the projector (`merger`) trains at its own rate; RegLoRA's keys cover the tiny model's 2 x 7 LoRA
 modules; merged folders are Qwen2.5-VL folders; Grounding trains on Qwen's pixel boxes and its answers are
 scored in CoIN's convention; `sefe eval run` on a merged folder writes the predictions the in-training
-evaluation wrote; the knowledge probe (LLaVA prompts) is skipped, not run on the wrong prompts.
+evaluation wrote; the knowledge probe ranks ScienceQA's option letters through the Qwen template
+(knowledge.json filled where a task has candidates).
 """
 
 from __future__ import annotations
@@ -62,7 +63,12 @@ def test_three_tasks_train_and_evaluate(qwen_run: tuple[Path, MethodRecorder]) -
         assert begin["group_lrs"] == [5e-3, 1e-3]  # LoRA at train.lr, the merger at train.projector_lr
     keys = KeyStore.load(run / "3_Grounding" / "keys.safetensors")
     assert len(keys.module_names) == 2 * 7  # two layers x seven linears
-    assert not (run / "knowledge.json").exists()  # the probe is LLaVA's: skipped
+    knowledge = orjson.loads((run / "knowledge.json").read_bytes())
+    assert knowledge["tasks"] == TASKS and len(knowledge["rows"]) == 3
+    assert all(r[0] is not None and 0 <= r[0] <= 100 for r in knowledge["rows"])  # ScienceQA: letters
+    assert all(v is None for r in knowledge["rows"] for v in r[1:])  # TextVQA, Grounding: no candidates
+    probe = orjson.loads((run / "3_Grounding" / "eval" / "probe.json").read_bytes())
+    assert list(probe) == ["ScienceQA"] and probe["ScienceQA"]["total"] > 0
 
 
 def test_report_reads_the_qwen_run(qwen_run: tuple[Path, MethodRecorder], tmp_path: Path) -> None:

@@ -20,9 +20,18 @@ MCQ_LETTER = "Answer with the option's letter from the given choices directly."
 VIZWIZ_UNANSWERABLE = "When the provided information is insufficient, respond with 'Unanswerable'."
 SHORT_ANSWER_NUMBER = "Answer the question using a single word, phrase or number."
 GROUNDING_PROMPT = "Please provide the bounding box coordinate of the region this sentence describes:"
+YES_NO_ANSWER = "Answer with Yes or No."  # ends ASD's yes/no line; Micro-CoIN's yes/no questions end with it
+
+# Markers: the part of each line above by which evaluation (`sefe.evaluation.format_checks`) recognises the
+# answer style a question's last line asks for, matched case-insensitively; the tests keep each one part of
+# its sentence.
+SHORT_ANSWER_MARKER = "single word"  # SHORT_ANSWER, SHORT_ANSWER_NUMBER
+MCQ_MARKER = "option's letter"  # MCQ_LETTER
+GROUNDING_MARKER = "bounding box"  # GROUNDING_PROMPT (the Grounding explanation lines name it too)
+YES_NO_MARKER = "with yes or no"  # YES_NO_ANSWER
 
 INSTRUCTIONS: dict[Style, str] = {
-    "yn": "Is the candidate answer correct? Answer with Yes or No.",
+    "yn": f"Is the candidate answer correct? {YES_NO_ANSWER}",
     "mcq": MCQ_LETTER,
     "short": SHORT_ANSWER,
     "brief": "Answer the question, then explain your answer in one short sentence.",
@@ -35,6 +44,8 @@ GROUNDING_INSTRUCTIONS: dict[Style, str] = {
     "brief": "Give the bounding box of the region, then describe the region in one short sentence.",
     "detail": "Give the bounding box of the region, then describe the region in detail.",
 }
+# The explanation styles' markers (brief and detail, in both tables above).
+EXPLAINED_MARKERS: tuple[str, ...] = ("then explain", "then describe", "explain your")
 
 # Lines of a question that give context rather than ask (ScienceQA's context, TextVQA's OCR tokens).
 DEFAULT_CONTEXT_PREFIXES: tuple[str, ...] = ("Context:", "Reference OCR token:", "Hint:")

@@ -27,6 +27,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sefe.coin.instructions import (
+    EXPLAINED_MARKERS,
+    GROUNDING_MARKER,
+    MCQ_MARKER,
+    SHORT_ANSWER_MARKER,
+    YES_NO_MARKER,
+)
 from sefe.coin.root_tasks import find_task
 from sefe.coin.tasks import ANSWER_STYLES, AnswerStyle, TaskError
 from sefe.evaluation.answer_pools import answers_include_yes_no
@@ -47,16 +54,14 @@ _YESNO = re.compile(r"^(yes|no)[.!]?$", re.IGNORECASE)
 _SENTENCE_BREAK = re.compile(r"[.!?;:](?:\s+|$)|\n")
 _ANSWER_BREAK = re.compile(r"[.!?;:,](?:\s+|$)|\n")  # where an answer ends and its explanation begins
 
-# Instruction lines -> style, matched case-insensitively as substrings of the question's last line. Order
-# matters: the explanation lines of Grounding mention the bounding box too.
+# Instruction-line markers (`sefe.coin.instructions`) -> style, matched case-insensitively as substrings of
+# the question's last line. Order matters: the explanation lines of Grounding mention the bounding box too.
 _INSTRUCTION_STYLES: tuple[tuple[str, FormatStyle], ...] = (
-    ("then explain", "explained"),
-    ("then describe", "explained"),
-    ("explain your", "explained"),
-    ("option's letter", "letter"),
-    ("with yes or no", "yesno"),
-    ("single word", "short"),
-    ("bounding box", "box"),
+    *((marker, "explained") for marker in EXPLAINED_MARKERS),
+    (MCQ_MARKER, "letter"),
+    (YES_NO_MARKER, "yesno"),
+    (SHORT_ANSWER_MARKER, "short"),
+    (GROUNDING_MARKER, "box"),
 )
 
 

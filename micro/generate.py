@@ -40,7 +40,7 @@ import orjson
 
 from sefe.atomic import atomic_write_bytes
 from sefe.coin import layout
-from sefe.coin.instructions import GROUNDING_PROMPT, MCQ_LETTER, SHORT_ANSWER
+from sefe.coin.instructions import GROUNDING_PROMPT, MCQ_LETTER, SHORT_ANSWER, YES_NO_ANSWER
 from sefe.micro.scenes import (
     COLOURS,
     GRID,
@@ -60,7 +60,7 @@ from sefe.micro.scenes import (
 
 SHORT = SHORT_ANSWER
 MCQ = MCQ_LETTER
-YESNO = "Answer with Yes or No."
+YESNO = YES_NO_ANSWER
 BOX_Q = f"{GROUNDING_PROMPT} "
 YES_NO: tuple[str, ...] = ("Yes", "No")
 COUNT_OPTIONS = "\n".join(f"{'ABCD'[k - 1]}. {NUMBER_WORDS[k]}" for k in range(1, 5))

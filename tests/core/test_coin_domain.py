@@ -376,14 +376,60 @@ def test_no_module_outside_coin_lists_the_coin_tasks() -> None:
     assert bad == []
 
 
-@pytest.mark.parametrize(
-    "sentence",
-    sorted(
-        {v for k, v in vars(instructions).items() if k.isupper() and isinstance(v, str) and len(v) > 20}
-        | set(instructions.INSTRUCTIONS.values())
-        | set(instructions.GROUNDING_INSTRUCTIONS.values())
-    ),
+SENTENCES = sorted(
+    {v for k, v in vars(instructions).items() if k.isupper() and isinstance(v, str) and len(v) > 20}
+    | set(instructions.INSTRUCTIONS.values())
+    | set(instructions.GROUNDING_INSTRUCTIONS.values())
 )
+PART_MIN_CHARS = 10
+
+
+def _sentence_part(value: str, sentences: list[str] = SENTENCES) -> str | None:
+    """The sentence `value` is a part of (any case), when it is one of 10+ characters and two words or more:
+    `"single word"` is, `"unanswerable"` (an answer) and `" question "` (a word) are not."""
+    text = value.strip().lower()
+    if len(text) < PART_MIN_CHARS or len(text.split()) < 2:
+        return None
+    return next((s for s in sentences if text in s.lower()), None)
+
+
+def test_the_part_finder_tells_phrases_of_sentences_from_words() -> None:
+    assert _sentence_part("single word") == instructions.SHORT_ANSWER
+    assert _sentence_part("With Yes or No") is not None
+    assert _sentence_part("unanswerable") is None  # a VizWiz answer, one word
+    assert _sentence_part(" question ") is None
+    assert _sentence_part("the box") is None  # under ten characters
+    assert _sentence_part("a bounding box of the region") is None  # not part of any sentence
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        instructions.SHORT_ANSWER_MARKER,
+        instructions.MCQ_MARKER,
+        instructions.GROUNDING_MARKER,
+        instructions.YES_NO_MARKER,
+        *instructions.EXPLAINED_MARKERS,
+    ],
+)
+def test_every_style_marker_is_part_of_an_instruction_sentence(marker: str) -> None:
+    """A marker that no sentence contains recognises nothing (format checks would fall back silently)."""
+    assert any(marker.lower() in s.lower() for s in SENTENCES)
+
+
+def test_parts_of_instruction_sentences_live_only_in_coin() -> None:
+    """Markers and half-sentences are written in `coin/` too (`instructions.py`), never copied elsewhere."""
+    bad = [
+        f"{_rel(p)}:{line}: {value!r} (part of {sentence!r})"
+        for p in _modules()
+        if not _rel(p).startswith("coin/")
+        for line, value in _strings(p, with_keys=True)
+        if (sentence := _sentence_part(value)) is not None
+    ]
+    assert bad == []
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
 def test_instruction_sentences_live_only_in_coin_instructions(sentence: str) -> None:
     bad = [
         f"{_rel(p)}:{line}"

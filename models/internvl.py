@@ -20,14 +20,12 @@ reuses `qwen2_5_vl`'s ChatML rendering, labels and collator, and changes what di
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pydantic import BaseModel, ConfigDict
 
 from sefe.models.qwen2_5_vl import (
@@ -37,6 +35,7 @@ from sefe.models.qwen2_5_vl import (
     chat_template_of,
     chatml_template,
     load_model,
+    recipe_digest,
 )
 from sefe.models.qwen3_vl import coin_box_to_qwen3, qwen3_box_to_coin
 
@@ -112,8 +111,7 @@ class TinyInternConfig(BaseModel):
     max_tiles: int = 4
 
     def digest(self) -> str:
-        recipe = {"format": BUILD_FORMAT, "template": CHAT_TEMPLATE, **self.model_dump()}
-        return hashlib.sha256(orjson.dumps(recipe, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+        return recipe_digest(self, BUILD_FORMAT, CHAT_TEMPLATE)
 
 
 def build_tiny(config: TinyInternConfig | None = None, vocab_folder: Path | None = None):

@@ -251,8 +251,7 @@ class TinyQwenConfig(BaseModel):
     max_pixels: int = 28 * 28 * 64
 
     def digest(self) -> str:
-        recipe = {"format": BUILD_FORMAT, "template": CHAT_TEMPLATE, **self.model_dump()}
-        return hashlib.sha256(orjson.dumps(recipe, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+        return recipe_digest(self, BUILD_FORMAT, CHAT_TEMPLATE)
 
 
 def build_tiny(config: TinyQwenConfig | None = None, vocab_folder: Path | None = None):
@@ -264,9 +263,7 @@ def build_tiny(config: TinyQwenConfig | None = None, vocab_folder: Path | None =
 
     config = config or TinyQwenConfig()
     tokenizer = qwen2_tokenizer(vocab_folder)
-    ids = {
-        t: int(tokenizer.convert_tokens_to_ids(t)) for t in (*VISION_TOKENS, "<|im_end|>", "<|endoftext|>")
-    }
+    ids = chatml_ids(tokenizer)
     image_processor = Qwen2VLImageProcessorPil(min_pixels=config.min_pixels, max_pixels=config.max_pixels)
     text = {
         "vocab_size": len(tokenizer),
@@ -335,6 +332,19 @@ def tiny_dir(cache_dir: Path | None = None, config: TinyQwenConfig | None = None
     """The tiny Qwen2.5-VL folder, built once per config under `$SEFE_CACHE` (atomic publish)."""
     config = config or TinyQwenConfig()
     return cached_tiny(cache_dir, f"tiny-qwen2_5_vl-{config.digest()}", config, lambda: build_tiny(config))
+
+
+def recipe_digest(config: BaseModel, build_format: int, template: str) -> str:
+    """The cache key of a tiny model: its build format, chat template and config (12 hex digits)."""
+    recipe = {"format": build_format, "template": template, **config.model_dump()}
+    return hashlib.sha256(orjson.dumps(recipe, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+
+
+def chatml_ids(tokenizer: Any) -> dict[str, int]:
+    """The ids of the vision tokens and ChatML's end tokens in the real Qwen2 vocabulary."""
+    return {
+        t: int(tokenizer.convert_tokens_to_ids(t)) for t in (*VISION_TOKENS, "<|im_end|>", "<|endoftext|>")
+    }
 
 
 def cached_tiny(cache_dir: Path | None, name: str, config: BaseModel, build: Any) -> Path:

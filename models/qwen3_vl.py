@@ -17,20 +17,19 @@ labels, the collator and generation inputs, and changes only what differs:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pydantic import BaseModel, ConfigDict
 
 from sefe.models.qwen2_5_vl import (
-    VISION_TOKENS,
     Qwen2_5_VLFamily,
     QwenProcessor,
     cached_tiny,
+    chatml_ids,
     chatml_template,
+    recipe_digest,
     seeded_qwen_model,
 )
 
@@ -62,8 +61,7 @@ class TinyQwen3Config(BaseModel):
     max_pixels: int = 32 * 32 * 64
 
     def digest(self) -> str:
-        recipe = {"format": BUILD_FORMAT, "template": CHAT_TEMPLATE, **self.model_dump()}
-        return hashlib.sha256(orjson.dumps(recipe, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+        return recipe_digest(self, BUILD_FORMAT, CHAT_TEMPLATE)
 
 
 def build_tiny(config: TinyQwen3Config | None = None, vocab_folder: Path | None = None):
@@ -75,9 +73,7 @@ def build_tiny(config: TinyQwen3Config | None = None, vocab_folder: Path | None 
 
     config = config or TinyQwen3Config()
     tokenizer = qwen2_tokenizer(vocab_folder)
-    ids = {
-        t: int(tokenizer.convert_tokens_to_ids(t)) for t in (*VISION_TOKENS, "<|im_end|>", "<|endoftext|>")
-    }
+    ids = chatml_ids(tokenizer)
     image_processor = Qwen2VLImageProcessorPil(
         min_pixels=config.min_pixels,
         max_pixels=config.max_pixels,

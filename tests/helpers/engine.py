@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sefe.asd_gen.needs import GenerationOptions, Need, NeedKind, QAItem
 from tests.helpers.chat_server import ChatServer
 
@@ -19,3 +21,19 @@ def openai_options(srv: ChatServer, **kw: object) -> GenerationOptions:
     base = {"backend": "openai", "base_url": srv.base_url, "concurrency": 8, "max_retries": 2}
     base.update(kw)
     return GenerationOptions(**base)  # type: ignore[arg-type]
+
+
+def openai_build_args(data: Path, out: Path, url: str) -> list[str]:
+    """`sefe asd build` arguments (after `sefe`) for a data root against an OpenAI-compatible server."""
+    return [
+        "asd",
+        "build",
+        "--data-root",
+        str(data),
+        "--out",
+        str(out),
+        "--backend",
+        "openai",
+        "--base-url",
+        url,
+    ]

@@ -21,6 +21,7 @@ from sefe.cli import app
 from sefe.jsonl_store import JsonlStore
 from sefe.lock import LOCK_NAME
 from tests.helpers.chat_server import ChatServer
+from tests.helpers.engine import openai_build_args
 
 DATA = Path(__file__).resolve().parents[3] / "data" / "coin-mini"
 pytestmark = pytest.mark.skipif(not (DATA / "annotations").is_dir(), reason="data/coin-mini not generated")
@@ -28,20 +29,8 @@ X = ["--x", "20"]
 
 
 def _child(out: Path, url: str) -> subprocess.Popen[bytes]:
-    args = [
-        "asd",
-        "build",
-        "--data-root",
-        str(DATA),
-        "--out",
-        str(out),
-        "--backend",
-        "openai",
-        "--base-url",
-        url,
-    ]
     return subprocess.Popen(
-        [sys.executable, "-m", "sefe.cli", *args, *X, "--concurrency", "2"],
+        [sys.executable, "-m", "sefe.cli", *openai_build_args(DATA, out, url), *X, "--concurrency", "2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

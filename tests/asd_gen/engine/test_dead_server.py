@@ -31,7 +31,7 @@ from sefe.asd_gen.needs import GenerationOptions
 from sefe.cli import app
 from sefe.jsonl_store import JsonlStore
 from tests.helpers.chat_server import ChatServer
-from tests.helpers.engine import need, openai_options
+from tests.helpers.engine import need, openai_build_args, openai_options
 
 DATA = Path(__file__).resolve().parents[3] / "data" / "coin-mini"
 pytestmark = pytest.mark.skipif(not (DATA / "annotations").is_dir(), reason="data/coin-mini not generated")
@@ -39,22 +39,7 @@ FAST = ["--max-retries", "1", "--request-timeout", "5"]  # SDK retries: one, so 
 
 
 def _build(out: Path, url: str, *args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(
-        app,
-        [
-            "asd",
-            "build",
-            "--data-root",
-            str(DATA),
-            "--out",
-            str(out),
-            "--backend",
-            "openai",
-            "--base-url",
-            url,
-            *args,
-        ],
-    )
+    res = CliRunner().invoke(app, [*openai_build_args(DATA, out, url), *args])
     return res.exit_code, " ".join(res.output.split())  # the console wraps at 80 columns
 
 

@@ -24,6 +24,7 @@ from sefe.cli import app
 from sefe.errors import DISK_FULL_EXIT
 from sefe.jsonl_store import JsonlStore
 from tests.helpers.chat_server import ChatServer
+from tests.helpers.engine import openai_build_args
 
 DATA = Path(__file__).resolve().parents[3] / "data" / "coin-mini"
 pytestmark = pytest.mark.skipif(not (DATA / "annotations").is_dir(), reason="data/coin-mini not generated")
@@ -150,27 +151,8 @@ def test_a_real_small_tmpfs_fills_up(tmp_path: Path) -> None:
     srv = ChatServer(latency_s=0.05).start()
     try:
         needed = _needed(tmp_path / "probe", srv.base_url)
-        build = [
-            sys.executable,
-            "-m",
-            "sefe.cli",
-            "asd",
-            "build",
-            "--data-root",
-            str(DATA),
-            "--out",
-            str(out),
-        ]
-        build += [
-            "--x",
-            "20",
-            "--backend",
-            "openai",
-            "--base-url",
-            srv.base_url,
-            "--concurrency",
-            str(CONCURRENCY),
-        ]
+        build = [sys.executable, "-m", "sefe.cli", *openai_build_args(DATA, out, srv.base_url)]
+        build += ["--x", "20", "--concurrency", str(CONCURRENCY)]
         script = (
             f"mount -t tmpfs -o size=24k tmpfs {shlex.quote(str(out))} || exit 97\n"
             f"{shlex.join(build)}\nrc=$?\n"

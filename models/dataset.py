@@ -51,7 +51,24 @@ def load_records(path: Path, image_root: Path | None = None) -> list[TrainSample
     return [TrainSample(rec.id, rec.image, rec.pairs()) for rec in records]
 
 
-class LlavaDataset(Dataset):
+class RecordsDataset(Dataset):
+    """What every training dataset of `models/` shares: its records, their lengths for the length-grouped
+    samplers (`models/sampling.py`), and LLaVA's signed modality lengths."""
+
+    records_path: Path
+    records: list[TrainSample]
+    lengths: list[int]
+
+    @property
+    def modality_lengths(self) -> list[int]:
+        """LLaVA's convention: positive for image records, negative for text-only ones."""
+        return [n if rec.image else -n for n, rec in zip(self.lengths, self.records, strict=True)]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class LlavaDataset(RecordsDataset):
     """Items: `input_ids` (one `IMAGE_PLACEHOLDER` per image), `labels` (LongTensor) and `pixel_values`
     (3xHxW) or None for text-only records.
 
@@ -88,14 +105,6 @@ class LlavaDataset(Dataset):
             + (self.image_tokens if rec.image else 0)
             for rec in self.records
         ]
-
-    @property
-    def modality_lengths(self) -> list[int]:
-        """LLaVA's convention: positive for image records, negative for text-only ones."""
-        return [n if rec.image else -n for n, rec in zip(self.lengths, self.records, strict=True)]
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         rec = self.records[i]

@@ -15,15 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import Dataset
-
 from sefe.coin.images import open_image
-from sefe.models.dataset import load_records
+from sefe.models.dataset import RecordsDataset, load_records
 from sefe.models.family import Encoded, ModelFamily
 from sefe.models.train_sample import TrainSample
 
 
-class FamilyDataset(Dataset):
+class FamilyDataset(RecordsDataset):
     """Items: `input_ids`, `labels` (lists, image tokens expanded) and `vision` (the image's model inputs,
     empty for text-only records); `FamilyCollator` batches them."""
 
@@ -52,14 +50,6 @@ class FamilyDataset(Dataset):
             sum(len(q.split()) + len(a.split()) for q, a in rec.turns) + (1 if rec.image else 0)
             for rec in records
         ]
-
-    @property
-    def modality_lengths(self) -> list[int]:
-        """LLaVA's convention: positive for image records, negative for text-only ones."""
-        return [n if rec.image else -n for n, rec in zip(self.lengths, self.records, strict=True)]
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         rec = self.records[i]

@@ -48,7 +48,7 @@ class ReleaseKeysError(InputError):
 
 
 def linear_shapes(config_path: str | os.PathLike[str]) -> dict[str, tuple[int, int]]:
-    """(out, in) of every adapted linear, by sefe module name, from a Llama or LLaVA `config.json`."""
+    """(out, in) of every adapted linear, by sefe module name, from a model folder's `config.json`."""
     path = Path(config_path)
     if path.is_dir():
         path = path / "config.json"
@@ -56,8 +56,12 @@ def linear_shapes(config_path: str | os.PathLike[str]) -> dict[str, tuple[int, i
         cfg: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ReleaseKeysError(f"{path}: cannot read the model config: {exc}") from None
-    llava = isinstance(cfg.get("text_config"), dict)
-    text = cfg["text_config"] if llava else cfg
+    # A multimodal config (LLaVA, Qwen2.5-VL, Qwen3-VL, InternVL in transformers 5) keeps its language model
+    # under `model.language_model`; its text sizes sit in `text_config`, or at the top level as the published
+    # Qwen2.5-VL config.json writes them.
+    text_nested = isinstance(cfg.get("text_config"), dict)
+    multimodal = text_nested or isinstance(cfg.get("vision_config"), dict)
+    text = cfg["text_config"] if text_nested else cfg
     try:
         hidden, inter = int(text["hidden_size"]), int(text["intermediate_size"])
         layers, heads = int(text["num_hidden_layers"]), int(text["num_attention_heads"])
@@ -75,7 +79,7 @@ def linear_shapes(config_path: str | os.PathLike[str]) -> dict[str, tuple[int, i
         "mlp.up_proj": (inter, hidden),
         "mlp.down_proj": (hidden, inter),
     }
-    prefix = "model.language_model.layers" if llava else "model.layers"
+    prefix = "model.language_model.layers" if multimodal else "model.layers"
     return {f"{prefix}.{i}.{lin}": per_layer[lin] for i in range(layers) for lin in _LINEARS}
 
 

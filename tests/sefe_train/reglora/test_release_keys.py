@@ -177,3 +177,59 @@ def test_cli_keys_import_and_export(tmp_path: Path) -> None:
         app, ["keys", "export", str(tmp_path / "junk.safetensors"), "-o", str(tmp_path / "j.pth")]
     )
     assert junk.exit_code == 2 and "junk.safetensors" in junk.output
+
+
+@pytest.mark.parametrize("family_name", ["qwen2_5_vl", "qwen3_vl", "internvl"])
+def test_keys_round_trip_through_a_family_config(
+    family_name: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`sefe keys import --model <Qwen or InternVL folder>`: the shapes read from the folder's config.json are
+    the family's LoRA-targeted linears (language model only), and keys taken from a real PEFT model of that
+    family survive export -> import unchanged."""
+    import re
+
+    from peft import LoraConfig, get_peft_model
+
+    from sefe.cli import app
+    from sefe.models import vocab
+    from sefe.models.family import get_family
+    from tests.helpers.qwen import require_qwen_vocab
+
+    require_qwen_vocab(vocab.vocab_dir())
+    family = get_family(family_name)
+    folder = family.tiny_dir(tmp_path_factory.mktemp("sefe-cache"))
+    model, _ = family.load(folder)
+    target = re.compile(family.lora_target_regex)
+    want = {
+        name: tuple(mod.weight.shape)
+        for name, mod in model.named_modules()
+        if isinstance(mod, torch.nn.Linear) and target.fullmatch(name)
+    }
+    assert want and all(".language_model." in n for n in want)
+    assert linear_shapes(folder) == want
+
+    # the published Qwen2.5-VL config.json keeps the text sizes at the top level, beside vision_config
+    cfg = json.loads((folder / "config.json").read_text())
+    flat = {**{k: v for k, v in cfg.items() if k != "text_config"}, **cfg["text_config"]}
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "config.json").write_text(json.dumps(flat))
+    assert linear_shapes(tmp_path / "flat") == want
+
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=family.lora_target_regex))
+    randomise_lora(peft_model, seed=3)
+    store = KeyStore.empty().update_from_peft(peft_model, RegLoRAConfig(top_percent=20.0))
+    store.save(tmp_path / "keys.safetensors")
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["keys", "export", str(tmp_path / "keys.safetensors"), "-o", str(tmp_path / "k.pth")]
+    )
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(
+        app,
+        ["keys", "import", str(tmp_path / "k.pth"), "--model", str(folder), "-o", str(tmp_path / "back.st")],
+    )
+    assert res.exit_code == 0, res.output
+    back = KeyStore.load(tmp_path / "back.st")
+    assert set(back.module_names) == set(store.module_names) == set(want)
+    for name in want:
+        np.testing.assert_array_equal(back.indices(name), store.indices(name))

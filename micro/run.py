@@ -120,6 +120,7 @@ def run_config(
                 "global_batch_size": opts.batch_size,
                 "per_device_batch_size": opts.batch_size,
                 "max_length": 256,
+                "cache_examples": True,  # 48 px pictures: encoding an item costs as much as its step
                 "gradient_checkpointing": False,
                 "group_by_length": False,
                 "save_steps": 100,

@@ -58,6 +58,34 @@ class RecordsDataset(Dataset):
     records_path: Path
     records: list[TrainSample]
     lengths: list[int]
+    #: encoded items kept after their first read (`keep_encoded`); None: every read encodes again
+    _encoded: dict[int, dict[str, Any]] | None = None
+
+    def keep_encoded(self) -> None:
+        """Keep every encoded item in memory after its first read (`train.cache_examples`).
+
+        Why: on small data (Micro-CoIN: 48 px pictures, 30-token records) decoding and tokenising an item
+        costs about as much as the training step it feeds, and every epoch repeats it. CoIN's 336 px images
+        would not fit in memory, so this is off by default. Items are returned as built; collators copy.
+        """
+        self._encoded = {}
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if self._encoded is None:
+            return self.encode_item(i)
+        item = self._encoded.get(i)
+        if item is None:
+            item = self._encoded[i] = self.encode_item(i)
+        return item
+
+    def encode_item(self, i: int) -> dict[str, Any]:
+        """Record `i` as the collator takes it (ids, labels, the image's model inputs)."""
+        raise NotImplementedError
+
+    def forget_encoded(self) -> None:
+        """Drop kept items (the records changed: `set_records`)."""
+        if self._encoded is not None:
+            self._encoded = {}
 
     @property
     def modality_lengths(self) -> list[int]:
@@ -100,13 +128,14 @@ class LlavaDataset(RecordsDataset):
     def set_records(self, records: list[TrainSample]) -> None:
         """Train on `records` (a continual method may mix in earlier tasks' ones) and refresh `lengths`."""
         self.records = records
+        self.forget_encoded()
         self.lengths: list[int] = [
             sum(len(q.split()) + len(a.split()) for q, a in rec.turns)
             + (self.image_tokens if rec.image else 0)
             for rec in self.records
         ]
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def encode_item(self, i: int) -> dict[str, Any]:
         rec = self.records[i]
         where = f"{self.records_path}, record {i}, id {rec.id!r}"
         ids, labels = self.tokenize(rec.turns, bool(rec.image), where)

@@ -46,12 +46,13 @@ class FamilyDataset(RecordsDataset):
         """Train on `records` and refresh `lengths` (words, plus one for an image: a family's image-token
         count depends on the image's size, which is not read until the item is)."""
         self.records = records
+        self.forget_encoded()
         self.lengths = [
             sum(len(q.split()) + len(a.split()) for q, a in rec.turns) + (1 if rec.image else 0)
             for rec in records
         ]
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def encode_item(self, i: int) -> dict[str, Any]:
         rec = self.records[i]
         where = f"{self.records_path}, record {i}, id {rec.id!r}"
         image = open_image(self.data_root, rec.image, f"{where}, field 'image'") if rec.image else None

@@ -126,6 +126,9 @@ class TrainOptions(_Strict):
     global_batch_size: int = Field(128, gt=0)
     per_device_batch_size: int = Field(16, gt=0)
     max_length: int = Field(2048, gt=0)
+    # keep every encoded train item in memory after its first epoch: for small data (Micro-CoIN), where
+    # encoding an item costs as much as the step; CoIN's images would not fit (models/dataset.py)
+    cache_examples: bool = False
     gradient_checkpointing: bool = True
     group_by_length: bool = True
     # LLaVA's sampler: image and text-only records in separate batches, each grouped by length (release: on)

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sefe.models.dataset import RecordsDataset
 from sefe.models.family import ModelFamily, family_names
 from sefe.sefe_train.config import DEFAULT_TINY, ConfigError, RunConfig, TaskConfig
 
@@ -133,14 +134,19 @@ def train_dataset(cfg: RunConfig, task: TaskConfig, processor: Any) -> Any:
     others: `FamilyDataset`, Grounding-style answers converted to the family's boxes)."""
     path, root, max_length = cfg.train_path(task), cfg.resolved_data_root(), cfg.train.max_length
     family = run_family(cfg)
+    dataset: RecordsDataset
     if is_llava(family):
         from sefe.models.dataset import LlavaDataset
 
-        return LlavaDataset(path, root, processor, max_length)
-    from sefe.models.family_dataset import FamilyDataset
+        dataset = LlavaDataset(path, root, processor, max_length)
+    else:
+        from sefe.models.family_dataset import FamilyDataset
 
-    box_answers = box_task(task.name, root)
-    return FamilyDataset(path, root, family, processor, max_length, box_answers=box_answers)
+        box_answers = box_task(task.name, root)
+        dataset = FamilyDataset(path, root, family, processor, max_length, box_answers=box_answers)
+    if cfg.train.cache_examples:
+        dataset.keep_encoded()
+    return dataset
 
 
 def box_task(name: str, root: Path) -> bool:

@@ -92,3 +92,29 @@ def test_bad_record_names_file_index_and_field(tiny, tmp_path: Path) -> None:
     path.write_bytes(orjson.dumps([good, bad]))
     with pytest.raises(ValueError, match=r"train.json.*record 1.*id 2.*conversations"):
         LlavaDataset(path, tmp_path, processor)
+
+
+def test_kept_items_are_encoded_once_and_equal_fresh_ones(tiny, data_root: Path) -> None:
+    """`train.cache_examples`: the second epoch reads kept items, equal to freshly encoded ones; collating
+    them leaves them unchanged (the collator copies); new records (`set_records`) drop what was kept."""
+    _, processor = tiny
+    path = data_root / "annotations" / "GQA" / "train.json"
+    fresh, kept = LlavaDataset(path, data_root, processor), LlavaDataset(path, data_root, processor)
+    kept.keep_encoded()
+    calls: list[int] = []
+    encode = kept.encode_item
+    kept.encode_item = lambda i: calls.append(i) or encode(i)  # type: ignore[method-assign]
+    collate = DataCollator(processor)
+    for _epoch in range(2):
+        items = [kept[i] for i in range(len(kept))]
+        collate(items)
+    assert sorted(calls) == list(range(len(kept)))  # each record encoded once over two epochs
+    for i in range(len(kept)):
+        a, b = kept[i], fresh[i]
+        assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
+        assert (a["pixel_values"] is None) == (b["pixel_values"] is None)
+        if a["pixel_values"] is not None:
+            assert torch.equal(a["pixel_values"], b["pixel_values"])
+    kept.set_records(kept.records[:1])
+    kept[0]
+    assert calls[-1] == 0 and len(calls) == len(fresh) + 1  # encoded again after the records changed

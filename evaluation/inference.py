@@ -9,9 +9,10 @@ left-padded. A model of another family (`models/family.py`: the folder's `model_
 in-memory model) gets its own generation prompt (`ModelFamily.generation_inputs`) and its images unpadded
 (RGB, the family's processor resizes them); the answers of box tasks (Grounding) are converted back into
 CoIN's box convention (`answer_from_family`, per image size) before they are written, so scorers see CoIN's
-spelling. Each finished batch is appended and flushed, and a rerun skips question ids already in the file,
-so a killed evaluation loses at most one batch. Lines stay in test-file order (CoIN's ImageNet scorer
-aligns by position).
+spelling. `--engine vllm` serves a merged folder of any family (`vllm_engine.py`: the same prompt text and
+images; for another family only its processor is loaded here, for the box conversion). Each finished batch
+is appended and flushed, and a rerun skips question ids already in the file, so a killed evaluation loses at
+most one batch. Lines stay in test-file order (CoIN's ImageNet scorer aligns by position).
 """
 
 from __future__ import annotations
@@ -226,10 +227,6 @@ def run_inference(
             return paths
         mid = model_id or ("model" if isinstance(model, tuple) else Path(model).resolve().name)
         fam = _family_of(model, family)
-        if fam is not None and engine != "hf":
-            raise InputError(
-                f"--engine {engine} serves LLaVA folders; a {fam.name} model runs on --engine hf"
-            )
         generate, processor, restore = _generator(model, engine, max_new_tokens, dtype, device, fam)
         if fam is None:
             writer = _Writer(data_root, mid, scienceqa_instruction, _padding_fill(processor))
@@ -301,9 +298,12 @@ def _generator(
     if not isinstance(model, tuple):
         _refuse_incomplete(Path(model))
     if engine == "vllm" and not isinstance(model, tuple):
-        from sefe.evaluation.vllm_engine import vllm_generate_fn
+        from sefe.evaluation.vllm_engine import family_generate_fn, vllm_generate_fn
 
-        return vllm_generate_fn(str(model), max_new_tokens), None, lambda: None
+        if family is None:
+            return vllm_generate_fn(str(model), max_new_tokens), None, lambda: None
+        generate_fn, processor = family_generate_fn(str(model), max_new_tokens, family)
+        return generate_fn, processor, lambda: None
     if isinstance(model, tuple):
         llava, processor = model
     else:

@@ -9,7 +9,10 @@ names a family:
 - **record -> ids and labels** (`encode`): CoIN's LLaVA conversation rendered through the family's chat
   template, loss on the assistant turns only, the image placeholder expanded to as many image tokens as the
   family's processor gives this image; `collate` batches encoded records (images of different sizes too);
-- **generation inputs** (`generation_inputs`) for evaluation and the knowledge probe, same template;
+- **generation inputs** (`generation_inputs`) for evaluation and the knowledge probe, same template, built
+  from `prompt_text`: one question's generation prompt as text with its image as the single placeholder the
+  family's standard processor expands, which is what vLLM takes (`sefe eval run --engine vllm`), so both
+  engines see the same ids;
 - **LoRA targets** (`lora_target_regex`): the language model's linear layers only, never the vision tower's;
   `projector_modules(model)` names the projector's modules for `lora.train_projector` (PEFT
   `modules_to_save`, matched as name suffixes; their parameters form the projector's parameter group);
@@ -54,6 +57,10 @@ class ModelFamily(Protocol):
         """(model, processor) from an HF folder of this family."""
         ...
 
+    def load_processor(self, path: str | Path) -> Any:
+        """The processor alone (no weights): what prompts and box conversion need beside another engine."""
+        ...
+
     def save(self, model: Any, processor: Any, folder: str | Path) -> Path:
         """Write a standard HF folder atomically (a merged stage is one)."""
         ...
@@ -70,6 +77,11 @@ class ModelFamily(Protocol):
 
     def collate(self, processor: Any, items: Sequence[Encoded]) -> dict[str, Any]:
         """Right-padded batch tensors of encoded records, with the family's vision inputs."""
+        ...
+
+    def prompt_text(self, processor: Any, question: str, has_image: bool) -> str:
+        """One question's generation prompt as text, before image expansion: the image (if any) is the one
+        placeholder the family's standard processor (and vLLM) expands. `generation_inputs` tokenises it."""
         ...
 
     def generation_inputs(
@@ -118,6 +130,11 @@ class LlavaFamily:
 
         return load_llava(path, dtype=dtype, attn_implementation=attn_implementation)
 
+    def load_processor(self, path: str | Path) -> Any:
+        from sefe.models.llava import load_llava_processor
+
+        return load_llava_processor(path)
+
     def save(self, model: Any, processor: Any, folder: str | Path) -> Path:
         from sefe.models.llava import save_llava
 
@@ -153,14 +170,21 @@ class LlavaFamily:
         ]
         return DataCollator(processor)(features)
 
+    def prompt_text(self, processor: Any, question: str, has_image: bool) -> str:
+        """The vicuna_v1 generation prompt with one `<image>` line (vLLM's LLaVA processor expands it)."""
+        from sefe.models.conversation import generation_prompt
+
+        return generation_prompt(question, has_image)
+
     def generation_inputs(
         self, processor: Any, questions: Sequence[str], images: Sequence[Any | None]
     ) -> dict:
-        from sefe.models.conversation import generation_prompt
         from sefe.models.tokenization import generation_inputs
 
         _same_length(questions, images)
-        prompts = [generation_prompt(q, img is not None) for q, img in zip(questions, images, strict=True)]
+        prompts = [
+            self.prompt_text(processor, q, img is not None) for q, img in zip(questions, images, strict=True)
+        ]
         return generation_inputs(processor, prompts, [img for img in images if img is not None])
 
     def box_to_family(self, box: Sequence[float], image_size: tuple[int, int], processor: Any) -> list[float]:

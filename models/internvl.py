@@ -8,14 +8,16 @@ reuses `qwen2_5_vl`'s ChatML rendering, labels and collator, and changes what di
   than one tile; each tile gives `image_seq_length` tokens (256 at 448 px: 32x32 patches, pixel-shuffled by
   0.5). The image slot becomes `<img>` + `<IMG_CONTEXT>` x (tiles x 256) + `</img>`; tiles of all images
   are concatenated in batch order (`pixel_values` tiles x 3 x S x S). No `mm_token_type_ids`: positions are
-  1-D. A released folder's template writes only `<IMG_CONTEXT>`; ours writes the `<img>` pair itself, and
-  `expansion` adds the pair only when the template does not.
+  1-D. A released folder's template writes only `<IMG_CONTEXT>` (ours too, since build format 2), and
+  `expansion` adds the pair (a template that writes the pair itself, sefe's before format 2, keeps it).
+- **Saved folders** are standard `InternVLProcessor` folders: the tokenizer names its image tokens
+  (`start_image_token` ..., which transformers' processor and vLLM read) and has `<video>`, as released.
 - **Projector.** `multi_modal_projector` (an MLP after the pixel shuffle), as LLaVA's name.
 - **Boxes.** Relative to the image on a 0..1000 scale, as Qwen3-VL (`qwen3_vl.coin_box_to_qwen3`).
 - **Processor.** transformers' `InternVLProcessor` also insists on a video processor (torchvision), so the
   parts are held by `InternProcessor`, like `QwenProcessor`.
 - **Tiny model.** The real Qwen2.5 vocabulary plus InternVL's added tokens at InternVL3's ids
-  (`<IMG_CONTEXT>` = 151667, the config default).
+  (`<IMG_CONTEXT>` = 151667, the config default; `<video>` = 151674, as the -hf conversion adds it).
 """
 
 from __future__ import annotations
@@ -39,11 +41,18 @@ from sefe.models.qwen2_5_vl import (
 )
 from sefe.models.qwen3_vl import coin_box_to_qwen3, qwen3_box_to_coin
 
-BUILD_FORMAT = 1
-START, CONTEXT, END = "<img>", "<IMG_CONTEXT>", "</img>"
-#: InternVL3's added tokens after Qwen2.5's 151665, in id order (`<IMG_CONTEXT>` = 151667).
-ADDED_TOKENS = (START, END, CONTEXT, "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>")
-CHAT_TEMPLATE = chatml_template(None, image_part=f"{START}{CONTEXT}{END}\n")
+BUILD_FORMAT = 2
+START, CONTEXT, END, VIDEO = "<img>", "<IMG_CONTEXT>", "</img>", "<video>"
+#: InternVL3-hf's added tokens after Qwen2.5's 151665, in id order (`<IMG_CONTEXT>` = 151667).
+ADDED_TOKENS = (START, END, CONTEXT, "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>", VIDEO)
+#: The tokenizer's named image tokens, which transformers' `InternVLProcessor` (and so vLLM) reads.
+NAMED_TOKENS = {
+    "start_image_token": START,
+    "end_image_token": END,
+    "context_image_token": CONTEXT,
+    "video_token": VIDEO,
+}
+CHAT_TEMPLATE = chatml_template(None, image_part=f"{CONTEXT}\n")
 
 
 @dataclass
@@ -75,6 +84,16 @@ class InternProcessor(QwenProcessor):
         (Path(folder) / "processor_config.json").write_text(
             json.dumps(config, indent=2) + "\n", encoding="utf-8"
         )
+        name_image_tokens(Path(folder) / "tokenizer_config.json")
+
+
+def name_image_tokens(tokenizer_config: Path) -> None:
+    """Add the named image tokens (`NAMED_TOKENS`) that a released InternVL tokenizer config carries and a
+    tokenizer built here lacks; names already there are kept."""
+    config = json.loads(tokenizer_config.read_text(encoding="utf-8"))
+    for name, token in NAMED_TOKENS.items():
+        config.setdefault(name, token)
+    tokenizer_config.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def load_processor(folder: str | Path) -> InternProcessor:
@@ -185,6 +204,9 @@ class InternVLFamily(Qwen2_5_VLFamily):
 
     def load(self, path: str | Path, dtype: Any = "float32", attn_implementation: str = "sdpa") -> tuple:
         return load_model(path, dtype, attn_implementation, self.model_class), load_processor(path)
+
+    def load_processor(self, path: str | Path) -> Any:
+        return load_processor(path)
 
     def tiny_dir(self, cache_dir: Path | None = None) -> Path:
         return tiny_dir(cache_dir)

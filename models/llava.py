@@ -139,6 +139,17 @@ def _load_hf(folder: str, dtype: Any, attn_implementation: str):
     return model, _fix_processor(processor, model.config)
 
 
+def load_llava_processor(folder: str | Path) -> Any:
+    """The LlavaProcessor of an HF LLaVA folder without its weights (made to follow LLaVA-1.5, as loaded)."""
+    from transformers import AutoConfig, AutoProcessor
+
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise MissingFile(f"model source hf: {path} has no config.json (expected an HF LLaVA folder)")
+    with reading(path, "processor", (OSError, ValueError)):
+        return _fix_processor(AutoProcessor.from_pretrained(path), AutoConfig.from_pretrained(path))
+
+
 def load_projector(path: str | Path) -> dict[str, Any]:
     """LLaVA's pretrain `mm_projector.bin` as `linear_1/2` state dict keys (a clear error on other files)."""
     import torch

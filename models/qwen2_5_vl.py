@@ -526,19 +526,22 @@ def collate(processor: QwenProcessor, items: Sequence[Encoded], left_pad: bool =
     return batch
 
 
+def prompt_text(processor: QwenProcessor, question: str, has_image: bool) -> str:
+    """One question's generation prompt as the folder's template renders it, the image as its one slot
+    (`<|vision_start|><|image_pad|><|vision_end|>`): the text vLLM and transformers' processor expand."""
+    return render(processor, messages([(question, None)], has_image), add_generation_prompt=True)
+
+
 def generation_inputs(
     processor: QwenProcessor, questions: Sequence[str], images: Sequence[Any | None]
 ) -> dict:
-    """Left-padded prompts (the template's generation prompt), each with its image or none."""
+    """Left-padded prompts (`prompt_text`, tokenised), each with its image slot expanded for its image."""
     if len(questions) != len(images):
         raise ValueError(f"{len(questions)} questions but {len(images)} image slots (None for text-only)")
     items = []
     for question, image in zip(questions, images, strict=True):
-        msgs = messages([(question, None)], image is not None)
-        ids = [
-            int(i)
-            for i in processor.tokenizer(render(processor, msgs, True), add_special_tokens=False)["input_ids"]
-        ]
+        text = prompt_text(processor, question, image is not None)
+        ids = [int(i) for i in processor.tokenizer(text, add_special_tokens=False)["input_ids"]]
         vision: dict[str, Any] = {}
         labels = [IGNORE_INDEX] * len(ids)
         if image is not None:
@@ -566,6 +569,9 @@ class Qwen2_5_VLFamily:
     def load(self, path: str | Path, dtype: Any = "float32", attn_implementation: str = "sdpa") -> tuple:
         return load(path, dtype, attn_implementation, self.model_class)
 
+    def load_processor(self, path: str | Path) -> Any:
+        return load_processor(path)
+
     def save(self, model: Any, processor: Any, folder: str | Path) -> Path:
         return save(model, processor, folder)
 
@@ -579,6 +585,9 @@ class Qwen2_5_VLFamily:
 
     def collate(self, processor: Any, items: Sequence[Encoded]) -> dict[str, Any]:
         return collate(processor, items)
+
+    def prompt_text(self, processor: Any, question: str, has_image: bool) -> str:
+        return prompt_text(processor, question, has_image)
 
     def generation_inputs(
         self, processor: Any, questions: Sequence[str], images: Sequence[Any | None]

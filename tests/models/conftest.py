@@ -3,6 +3,7 @@ CoIN-layout data root written here (real JPEG/PNG files and JSON in the released
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -99,3 +100,25 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (ann / "ImageNet").mkdir()
     (ann / "ImageNet" / "test.json").write_bytes(orjson.dumps(imagenet))
     return root
+
+
+@pytest.fixture(scope="session")
+def family_folder(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """`family_folder(name)`: the family's tiny model loaded and written back by `family.save`, as a merged
+    stage is (built once per session and family; skipped without the real Qwen vocabulary)."""
+    from sefe.models import vocab
+    from sefe.models.family import get_family
+    from tests.helpers.qwen import require_qwen_vocab
+
+    cache = tmp_path_factory.mktemp("sefe-cache")
+    folders: dict[str, Path] = {}
+
+    def folder(name: str) -> Path:
+        if name not in folders:
+            require_qwen_vocab(vocab.vocab_dir())
+            family = get_family(name)
+            model, processor = family.load(family.tiny_dir(cache))
+            folders[name] = family.save(model, processor, tmp_path_factory.mktemp(name) / "merged")
+        return folders[name]
+
+    return folder

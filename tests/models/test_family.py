@@ -89,6 +89,22 @@ def test_llava_adapter_generation_inputs_match_the_parity_path(tiny) -> None:
         get_family("llava").generation_inputs(processor, questions, [image])
 
 
+def test_llava_processor_alone_prompts_as_the_loaded_one(tiny, tiny_dir: Path) -> None:
+    """`load_processor` (what vLLM's box conversion loads, no weights) gives `load`'s prompts and ids."""
+    from sefe.models.conversation import generation_prompt
+
+    _, loaded = tiny
+    family = get_family("llava")
+    alone = family.load_processor(tiny_dir)
+    assert family.prompt_text(alone, "Which is a solid?", True) == generation_prompt(
+        "Which is a solid?", True
+    )
+    image = Image.new("RGB", (40, 20), (200, 10, 10))
+    ours = family.generation_inputs(alone, ["What is in the picture?"], [image])
+    theirs = family.generation_inputs(loaded, ["What is in the picture?"], [image])
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
 def test_llava_boxes_are_coin_boxes(tiny) -> None:
     _, processor = tiny
     family = get_family("llava")

@@ -34,7 +34,7 @@ def test_added_tokens_at_internvl3_ids(tiny_intern) -> None:
     tok = proc.tokenizer
     assert tok.convert_tokens_to_ids(["<img>", "</img>", "<IMG_CONTEXT>"]) == [151665, 151666, 151667]
     assert proc.image_token_id == model.config.image_token_id == 151667
-    assert len(tok) == 151674
+    assert tok.convert_tokens_to_ids("<video>") == 151674 and len(tok) == 151675
 
 
 def test_tiles_decide_the_token_count(tiny_intern) -> None:

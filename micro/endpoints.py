@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict
 from sefe.micro.stats import Interval, bootstrap_items, paired_t, retention, verdict
 
 MARGIN = 30.0  # points above the base a task must reach at its own stage to count for retention
+#: format-error endpoints (points) and the item kind each averages
+FE_METRICS = {"FE_later": "FE", "FE_later_held": "FE_held"}
 
 
 class Endpoint(BaseModel):
@@ -34,6 +36,9 @@ class Endpoint(BaseModel):
 PRIMARY: tuple[Endpoint, ...] = (
     Endpoint(metric="FE_later", a="lora/original", b="lora/asd", claim="ASD data reduces format errors on "
              "earlier tasks (superficial forgetting), LoRA original minus LoRA + ASD"),
+    Endpoint(metric="FE_later_held", a="lora/original", b="lora/asd", claim="ASD data reduces format errors "
+             "on earlier tasks asked with a held-out paraphrase of their instruction line (the cure is not "
+             "line-to-style memory), LoRA original minus LoRA + ASD"),
     Endpoint(metric="rho_K", a="reglora/asd", b="lora/asd", claim="RegLoRA retains more of what was learned "
              "beyond ASD, by the likelihood probe (SEFE minus LoRA + ASD)"),
     Endpoint(metric="rho_L", a="reglora/asd", b="lora/asd", claim="RegLoRA retains more of what was learned "
@@ -72,14 +77,25 @@ def _test_ids(root: Path, task: str) -> list[str]:
     return [str(r["question_id"]) for r in orjson.loads(evaluation_file(root, task).read_bytes())]
 
 
-def item_outcomes(run: Path, root: Path, tasks: list[str]) -> dict[str, dict[tuple[int, int], list[int]]]:
+def _held_out(root: Path, task: str) -> list[bool]:
+    """Per test item of `task`: asked with a held-out paraphrase of its instruction line (`instruction`)."""
+    from sefe.coin.layout import evaluation_file
+
+    records = orjson.loads(evaluation_file(root, task).read_bytes())
+    return [str(r.get("instruction", "trained")) == "held-out" for r in records]
+
+
+def item_outcomes(run: Path, root: Path, tasks: list[str]) -> dict[str, dict[tuple[int, int], list[float]]]:
     """Per kind (`FE`: format error, `K`: likelihood-probe known, `L`: latent-probe correct), per cell (k, i),
-    0/1 per test item of task i in test.json order (cells without item data are absent)."""
+    0/1 per test item of task i in test.json order (cells without item data are absent). `FE_held`: the `FE`
+    flags of the items asked with a held-out paraphrase, NaN for the others (same length, so one bootstrap
+    draw over task i's items serves every kind)."""
     from sefe.evaluation.format_checks import format_error_flags
     from sefe.sefe_train.run_layout import stage_dir
 
-    out: dict[str, dict[tuple[int, int], list[int]]] = {"FE": {}, "K": {}, "L": {}}
+    out: dict[str, dict[tuple[int, int], list[float]]] = {"FE": {}, "FE_held": {}, "K": {}, "L": {}}
     ids = {t: _test_ids(root, t) for t in tasks}
+    held = {t: _held_out(root, t) for t in tasks}
     for k, task_k in enumerate(tasks):
         for i, task_i in enumerate(tasks[: k + 1]):
             path = stage_dir(run, k + 1, task_k) / "eval" / f"{task_i}.jsonl"
@@ -93,55 +109,40 @@ def item_outcomes(run: Path, root: Path, tasks: list[str]) -> dict[str, dict[tup
             if set(preds) >= set(ids[task_i]):
                 qs, answers = zip(*(preds[q] for q in ids[task_i]), strict=True)
                 flags = format_error_flags(task_i, list(qs), list(answers), root)
-                out["FE"][(k, i)] = [int(f) for f in flags]
+                out["FE"][(k, i)] = [float(f) for f in flags]
+                out["FE_held"][(k, i)] = [
+                    float(f) if h else float("nan") for f, h in zip(flags, held[task_i], strict=True)
+                ]
     for kind, file, field in (("K", "knowledge.json", "known"), ("L", "latent.json", "correct")):
         if (run / file).is_file():
             details = orjson.loads((run / file).read_bytes()).get("details") or {}
             for key, d in details.items():
                 k, i = (int(x) for x in key.split(","))
                 if isinstance(d, dict) and d.get(field) and len(d[field]) == len(ids[tasks[i]]):
-                    out[kind][(k, i)] = [int(v) for v in d[field]]
-    return out
-
-
-def fe_later_on_lines(
-    items: dict[str, dict[tuple[int, int], list[int]]], root: Path, tasks: list[str]
-) -> dict[str, float | None]:
-    """FE_later over the items asked with the trained instruction line and over the held-out paraphrases
-    (test records' `instruction`): a cure that holds only on trained lines is line-to-style memory."""
-    from sefe.coin.layout import evaluation_file
-
-    kinds = {
-        t: [str(r.get("instruction", "trained")) for r in orjson.loads(evaluation_file(root, t).read_bytes())]
-        for t in tasks
-    }
-    out: dict[str, float | None] = {}
-    for line in ("trained", "held-out"):
-        rates = []
-        for (k, i), flags in items["FE"].items():
-            picked = [f for f, kind in zip(flags, kinds[tasks[i]], strict=True) if kind == line]
-            if k > i and picked:
-                rates.append(100.0 * sum(picked) / len(picked))
-        out[line] = sum(rates) / len(rates) if rates else None
+                    out[kind][(k, i)] = [float(v) for v in d[field]]
     return out
 
 
 def _cell_means(
-    cells: dict[tuple[int, int], list[int]], draws: list[Any] | None
+    cells: dict[tuple[int, int], list[float]], draws: list[Any] | None
 ) -> dict[tuple[int, int], Any]:
-    """Percent per cell: a float, or with `draws` (per task, reps x n indices) an array of reps values."""
+    """Percent per cell over its non-NaN items: a float, or with `draws` (per task, reps x n indices) an array
+    of reps values."""
     import numpy as np
 
     out = {}
     for (k, i), flags in cells.items():
         arr = np.asarray(flags, dtype=float)
-        out[(k, i)] = 100.0 * arr[draws[i]].mean(axis=1) if draws is not None else 100.0 * float(arr.mean())
+        if draws is not None:
+            out[(k, i)] = 100.0 * np.nanmean(arr[draws[i]], axis=1)
+        else:
+            out[(k, i)] = 100.0 * float(np.nanmean(arr))
     return out
 
 
 def value(
     metric: str,
-    items: dict[str, dict[tuple[int, int], list[int]]],
+    items: dict[str, dict[tuple[int, int], list[float]]],
     n_tasks: int,
     base: list[float],
     draws: list[Any] | None = None,
@@ -149,8 +150,8 @@ def value(
 ) -> Any:
     """An endpoint of one run from its item outcomes (None where undefined); `eligible`: the tasks that count
     for ρ (default: those learned MARGIN above their base on the full data)."""
-    if metric == "FE_later":
-        cells = _cell_means(items["FE"], draws)
+    if metric in FE_METRICS:
+        cells = _cell_means(items[FE_METRICS[metric]], draws)
         later = [v for (k, i), v in cells.items() if k > i]
         return sum(later) / len(later) if later else None
     cells = _cell_means(items["K" if metric == "rho_K" else "L"], draws)
@@ -166,7 +167,7 @@ def value(
 
 
 def learned(
-    metric: str, items: dict[str, dict[tuple[int, int], list[int]]], n_tasks: int, base: list[float]
+    metric: str, items: dict[str, dict[tuple[int, int], list[float]]], n_tasks: int, base: list[float]
 ) -> list[int]:
     """Tasks i < T whose own-stage probe rate is at least MARGIN above their base (full data)."""
     cells = _cell_means(items["K" if metric == "rho_K" else "L"], None)
@@ -184,7 +185,7 @@ def learned(
 def compare(
     ep: Endpoint,
     runs: dict[tuple[str, int], dict[str, Any]],
-    items: dict[tuple[str, int], dict[str, dict[tuple[int, int], list[int]]]],
+    items: dict[tuple[str, int], dict[str, dict[tuple[int, int], list[float]]]],
     n_items: list[int],
     base: list[float],
     reps: int = 2000,
@@ -208,7 +209,7 @@ def compare(
     if have:
         n = len(n_items)
         fixed = {
-            (g, s): None if ep.metric == "FE_later" else learned(ep.metric, items[(g, s)], n, base)
+            (g, s): None if ep.metric in FE_METRICS else learned(ep.metric, items[(g, s)], n, base)
             for g in (ep.a, ep.b)
             for s in seeds
         }
@@ -228,7 +229,7 @@ def compare(
         except _NoBootstrap:
             boot = None
     v = verdict(t)
-    unit = "points" if ep.metric == "FE_later" else "(ρ, 1 = all kept)"
+    unit = "points" if ep.metric in FE_METRICS else "(ρ, 1 = all kept)"
     ci = f"95 % CI [{t.low:+.3g}, {t.high:+.3g}]" if t.low is not None else "one seed: no interval"
     bs = f"; over test items [{boot[0]:+.3g}, {boot[1]:+.3g}]" if boot else ""
     word = {"reproduces": "reproduces", "does not reproduce": "does NOT reproduce"}.get(v, "not established")

@@ -29,7 +29,7 @@ from sefe.evaluation.metrics import AccuracyMatrix
 from sefe.evaluation.result_files import ACCURACY_FILE, FORMAT_FILE, KNOWLEDGE_FILE
 from sefe.micro.baselines import baselines
 from sefe.micro.cells import cell_stats, later_from_pool, line_accuracy
-from sefe.micro.endpoints import PRIMARY, SECONDARY, compare, fe_later_on_lines, item_outcomes, value
+from sefe.micro.endpoints import PRIMARY, SECONDARY, compare, item_outcomes, value
 from sefe.micro.latent import LATENT_FILE
 
 METRICS = (
@@ -290,7 +290,7 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
                 "OOP_later": _later_mean(cells["out_of_pool"]),
                 "rho_K": value("rho_K", items, len(tasks), base),
                 "rho_L": value("rho_L", items, len(tasks), base),
-                "FE_later_held": fe_later_on_lines(items, root, tasks)["held-out"],
+                "FE_later_held": value("FE_later_held", items, len(tasks), base),
             },
             **{k: (v.model_dump(mode="json", exclude={"details"}) if v else None) for k, v in m.items()},
             "top_share": {"tasks": tasks, "rows": cells["top_share"]},

@@ -98,10 +98,12 @@ def test_endpoints_pair_arms_by_seed_and_word_the_finding_from_the_interval() ->
     assert compare(control, runs, items, [100, 100], base) is None
 
 
-def test_fe_later_is_split_by_trained_and_held_out_instruction_lines(tmp_path: Any) -> None:
+def test_fe_later_held_counts_only_items_asked_with_a_held_out_line(tmp_path: Any) -> None:
+    import math
+
     import orjson
 
-    from sefe.micro.endpoints import fe_later_on_lines
+    from sefe.micro.endpoints import _held_out, value
 
     for task in ("Colour", "Count"):
         folder = tmp_path / "annotations" / task
@@ -116,6 +118,15 @@ def test_fe_later_is_split_by_trained_and_held_out_instruction_lines(tmp_path: A
             for j in range(4)
         ]
         (folder / "test.json").write_bytes(orjson.dumps(recs))
+    assert _held_out(tmp_path, "Colour") == [False, True, False, True]
     # after stage 2, Colour's items: errors on both held-out items, none on the trained ones
-    items = {"FE": {(0, 0): [0, 0, 0, 0], (1, 0): [0, 1, 0, 1], (1, 1): [1, 1, 1, 1]}, "K": {}, "L": {}}
-    assert fe_later_on_lines(items, tmp_path, ["Colour", "Count"]) == {"trained": 0.0, "held-out": 100.0}
+    fe = {(0, 0): [0.0, 0.0, 0.0, 0.0], (1, 0): [0.0, 1.0, 0.0, 1.0], (1, 1): [1.0, 1.0, 1.0, 1.0]}
+    nan = float("nan")
+    held = {
+        cell: [f if h else nan for f, h in zip(flags, _held_out(tmp_path, "Colour"), strict=True)]
+        for cell, flags in fe.items()
+    }
+    items = {"FE": fe, "FE_held": held, "K": {}, "L": {}}
+    assert value("FE_later", items, 2, [0.0, 0.0]) == 50.0  # all of Colour's items after stage 2
+    assert value("FE_later_held", items, 2, [0.0, 0.0]) == 100.0  # only its held-out ones
+    assert not any(math.isnan(v) for v in items["FE"][(1, 0)])

@@ -96,19 +96,21 @@ class MicroOptions(BaseModel):
         return f"{method}_{data}_seed{seed}"
 
     def specs(self) -> list[RunSpec]:
-        """Every run: the comparison (seeds x combos), then the alone-trained ceilings and the λ sweep."""
-        runs = [
+        """Every run: the alone-trained ceilings (short; first, so a comparison cut short still has them),
+        the comparison seed by seed (seeds x combos), then the λ sweep."""
+        runs = []
+        if self.alone:
+            runs += [
+                RunSpec(name=alone_name(t), method="lora", data="original", seed=0, tasks=[t], lam=self.lam)
+                for t in self.tasks
+            ]
+        runs += [
             RunSpec(
                 name=self.run_name(m, d, s), method=m, data=d, seed=s, tasks=list(self.tasks), lam=self.lam
             )
             for s in range(self.seeds)
             for m, d in self.combos()
         ]
-        if self.alone:
-            runs += [
-                RunSpec(name=alone_name(t), method="lora", data="original", seed=0, tasks=[t], lam=self.lam)
-                for t in self.tasks
-            ]
         runs += [
             RunSpec(
                 name=sweep_name(lam), method="reglora", data="asd", seed=0, tasks=list(self.tasks), lam=lam

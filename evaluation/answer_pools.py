@@ -3,7 +3,8 @@
 Why: the format check sees only an answer's form. After a later task, a colour question answered `triangle`
 is a well-formed short answer and a wrong one, yet it is the later task's answer: the style took over. The
 pool of a task is what its answers can be: `annotations/<Task>/distractors.json` (`answers`, written by
-generated benchmarks such as Micro-CoIN), else the distinct gold answers of its `test.json`. An answer is
+generated benchmarks such as Micro-CoIN), else the distinct gold answers of its `test.json` (none for a box
+task: `read_pool`). An answer is
 *out of pool* when, normalised, it is none of them; it is *from task j's pool* when it is one of task j's
 and not one of its own task's.
 """
@@ -30,7 +31,14 @@ def normalise(answer: str) -> str:
 
 
 def read_pool(root: Path, task: str) -> frozenset[str] | None:
-    """The normalised answer pool of `task` under `root`, or None when the root has neither file."""
+    """The normalised answer pool of `task` under `root`, or None when it has none.
+
+    From `test.json`, a gold answer that is a list (ten human answers, as VQA files may store them) adds each
+    of its strings. A box task (records with `answer_bbox`, CoIN's Grounding) has no pool there: every gold
+    box is a different one, so nearly every answer would be "out of pool" and no answer "from" it; the number
+    would say nothing. A generated root that draws its boxes from a fixed set lists them in
+    `distractors.json` (Micro-CoIN's Locate), and that pool is used as it is.
+    """
     pool_file = task_dir(Path(root), task) / POOL_FILE
     if pool_file.is_file():
         answers = orjson.loads(pool_file.read_bytes()).get("answers") or []
@@ -38,9 +46,15 @@ def read_pool(root: Path, task: str) -> frozenset[str] | None:
     test = evaluation_file(Path(root), task)
     if not test.is_file():
         return None
-    records = orjson.loads(test.read_bytes())
-    gold = [r.get("answer", r.get("answer_bbox")) for r in records if isinstance(r, dict)]
-    return frozenset(normalise(str(g)) for g in gold if g is not None) or None
+    records = [r for r in orjson.loads(test.read_bytes()) if isinstance(r, dict)]
+    if any(r.get("answer_bbox") is not None for r in records):
+        return None
+    pool: set[str] = set()
+    for gold in (r.get("answer") for r in records):
+        for answer in gold if isinstance(gold, list) else [gold]:
+            if isinstance(answer, str):
+                pool.add(normalise(answer))
+    return frozenset(pool) or None
 
 
 def answers_include_yes_no(task: str, root: Path | str | None = None) -> bool:

@@ -26,6 +26,7 @@ from sefe.evaluation.metrics import (
     AccuracyMatrix,
     ContinualMetrics,
 )
+from sefe.evaluation.pool_cells import FromPoolCells, later_from_pool, read_pool_cells
 from sefe.evaluation.result_files import ACCURACY_FILE, FORMAT_FILE, KNOWLEDGE_FILE
 from sefe.redact import redact
 
@@ -67,9 +68,12 @@ class RunSummary(BaseModel):
     config_file: str | None = None
     config: dict[str, Any] | None = None
     plots: list[str] = Field(default_factory=list)
-    # superficial / essential forgetting, when the run recorded them (format_errors.json, knowledge.json)
+    # superficial / essential forgetting, when the run recorded them (format_errors.json, knowledge.json,
+    # out_of_pool.json + from_pool.json; runs written before these files existed have None)
     format_errors: AccuracyMatrix | None = None
     knowledge: AccuracyMatrix | None = None
+    out_of_pool: AccuracyMatrix | None = None
+    from_pool: FromPoolCells | None = None
 
 
 class Report(BaseModel):
@@ -151,6 +155,10 @@ def load_run(path: Path, label: str | None = None) -> RunSummary:
             side[key] = AccuracyMatrix.load(run / name) if (run / name).is_file() else None
         except ValueError as exc:
             raise ReportError(str(exc)) from None
+    try:
+        side["out_of_pool"], from_pool = read_pool_cells(run)
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
     return RunSummary(
         label=label or run.resolve().name,
         path=str(run),
@@ -160,6 +168,7 @@ def load_run(path: Path, label: str | None = None) -> RunSummary:
         scores=_latest_scores(matrix),
         config_file=config_file,
         config=config,
+        from_pool=from_pool,
         **side,
     )
 
@@ -321,6 +330,32 @@ def matrix_table(m: AccuracyMatrix) -> list[str]:
     return _table(["after stage", *m.tasks], rows)
 
 
+def pool_tables(r: RunSummary) -> list[str]:
+    """The out-of-pool matrix and, from the stages after a task's own, whose pool its answers came from;
+    nothing for a run that did not record them."""
+    if r.out_of_pool is None:
+        return []
+    lines = [
+        "",
+        "Out of pool (% of answers that are none of the task's answers: superficial forgetting by content; "
+        "empty for a task without a pool, such as a box task):",
+        "",
+        *matrix_table(r.out_of_pool),
+    ]
+    tasks = r.out_of_pool.tasks
+    taken = later_from_pool(r.from_pool.cells, tasks) if r.from_pool is not None else []
+    if any(v is not None for row in taken for v in row):
+        rows = [[t, *(_fmt(v) for v in row)] for t, row in zip(tasks, taken, strict=True)]
+        lines += [
+            "",
+            "Answered from another task's pool (%, row: task asked, column: whose answer it gave; mean over "
+            "the stages after the asked task's own):",
+            "",
+            *_table(["asked", *tasks], rows),
+        ]
+    return lines
+
+
 def render_markdown(report: Report) -> str:
     lines = [
         "# sefe report",
@@ -363,6 +398,7 @@ def render_markdown(report: Report) -> str:
         ):
             if side is not None:
                 lines += ["", title, "", *matrix_table(side)]
+        lines += pool_tables(r)
         lines += ["", "Latest score per task:", ""]
         srows = [
             [
@@ -417,6 +453,11 @@ def build_report(runs: list[Path], out: Path, plots: bool = True) -> Report:
                 plot_matrix(
                     s.format_errors, out / name, f"{s.label}: format errors", "format errors (%)", "magma_r"
                 )
+                s.plots.append(name)
+            if s.out_of_pool is not None:
+                name = f"pool_{slug}.png"
+                title = f"{s.label}: out of pool"
+                plot_matrix(s.out_of_pool, out / name, title, "out of pool (%)", "magma_r")
                 s.plots.append(name)
             if s.knowledge is not None:
                 name = f"knowledge_{slug}.png"

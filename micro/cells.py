@@ -3,8 +3,8 @@
 Why: accuracy, format errors and the probe say how well; they do not say *what* the model answered. A cell
 where one answer is repeated for every item scores that label's test share, which reads as learning unless the
 share of the most frequent prediction is shown beside it (`top_share`, percent of items). With the data
-root, the answers are also checked against the tasks' answer pools (`sefe.evaluation.answer_pools`): the
-out-of-pool rate and the share taken from each other task's pool.
+root, the answers are also checked against the tasks' answer pools (`sefe.evaluation.pool_cells`, the cells a
+run records after each stage): the out-of-pool rate and the share taken from each other task's pool.
 """
 
 from __future__ import annotations
@@ -15,17 +15,16 @@ from typing import Any
 
 import orjson
 
+from sefe.evaluation.pool_cells import later_from_pool, prediction_texts
+
+__all__ = ["cell_matrix", "cell_stats", "later_from_pool", "line_accuracy", "stage_predictions", "top_share"]
+
 
 def stage_predictions(run: Path, tasks: list[str], k: int, i: int) -> list[str] | None:
     """The answers to task i's test after stage k (0-based), or None when that cell was not evaluated."""
     from sefe.sefe_train.run_layout import stage_dir
 
-    path = stage_dir(Path(run), k + 1, tasks[k]) / "eval" / f"{tasks[i]}.jsonl"
-    if not path.is_file():
-        return None
-    return [
-        str(orjson.loads(line).get("text", "")) for line in path.read_bytes().splitlines() if line.strip()
-    ]
+    return prediction_texts(stage_dir(Path(run), k + 1, tasks[k]) / "eval" / f"{tasks[i]}.jsonl")
 
 
 def normalise(answer: str) -> str:
@@ -80,10 +79,14 @@ def line_accuracy(run: Path, tasks: list[str], root: Path, k: int, i: int) -> di
 
 def cell_stats(run: Path, tasks: list[str], root: Path | None = None) -> dict[str, Any]:
     """Per cell: `top_share`; with the data `root`, also `out_of_pool` (percent of answers in none of the
-    task's own pool) and `from_pool` ("k,i" -> {task j: percent of answers from j's pool, not i's})."""
-    from sefe.evaluation.answer_pools import from_pools, out_of_pool_rate, read_pool
+    task's own pool) and `from_pool` ("k,i" -> {task j: percent of answers from j's pool, not i's}): as the
+    run recorded them after each stage where it did (same tasks), else computed by the same `pool_cell`."""
+    from sefe.evaluation.pool_cells import pool_cell, read_pool_cells, recorded_cell, task_pools
 
-    pools = {t: p for t in tasks if root is not None and (p := read_pool(root, t)) is not None}
+    pools = task_pools(root, tasks) if root is not None else {}
+    oop_rec, from_rec = read_pool_cells(run) if root is not None else (None, None)
+    if oop_rec is None or from_rec is None or oop_rec.tasks != tasks or from_rec.tasks != tasks:
+        oop_rec = from_rec = None
     top: list[list[float | None]] = []
     oop: list[list[float | None]] = []
     taken: dict[str, dict[str, float]] = {}
@@ -98,10 +101,12 @@ def cell_stats(run: Path, tasks: list[str], root: Path | None = None) -> dict[st
                 row.append(None if split is None else split.get(kind))
             answers = stage_predictions(run, tasks, k, i)
             top_row.append(None if answers is None else top_share(answers))
-            pool = pools.get(tasks[i])
-            oop_row.append(None if answers is None or pool is None else out_of_pool_rate(answers, pool))
-            if answers is not None and tasks[i] in pools:
-                taken[f"{k},{i}"] = from_pools(answers, tasks[i], pools)
+            cell = None if answers is None else recorded_cell(oop_rec, from_rec, k, i)
+            if cell is None and answers is not None:
+                cell = pool_cell(answers, tasks[i], pools)
+            oop_row.append(None if cell is None else cell.out_of_pool)
+            if cell is not None and cell.from_pool is not None:
+                taken[f"{k},{i}"] = cell.from_pool
         if all(v is None for v in top_row):
             break
         top.append(top_row)
@@ -115,18 +120,3 @@ def cell_stats(run: Path, tasks: list[str], root: Path | None = None) -> dict[st
         "acc_trained": lines["trained"],
         "acc_held": lines["held-out"],
     }
-
-
-def later_from_pool(taken: dict[str, dict[str, float]], tasks: list[str]) -> list[list[float | None]]:
-    """Rows: task i asked; columns: task j's pool; value: the mean over later stages k > i of the percent of
-    i's answers taken from j's pool (superficial forgetting by content: `triangle` for a colour)."""
-    sums: dict[tuple[int, str], list[float]] = {}
-    for key, cell in taken.items():
-        k, i = (int(x) for x in key.split(","))
-        if k > i:
-            for tj, share in cell.items():
-                sums.setdefault((i, tj), []).append(share)
-    return [
-        [round(sum(v) / len(v), 2) if (v := sums.get((i, tj))) else None for tj in tasks]
-        for i in range(len(tasks))
-    ]

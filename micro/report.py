@@ -26,9 +26,10 @@ import orjson
 
 from sefe.atomic import atomic_write_bytes
 from sefe.evaluation.metrics import AccuracyMatrix
+from sefe.evaluation.pool_cells import later_from_pool
 from sefe.evaluation.result_files import ACCURACY_FILE, FORMAT_FILE, KNOWLEDGE_FILE
 from sefe.micro.baselines import baselines
-from sefe.micro.cells import cell_stats, later_from_pool, line_accuracy
+from sefe.micro.cells import cell_stats, line_accuracy
 from sefe.micro.endpoints import PRIMARY, SECONDARY, compare, item_outcomes, value
 from sefe.micro.latent import LATENT_FILE
 

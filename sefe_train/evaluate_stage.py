@@ -7,7 +7,9 @@ cell (k, i) to `<run>/accuracy.json` (atomic rewrite). Beside it, the same cell 
 split forgetting in two: `<run>/format_errors.json` (percent of answers not in the required answer style:
 superficial forgetting, `format_checks.py`) and `<run>/knowledge.json` (percent of questions whose correct
 candidate the model ranks first by likelihood: essential forgetting, `probe.py`; tasks without candidates
-stay empty). Details per task go to `eval/format.json` and `eval/probe.json`.
+stay empty). Details per task go to `eval/format.json` and `eval/probe.json`. With the format checks, the
+answers are also held against the tasks' answer pools (`evaluation/pool_cells.py`): `<run>/out_of_pool.json`
+(percent of answers in none of the task's pool) and `<run>/from_pool.json` (percent from each other task's).
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ def evaluate_stage(
     run_dir = accuracy_path.parent
     if cfg.eval.format_checks:
         _record_format_errors(cfg, k, preds, eval_dir, run_dir / FORMAT_FILE)
+        record_pool_rows(cfg, k, preds, run_dir)
     if cfg.eval.probe:
         _record_probe(cfg, k, merged, model, family, eval_dir, run_dir / KNOWLEDGE_FILE)
     return {name: float(s["accuracy"]) for name, s in scores.items()}
@@ -123,6 +126,15 @@ def _record_format_errors(cfg: RunConfig, k: int, preds: dict[str, Path], eval_d
         out[task.name] = res.model_dump(mode="json")
     atomic_write_bytes(eval_dir / "format.json", orjson.dumps(out, option=orjson.OPT_INDENT_2))
     matrix.save(path)
+
+
+def record_pool_rows(cfg: RunConfig, k: int, preds: dict[str, Path], run_dir: Path) -> None:
+    """Row k of `out_of_pool.json` and `from_pool.json`: the answers against the tasks' answer pools."""
+    from sefe.evaluation.pool_cells import prediction_texts, record_pool_cells
+
+    answers = {t.name: texts for t in cfg.tasks[:k] if (texts := prediction_texts(preds[t.name])) is not None}
+    names = [t.name for t in cfg.tasks]
+    record_pool_cells(run_dir, names, k - 1, answers, cfg.resolved_data_root(), cfg.eval.mode)
 
 
 def _record_probe(

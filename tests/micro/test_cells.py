@@ -85,3 +85,28 @@ def test_line_accuracy_splits_trained_and_held_out_items_by_question_id(tmp_path
     assert line_accuracy(run, tasks, root, 1, 0) == {"trained": 100.0, "held-out": 50.0}
     assert line_accuracy(run, tasks, root, 1, 1) == {"trained": 100.0, "held-out": 0.0}  # IoU >= 0.5
     assert line_accuracy(run, tasks, root, 0, 0) is None  # stage 1 never ran
+
+
+def test_cell_stats_reads_the_pool_cells_the_run_recorded(tmp_path: Path) -> None:
+    from sefe.evaluation.metrics import AccuracyMatrix
+    from sefe.evaluation.pool_cells import record_pool_cells
+
+    root = tmp_path / "data"
+    for task, answers in (("Colour", ["red", "blue"]), ("Shape", ["triangle", "star"])):
+        folder = root / "annotations" / task
+        folder.mkdir(parents=True)
+        (folder / "distractors.json").write_bytes(orjson.dumps({"task": task, "answers": answers}))
+    run, tasks = tmp_path / "run", ["Colour", "Shape"]
+    stages = [{"Colour": ["red", "blue"]}, {"Colour": ["triangle", "red"], "Shape": ["star", "dunno"]}]
+    for k, answers in enumerate(stages):
+        for task, texts in answers.items():
+            _write(run, f"{k + 1}_{tasks[k]}", task, texts)
+    computed = cell_stats(run, tasks, root)
+    for k, answers in enumerate(stages):  # what `sefe train` records after each stage
+        record_pool_cells(run, tasks, k, answers, root, "fixed")
+    assert cell_stats(run, tasks, root) == computed  # the same function: the same numbers
+    assert computed["out_of_pool"] == [[0.0], [50.0, 50.0]]
+    oop = AccuracyMatrix.load(run / "out_of_pool.json")
+    oop.set(1, 0, 12.0)  # a recorded cell is read, not recomputed
+    oop.save(run / "out_of_pool.json")
+    assert cell_stats(run, tasks, root)["out_of_pool"] == [[0.0], [12.0, 50.0]]

@@ -154,6 +154,12 @@ def test_run_layout_state_and_accuracy(two_task_runs: TwoTaskRuns) -> None:
     ]
     lines = (run / "2_TextVQA" / "eval" / "TextVQA.jsonl").read_bytes().splitlines()
     assert len(lines) == 2  # eval.max_samples
+    # beside it, the answers held against the tasks' pools (ScienceQA's letters, TextVQA's gold words)
+    oop = orjson.loads((run / "out_of_pool.json").read_bytes())
+    assert oop["tasks"] == ["ScienceQA", "TextVQA"] and [len(r) for r in oop["rows"]] == [1, 2]
+    assert all(v is not None and 0 <= v <= 100 for r in oop["rows"] for v in r)
+    taken = orjson.loads((run / "from_pool.json").read_bytes())["cells"]
+    assert set(taken) == {"0,0", "1,0", "1,1"} and set(taken["1,0"]) == {"TextVQA"}
     # the LoRA run adopted the complete stage-1 folder (no state entry) and trained only stage 2
     lora_state = orjson.loads((two_task_runs.lora / "state.json").read_bytes())
     assert [s["task"] for s in lora_state["done"]] == ["ScienceQA", "TextVQA"]

@@ -89,10 +89,12 @@ class InternProcessor(QwenProcessor):
 
 def name_image_tokens(tokenizer_config: Path) -> None:
     """Add the named image tokens (`NAMED_TOKENS`) that a released InternVL tokenizer config carries and a
-    tokenizer built here lacks; names already there are kept."""
+    tokenizer built here lacks; a name the config already gives (at the top or in an `extra_special_tokens`
+    mapping, as released -hf folders do) keeps its token."""
     config = json.loads(tokenizer_config.read_text(encoding="utf-8"))
-    for name, token in NAMED_TOKENS.items():
-        config.setdefault(name, token)
+    named = config.get("extra_special_tokens")
+    given = set(config) | (set(named) if isinstance(named, dict) else set())
+    config.update({name: token for name, token in NAMED_TOKENS.items() if name not in given})
     tokenizer_config.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

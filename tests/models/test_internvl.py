@@ -7,6 +7,7 @@ What InternVL shares with Qwen2.5-VL (ChatML rendering, labels, collator) is tes
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +36,23 @@ def test_added_tokens_at_internvl3_ids(tiny_intern) -> None:
     assert tok.convert_tokens_to_ids(["<img>", "</img>", "<IMG_CONTEXT>"]) == [151665, 151666, 151667]
     assert proc.image_token_id == model.config.image_token_id == 151667
     assert tok.convert_tokens_to_ids("<video>") == 151674 and len(tok) == 151675
+
+
+def test_saved_tokenizer_names_its_image_tokens_and_keeps_given_names(tmp_path: Path) -> None:
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text('{"tokenizer_class": "Qwen2Tokenizer", "extra_special_tokens": ["<img>"]}')
+    internvl.name_image_tokens(config)
+    written = json.loads(config.read_text())
+    assert {k: written[k] for k in internvl.NAMED_TOKENS} == internvl.NAMED_TOKENS
+    assert written["extra_special_tokens"] == ["<img>"]
+    released = {"extra_special_tokens": {"video_token": "<|video_pad|>"}, "end_image_token": "</IMG>"}
+    config.write_text(json.dumps(released))
+    internvl.name_image_tokens(config)
+    written = json.loads(config.read_text())
+    assert (
+        written["extra_special_tokens"] == released["extra_special_tokens"] and "video_token" not in written
+    )
+    assert written["end_image_token"] == "</IMG>" and written["start_image_token"] == "<img>"
 
 
 def test_tiles_decide_the_token_count(tiny_intern) -> None:

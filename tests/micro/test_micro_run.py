@@ -71,6 +71,11 @@ def test_micro_run_two_tasks_one_seed_and_resume(tmp_path: Path, monkeypatch: py
     # every run is a normal run folder: `sefe report` shows its format-error and knowledge matrices too
     run_dir = out / "runs" / "lora_original_seed0"
     assert (run_dir / "format_errors.json").is_file() and (run_dir / "knowledge.json").is_file()
+    # and its pool cells, recorded after each stage, are the ones the Micro report shows
+    recorded = orjson.loads((run_dir / "out_of_pool.json").read_bytes())["rows"]
+    shown = next(r for r in report["runs"] if r["name"] == "lora_original_seed0")
+    assert shown["out_of_pool"]["rows"] == recorded
+    assert shown["from_pool"] == orjson.loads((run_dir / "from_pool.json").read_bytes())["cells"]
     # resume: the same command again skips every finished stage and rewrites the same numbers
     # the runs were trained two at a time (`--jobs 2`), each process logging to runs/<run>.log
     assert "stage 2/2" in (out / "runs" / "reglora_asd_seed0.log").read_text()

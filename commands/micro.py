@@ -10,6 +10,7 @@ from sefe.commands.common import default, model_option, split_list
 from sefe.micro.options import MicroOptions
 from sefe.micro.vision_pretrain import VisionPretrainOptions
 from sefe.micro.warmstart import WarmStartOptions
+from sefe.models.small import small_family_names
 
 app = typer.Typer(help="Micro-CoIN: a generated benchmark that shows superficial and essential forgetting.")
 
@@ -33,6 +34,11 @@ def micro_build_cmd(
 def micro_run_cmd(
     out: Path = model_option(
         MicroOptions, "out", "--out", "-o", help="Folder for data, runs, report.md / report.json / plots."
+    ),
+    family: str = model_option(
+        MicroOptions,
+        "family",
+        help=f"Model family of the warm-start model: {', '.join(small_family_names())}.",
     ),
     methods: str = typer.Option(
         ",".join(default(MicroOptions, "methods")),
@@ -104,6 +110,7 @@ def micro_run_cmd(
 
     raw: dict[str, object] = {
         "out": out,
+        "family": family,
         "methods": split_list([methods]),
         "data": split_list([data]),
         "seeds": seeds,

@@ -17,6 +17,10 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from sefe.models.family import FAMILY, ModelFamily
+
+NO_LIMIT = 1 << 62  # a prompt is never cut
+
 
 class LinearProbe(BaseModel):
     """A fitted classifier: standardise with `mean`/`std`, then the argmax of `weight @ x + bias`."""
@@ -93,30 +97,30 @@ def fit_probe(
 
 
 def last_prompt_states(
-    model: Any, processor: Any, prompts: Sequence[tuple[str, Any]], batch_size: int = 64
+    model: Any,
+    processor: Any,
+    prompts: Sequence[tuple[str, Any]],
+    batch_size: int = 64,
+    family: ModelFamily | None = None,
 ) -> Any:
-    """Final-layer hidden state of the last prompt token of each `(question, pixel values or None)`
-    (n x hidden). The prompt is built as in training; the position is the one before the reply's first
-    token, found from the labels, so image-token expansion and padding cannot shift it."""
+    """Final-layer hidden state of the last prompt token of each `(question, PIL image or None)`
+    (n x hidden). The prompt is built as in training, through `family`'s `encode` and `collate` (LLaVA by
+    default: the release's tokenisation); the position is the one before the reply's first token, found
+    from the labels, so image-token expansion and padding cannot shift it."""
     import torch
 
-    from sefe.models.dataset import DataCollator
-    from sefe.models.tokenization import image_token_count, tokenize_record
-
+    family = family or FAMILY
     out = []
     device = next(model.parameters()).device
     was_training = bool(getattr(model, "training", False))
     model.eval()
     try:
         for start in range(0, len(prompts), batch_size):
-            feats = []
-            for question, pixels in prompts[start : start + batch_size]:
-                n_img = image_token_count(processor) if pixels is not None else 0
-                ids, labels = tokenize_record([(question, "x")], processor.tokenizer, n_img)
-                feats.append(
-                    {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "pixel_values": pixels}
-                )
-            batch = DataCollator(processor)(feats)
+            items = [
+                family.encode(processor, [(question, "x")], image, NO_LIMIT, "latent probe prompt")
+                for question, image in prompts[start : start + batch_size]
+            ]
+            batch = family.collate(processor, items)
             batch = {k: v.to(device) for k, v in batch.items()}
             if "pixel_values" in batch:
                 batch["pixel_values"] = batch["pixel_values"].to(model.dtype)

@@ -18,8 +18,8 @@ LATENT_FILE = "latent.json"
 LATENT_DIR = "latent"
 
 
-def _prompts(root: Path, task: str, processor: Any, split: str, limit: int) -> tuple[list[Any], list[str]]:
-    """(question, pixel values) pairs and their gold answers for `limit` records of a split."""
+def _prompts(root: Path, task: str, split: str, limit: int) -> tuple[list[Any], list[str]]:
+    """(question, image) pairs and their gold answers for `limit` records of a split."""
     import orjson
 
     from sefe.coin.images import open_image
@@ -35,8 +35,7 @@ def _prompts(root: Path, task: str, processor: Any, split: str, limit: int) -> t
         else:
             question, answer = r["text"], r.get("answer", r.get("answer_bbox"))
         img = open_image(root, r["image"], f"latent probe {task} {r.get('id', r.get('question_id'))}")
-        pixels = processor.image_processor(images=img, return_tensors="pt")["pixel_values"][0]
-        prompts.append((eval_question(question, task), pixels))
+        prompts.append((eval_question(question, task), img))
         labels.append(str(answer))
     return prompts, labels
 
@@ -47,7 +46,7 @@ def record_latent(
     """Fill `<run>/latent.json` for every finished stage; returns its path."""
     from sefe.evaluation.latent_probe import LinearProbe, fit_probe, last_prompt_states
     from sefe.evaluation.metrics import AccuracyMatrix
-    from sefe.models.llava import load_llava
+    from sefe.models.family import family_for_folder
     from sefe.sefe_train.run_layout import MERGED_DIR, stage_dir
 
     run, root = Path(run), Path(root)
@@ -60,16 +59,18 @@ def record_latent(
             break
         if all(matrix.get(k, i) is not None for i in range(k + 1)):
             continue
-        model, processor = load_llava(str(merged))
+        family = family_for_folder(merged)
+        model, processor = family.load(merged)
         for i, task_i in enumerate(tasks[: k + 1]):
             probe_file = run / LATENT_DIR / f"{task_i}.json"
             if i == k and not probe_file.is_file():
-                prompts, labels = _prompts(root, task_i, processor, "train", n_fit)
-                fit_probe(last_prompt_states(model, processor, prompts), labels).save(probe_file)
+                prompts, labels = _prompts(root, task_i, "train", n_fit)
+                states = last_prompt_states(model, processor, prompts, family=family)
+                fit_probe(states, labels).save(probe_file)
             if not probe_file.is_file():  # its own stage ran before this code existed: no probe to apply
                 continue
-            prompts, labels = _prompts(root, task_i, processor, "test", 10**9)
-            states = last_prompt_states(model, processor, prompts)
+            prompts, labels = _prompts(root, task_i, "test", 10**9)
+            states = last_prompt_states(model, processor, prompts, family=family)
             hits = LinearProbe.load(probe_file).hits(states, labels)
             matrix.set(k, i, 100.0 * sum(hits) / max(1, len(hits)), {"correct": hits})
         matrix.save(path)

@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sefe.errors import InputError
 from sefe.micro.generate import HARD_TASKS, TASK_ORDER
 from sefe.micro.warmstart import WarmStartOptions
+from sefe.models.family import FAMILY
+from sefe.models.small import small_builder
 from sefe.paths import OutputDir
 
 #: What `sefe demo` runs on (`--on`): Micro-CoIN, or the CoIN sample data with the tiny LLaVA.
@@ -21,6 +23,15 @@ DemoData = Literal["micro", "coin-mini"]
 DEMO_DATA: DemoData = "micro"
 #: Where `sefe demo` writes its ASD data, runs and report (`--out`).
 DEMO_OUT = Path("out/demo")
+
+
+def _small_family(name: str) -> str:
+    small_builder(name)  # InputError, a ValueError: names the families that have one
+    return name
+
+
+#: A model family with a small warm-start model (`SmallBuilder`); checked while parsing `--family` too.
+SmallFamily = Annotated[str, AfterValidator(_small_family)]
 
 DataKind = Literal["original", "asd"]
 _ALL_DATA: tuple[DataKind, ...] = ("original", "asd")
@@ -32,6 +43,7 @@ class MicroOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     out: OutputDir
+    family: SmallFamily = FAMILY.name  # the warm-start model's family
     methods: list[str] = Field(default_factory=lambda: ["lora", "reglora"], min_length=1)
     data: list[DataKind] = Field(default_factory=lambda: list(_ALL_DATA), min_length=1)
     seeds: int = Field(5, ge=1)  # each seed: its own task data, ASD selection and training seed

@@ -110,7 +110,7 @@ def run_config(
             "train_file": train_file,
             "tasks": list(spec.tasks),
             "method": method,
-            "model": {"path": str(warm), "dtype": "fp32"},
+            "model": {"path": str(warm), "family": opts.family, "dtype": "fp32"},
             "lora": {"r": opts.lora_r, "alpha": 2 * opts.lora_r, "dropout": 0.0},
             "reglora": {"lam": spec.lam},
             "train": {
@@ -181,7 +181,7 @@ def _run_micro(opts: MicroOptions, console: Console | None) -> Path:
         opts.warm if opts.warm.threads or opts.threads else opts.warm.model_copy(update={"threads": 1})
     )
     console.print("warm start: found in the cache, or built once (progress below)")
-    warm = warmstart_dir(roots[0], opts=warm_opts, console=console)
+    warm = warmstart_dir(roots[0], opts=warm_opts, console=console, family=opts.family)
     console.print(f"warm start: {warm} ({time.perf_counter() - t0:.0f} s)")
     for seed in sorted({spec.seed for spec in opts.specs() if spec.data == "asd"}):
         ensure_asd(opts, roots[seed] if opts.vary_data else roots[0], console, seed)

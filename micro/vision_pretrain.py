@@ -12,6 +12,10 @@ and box within the cell (the tower's patches are the grid's cells), and per pict
 the written word (and per middle-row cell its letter) and the word's colour. The heads are thrown away
 afterwards; only the tower is kept. Only the warm-start pictures are used, never a task's pictures. A
 held-out tenth measures what the tower learned.
+
+Family-neutral: the family's `SmallBuilder` (`sefe.models.family`) says which module is the tower and what its
+per-cell features are (LLaVA: the CLIP patches LLaVA passes on; Qwen2.5-VL: the merger's outputs, so the
+merger, Qwen's projector, trains here too); targets, heads and losses are the same for every family.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from sefe.coin.images import open_image
-from sefe.micro.scenes import COLOURS, GRID, SHAPES, WORDS
+from sefe.micro.scenes import COLOURS, GRID, IMAGE_SIZE, SHAPES, WORDS
+from sefe.models.family import FAMILY
+from sefe.models.small import SmallBuilder, small_builder
 
 WORD_COLOURS: tuple[str, ...] = ("red", "green", "blue", "purple")
 MAX_OBJECTS = 4
@@ -75,13 +81,14 @@ def scene_targets(scene: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _tensors(data_root: Path, images: list[str], scenes: dict[str, Any], processor: Any) -> dict[str, Any]:
+def _tensors(
+    data_root: Path, images: list[str], scenes: dict[str, Any], processor: Any, cells: SmallBuilder
+) -> dict[str, Any]:
     import torch
 
     pics = [open_image(data_root, rel, f"{data_root / 'scenes.json'}, image {rel!r}") for rel in images]
-    pixels = processor.image_processor(images=pics, return_tensors="pt")["pixel_values"]
+    out: dict[str, Any] = {"vision": cells.vision_inputs(processor, pics)}
     rows = [scene_targets(scenes[rel]) for rel in images]
-    out: dict[str, Any] = {"pixels": pixels}
     for key in ("colour", "shape", "letter", "count", "word", "word_colour"):
         out[key] = torch.tensor([r[key] for r in rows])
     out["box"] = torch.tensor([r["box"] for r in rows])
@@ -96,32 +103,29 @@ def pretrain_vision(
     opts: VisionPretrainOptions,
     seed: int,
     console: Console,
+    family: str = FAMILY.name,
 ) -> dict[str, Any]:
-    """Train `model`'s vision tower in place on the warm-start pictures; returns held-out accuracies."""
+    """Train `model`'s vision tower in place on the warm-start pictures; returns held-out accuracies.
+    `family` names the model's family (its `SmallBuilder` says what the tower is and what its cells are)."""
     import torch
     import torch.nn.functional as F
 
     from sefe.progress import step_bar
 
-    tower = model.model.vision_tower
-    vcfg = model.config.vision_config
-    if vcfg.image_size // vcfg.patch_size != GRID:
-        raise ValueError(
-            f"vision pre-training needs one patch per grid cell: {vcfg.image_size} px / {vcfg.patch_size} px"
-            f" patches is not {GRID}x{GRID}"
-        )
-    layer = model.config.vision_feature_layer
+    cells_of = small_builder(family)
+    tower = cells_of.tower(model)
+    _check_grid(model, processor, cells_of)
     scenes = orjson.loads((Path(data_root) / "scenes.json").read_bytes())
     images = sorted(k for k in scenes if k.startswith("images/warmstart/"))
     if not images:
         raise ValueError(f"{data_root / 'scenes.json'}: no warm-start pictures")
-    data = _tensors(Path(data_root), images, scenes, processor)
+    data = _tensors(Path(data_root), images, scenes, processor, cells_of)
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(images), generator=gen)
     n_test = int(len(images) * opts.held_out)
     test_ix, train_ix = order[:n_test], order[n_test:]
 
-    hidden = vcfg.hidden_size
+    hidden = cells_of.cell_width(model)
     heads = torch.nn.ModuleDict(
         {
             "colour": torch.nn.Linear(hidden, 1 + len(COLOURS)),
@@ -143,8 +147,7 @@ def pretrain_vision(
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_at)
 
     def features(ix: Any) -> tuple[Any, Any]:
-        hs = tower(data["pixels"][ix], output_hidden_states=True).hidden_states[layer]
-        cells = hs[:, 1:]  # the patches LLaVA passes on ("default" strategy drops CLS)
+        cells = cells_of.cell_features(model, {k: v[ix] for k, v in data["vision"].items()})
         return cells, cells.mean(1)
 
     def loss_of(ix: Any) -> Any:
@@ -201,3 +204,18 @@ def _held_out(features: Any, heads: Any, data: dict[str, Any], ix: Any) -> dict[
             pred = heads["word"](pooled).argmax(-1)
             out["word_per_word_picture"] = (pred[words] == data["word"][ix][words]).float().mean().item()
     return {k: round(v, 4) for k, v in out.items()}
+
+
+def _check_grid(model: Any, processor: Any, cells_of: SmallBuilder) -> None:
+    """One image feature per grid cell, or the per-cell targets mean nothing: checked on a blank picture."""
+    import torch
+    from PIL import Image
+
+    blank = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE))
+    with torch.no_grad():
+        n = cells_of.cell_features(model, cells_of.vision_inputs(processor, [blank])).shape[1]
+    if n != GRID * GRID:
+        raise ValueError(
+            f"vision pre-training needs one patch per grid cell: a {IMAGE_SIZE} px picture gives {n} image"
+            f" features, not {GRID}x{GRID}"
+        )

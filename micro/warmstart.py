@@ -1,4 +1,4 @@
-"""The Micro-CoIN warm start: a small LLaVA built from configs and pre-trained once on the world it will see.
+"""The Micro-CoIN warm start: a small model built from configs and pre-trained once on the world it will see.
 
 Why: a randomly initialised model knows neither the pictures nor any answer style, so a continual run on it
 shows nothing (the demo's loss stayed near 6.6). Two stages, as LLaVA-1.5 is built: first the vision tower
@@ -6,9 +6,11 @@ learns what the warm-start pictures show (`vision_pretrain`, the part CLIP plays
 frozen, the projector and language model train on `warmstart/train.json` (captions, and every answer style
 on question forms the tasks do not use). Each task is then learnable in a few hundred LoRA steps, and a
 style lost later was known.
-The result is cached under `$SEFE_CACHE/micro-warmstart-<hash>` keyed by the model config, the training
-recipe and the corpus bytes; the build is seeded (same inputs, same weights on one machine) and written to
-a temp folder then renamed, so a kill never leaves a half model.
+The model is a small LLaVA by default; `family` picks another family's small model (its `SmallBuilder` in
+`sefe.models.family`, one module per family): the same sizes, the same two stages.
+The result is cached under `$SEFE_CACHE/micro-warmstart-<hash>` keyed by the model config (its digest
+names its family), the training recipe and the corpus bytes; the build is seeded (same inputs, same
+weights on one machine) and written to a temp folder then renamed, so a kill never leaves a half model.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
-from sefe.micro.scenes import COLOURS, SHAPES, WORDS
+from sefe.micro.scenes import COLOURS, GRID, IMAGE_SIZE, SHAPES, WORDS
 from sefe.micro.vision_pretrain import VisionPretrainOptions, pretrain_vision
-from sefe.models.tiny import TinyLlavaConfig, default_cache_dir
+from sefe.models.family import FAMILY
+from sefe.models.family_types import SmallSizes
+from sefe.models.small import small_builder
+from sefe.models.tiny import default_cache_dir
 
 WARM_FORMAT = 2
 
@@ -45,10 +50,11 @@ MICRO_CORPUS: tuple[str, ...] = (
 )
 
 
-def micro_model_config(seed: int = 0) -> TinyLlavaConfig:
-    """The warm-start model's sizes: 48 px pictures in 16 px patches, one per grid cell (9 image tokens),
-    a 2-layer LM. Sized for 2 CPU cores: a step of 8 short records costs tens of milliseconds."""
-    return TinyLlavaConfig(
+def micro_sizes(seed: int = 0) -> SmallSizes:
+    """The warm-start model's sizes, whatever its family: 48 px pictures, one image token per 16 px grid
+    cell (9 image tokens), a 2-layer LM. Sized for 2 CPU cores: a step of 8 short records costs tens of
+    milliseconds."""
+    return SmallSizes(
         seed=seed,
         vocab_size=1024,
         hidden_size=128,
@@ -61,11 +67,16 @@ def micro_model_config(seed: int = 0) -> TinyLlavaConfig:
         vision_intermediate_size=128,
         vision_layers=2,
         vision_heads=4,
-        image_size=48,
-        patch_size=16,
+        image_size=IMAGE_SIZE,
+        cell_px=IMAGE_SIZE // GRID,
         extra_corpus=MICRO_CORPUS,
         split_digits=True,  # Locate's nine boxes: all the same length (merged pieces made 6-13 tokens)
     )
+
+
+def micro_model_config(seed: int = 0, family: str = FAMILY.name) -> Any:
+    """The family's config of the warm-start model (a pydantic model with `digest()`)."""
+    return small_builder(family).config(micro_sizes(seed))
 
 
 class WarmStartOptions(BaseModel):
@@ -91,7 +102,8 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def warmstart_key(model: TinyLlavaConfig, opts: WarmStartOptions, corpus: Path) -> str:
+def warmstart_key(model: Any, opts: WarmStartOptions, corpus: Path) -> str:
+    """12 hex digits of the recipe (the config digest of a non-LLaVA family names that family)."""
     recipe = {
         "format": WARM_FORMAT,
         "model": model.digest(),
@@ -103,13 +115,15 @@ def warmstart_key(model: TinyLlavaConfig, opts: WarmStartOptions, corpus: Path) 
 
 def warmstart_dir(
     data_root: Path,
-    model: TinyLlavaConfig | None = None,
+    model: Any | None = None,
     opts: WarmStartOptions | None = None,
     cache_dir: Path | None = None,
     console: Console | None = None,
+    family: str = FAMILY.name,
 ) -> Path:
-    """The pre-trained model folder for this data root's corpus, built on first use."""
-    model = model or micro_model_config()
+    """The pre-trained model folder of `family` for this data root's corpus, built on first use; `model` is
+    that family's config (default `micro_model_config`)."""
+    model = model or micro_model_config(family=family)
     opts = opts or WarmStartOptions()
     corpus = Path(data_root) / "warmstart" / "train.json"
     if not corpus.is_file():
@@ -123,7 +137,7 @@ def warmstart_dir(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".micro-warmstart-", dir=root))
     try:
-        info = pretrain(Path(data_root), corpus, model, opts, tmp, console or Console(stderr=True))
+        info = pretrain(Path(data_root), corpus, model, opts, tmp, console or Console(stderr=True), family)
         (tmp / "warmstart.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
         try:
             os.replace(tmp, target)
@@ -139,32 +153,33 @@ def warmstart_dir(
 def pretrain(
     data_root: Path,
     corpus: Path,
-    model_cfg: TinyLlavaConfig,
+    model_cfg: Any,
     opts: WarmStartOptions,
     out: Path,
     console: Console,
+    family: str = FAMILY.name,
 ) -> dict[str, object]:
-    """Stage 1 (the tower on scene truth), then stage 2 (projector + LM on the corpus, AdamW, warm-up then
-    cosine); saves model + processor in `out`."""
+    """Stage 1 (the tower on scene truth), then stage 2 (projector + LM on the corpus through the family's
+    dataset and collator, AdamW, warm-up then cosine); saves model + processor in `out`."""
     import torch
     from torch.utils.data import DataLoader
 
-    from sefe.models.dataset import DataCollator, LlavaDataset
-    from sefe.models.tiny import build_tiny_llava
     from sefe.progress import step_bar
 
     if opts.threads:
         torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
-    model, processor = build_tiny_llava(model_cfg)
-    vision = pretrain_vision(model, processor, data_root, opts.vision, opts.seed, console)
-    model.model.vision_tower.requires_grad_(False)
-    dataset = LlavaDataset(corpus, data_root, processor, max_length=model_cfg.max_position_embeddings)
+    small = small_builder(family)
+    model, processor = small.build(model_cfg)
+    vision = pretrain_vision(model, processor, data_root, opts.vision, opts.seed, console, family)
+    for module in small.frozen(model):
+        module.requires_grad_(False)
+    dataset, collator = small.corpus(corpus, data_root, processor, model_cfg.max_position_embeddings)
     loader = DataLoader(
         dataset,
         batch_size=opts.batch_size,
         sampler=_curriculum(dataset, data_root, opts),
-        collate_fn=DataCollator(processor),
+        collate_fn=collator,
     )
     trainable = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(trainable, lr=opts.lr, weight_decay=opts.weight_decay)
@@ -194,11 +209,13 @@ def pretrain(
                 progress.update(bar, description=f"warm start (loss {recent:.3f})")
             progress.advance(bar)
     model.eval()
-    model.model.vision_tower.requires_grad_(True)  # saved weights carry no flag; keep the object plain
+    for module in small.frozen(model):
+        module.requires_grad_(True)  # saved weights carry no flag; keep the object plain
     model.save_pretrained(out)
     processor.save_pretrained(out)
     tail = losses[-50:]
     return {
+        "family": family,
         "model": model_cfg.model_dump(mode="json"),
         "options": opts.model_dump(mode="json"),
         "corpus": str(corpus),

@@ -6,7 +6,8 @@ batching delegated to the family, so the runner can train any family by construc
 keeps `LlavaDataset` (the parity path, with the release's mismatch handling).
 
 Grounding: with `box_answers`, every answer's first box is converted from CoIN's convention into the
-family's for this image (`ModelFamily.target_to_family`) before tokenisation.
+family's for this image (`ModelFamily.target_to_family`) before tokenisation; with `box_optional` too, an
+answer without a box is kept as it is (a corpus that mixes boxes with other answers, Micro-CoIN's warm start).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sefe.coin.images import open_image
+from sefe.errors import InputError
 from sefe.models.dataset import RecordsDataset, load_records
 from sefe.models.family import Encoded, ModelFamily
 from sefe.models.train_sample import TrainSample
@@ -33,6 +35,7 @@ class FamilyDataset(RecordsDataset):
         processor: Any,
         max_length: int = 2048,
         box_answers: bool = False,
+        box_optional: bool = False,
     ) -> None:
         self.records_path = Path(records_path)
         self.data_root = Path(data_root)
@@ -40,6 +43,7 @@ class FamilyDataset(RecordsDataset):
         self.processor = processor
         self.max_length = max_length
         self.box_answers = box_answers
+        self.box_optional = box_optional
         self.set_records(load_records(self.records_path, self.data_root))
 
     def set_records(self, records: list[TrainSample]) -> None:
@@ -58,12 +62,17 @@ class FamilyDataset(RecordsDataset):
         image = open_image(self.data_root, rec.image, f"{where}, field 'image'") if rec.image else None
         turns = list(rec.turns)
         if self.box_answers and image is not None:
-            turns = [
-                (q, self.family.target_to_family(a, image.size, self.processor, f"{where}, turn {k}"))
-                for k, (q, a) in enumerate(turns)
-            ]
+            turns = [(q, self._boxed(a, image.size, f"{where}, turn {k}")) for k, (q, a) in enumerate(turns)]
         enc = self.family.encode(self.processor, turns, image, self.max_length, where)
         return {"input_ids": enc.input_ids, "labels": enc.labels, "vision": enc.vision}
+
+    def _boxed(self, answer: str, size: tuple[int, int], where: str) -> str:
+        try:
+            return self.family.target_to_family(answer, size, self.processor, where)
+        except InputError:  # the answer has no box
+            if self.box_optional:
+                return answer
+            raise
 
 
 @dataclass

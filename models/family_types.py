@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 #: A (question, answer) pair of a CoIN conversation; the last answer may be None (a generation prompt).
 Turn = tuple[str, str | None]
 
@@ -27,3 +29,27 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]
     vision: dict[str, Any] = field(default_factory=dict)
+
+
+class SmallSizes(BaseModel):
+    """Family-neutral sizes of a small model built from configs (Micro-CoIN's warm start): each family's
+    `SmallBuilder` maps them onto its own config. `cell_px` is the picture side one image token covers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = 0
+    vocab_size: int = Field(1024, gt=0)  # the BPE trainer's target (the corpus decides the real size)
+    hidden_size: int = Field(128, gt=0)
+    intermediate_size: int = Field(256, gt=0)
+    num_layers: int = Field(2, gt=0)
+    num_heads: int = Field(4, gt=0)
+    num_kv_heads: int = Field(2, gt=0)
+    max_position_embeddings: int = Field(512, gt=0)
+    vision_hidden_size: int = Field(64, gt=0)
+    vision_intermediate_size: int = Field(128, gt=0)
+    vision_layers: int = Field(2, gt=0)
+    vision_heads: int = Field(4, gt=0)
+    image_size: int = Field(48, gt=0)
+    cell_px: int = Field(16, gt=0)
+    extra_corpus: tuple[str, ...] = ()  # tokenizer-training lines beside the built-in corpus
+    split_digits: bool = True

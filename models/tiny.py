@@ -51,7 +51,7 @@ class TinyLlavaConfig(BaseModel):
         skip = {
             k for k in ("extra_corpus", "split_digits") if not getattr(self, k)
         } or None  # defaults as before
-        recipe = {"format": BUILD_FORMAT, "corpus": _CORPUS_LINES, **self.model_dump(exclude=skip)}
+        recipe = {"format": BUILD_FORMAT, "corpus": CORPUS_LINES, **self.model_dump(exclude=skip)}
         payload = orjson.dumps(recipe, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(payload).hexdigest()[:12]
 
@@ -59,7 +59,7 @@ class TinyLlavaConfig(BaseModel):
 # Our own small corpus: template words, CoIN-style instruction lines and everyday question vocabulary, so the
 # tokenizer splits typical prompts into sensible pieces. Printable ASCII and newline are always in the
 # alphabet. No special tokens in it: BPE would learn them as ordinary pieces (a literal "<image>\nWhat").
-_CORPUS_LINES = [
+CORPUS_LINES = [
     SYSTEM,
     f"{USER}: What is in the picture? {ASSISTANT}: A dog on a red sofa.",
     SHORT_ANSWER,
@@ -95,7 +95,7 @@ _CORPUS_LINES = [
 
 
 def _corpus(extra: tuple[str, ...] = ()) -> list[str]:
-    lines = _CORPUS_LINES + list(extra)
+    lines = CORPUS_LINES + list(extra)
     return lines * 4 + [line.lower() for line in lines]
 
 
@@ -106,26 +106,57 @@ def default_cache_dir() -> Path:
 
 def build_tokenizer(config: TinyLlavaConfig):
     """A Llama-like BPE tokenizer (Metaspace pre-tokenizer, `<s>` first) trained on the built-in corpus."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    return train_bpe(
+        config.vocab_size, config.extra_corpus, config.split_digits, config.max_position_embeddings
+    )
+
+
+def train_bpe(
+    vocab_size: int,
+    extra_corpus: tuple[str, ...],
+    split_digits: bool,
+    model_max_length: int,
+    added_special: tuple[str, ...] = (),
+    word_after_newline: bool = False,
+):
+    """The BPE of `build_tokenizer`; `added_special` tokens are appended after the trained pieces (ids from
+    the trained size up), so the ordinary pieces and their ids are those of the tokenizer without them.
+    `word_after_newline`: a word that follows a newline is tokenised as one after a space (`▁Red`, not
+    `Re` `d`): ChatML starts every message on a new line, where the vicuna template has a space."""
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     meta = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
     digits = pre_tokenizers.Digits(individual_digits=True)
-    tok.pre_tokenizer = pre_tokenizers.Sequence([meta, digits]) if config.split_digits else meta
+    tok.pre_tokenizer = pre_tokenizers.Sequence([meta, digits]) if split_digits else meta
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
     alphabet = [chr(c) for c in range(32, 127)] + ["\n", "▁"]
     trainer = trainers.BpeTrainer(
-        vocab_size=config.vocab_size,
+        vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=alphabet,
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(config.extra_corpus), trainer)
+    tok.train_from_iterator(_corpus(extra_corpus), trainer)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
     )
+    if word_after_newline:
+        tok.normalizer = normalizers.Replace(Regex("\n(?=[^\n])"), "\n ")  # not before a special token
+    if added_special:
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in added_special])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
@@ -133,7 +164,7 @@ def build_tokenizer(config: TinyLlavaConfig):
         unk_token="<unk>",
         pad_token="<pad>",
         extra_special_tokens={"image_token": IMAGE_TOKEN},
-        model_max_length=config.max_position_embeddings,
+        model_max_length=model_max_length,
     )
 
 

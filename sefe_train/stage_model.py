@@ -143,7 +143,11 @@ def train_dataset(cfg: RunConfig, task: TaskConfig, processor: Any) -> Any:
         from sefe.models.family_dataset import FamilyDataset
 
         box_answers = box_task(task.name, root)
-        dataset = FamilyDataset(path, root, family, processor, max_length, box_answers=box_answers)
+        # box_optional: ASD rewrites part of a box task's answers into other styles (a letter, yes/no, a
+        # sentence), which have no box to convert
+        dataset = FamilyDataset(
+            path, root, family, processor, max_length, box_answers=box_answers, box_optional=True
+        )
     if cfg.train.cache_examples:
         dataset.keep_encoded()
     return dataset

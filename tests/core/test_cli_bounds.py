@@ -253,6 +253,10 @@ def table(p: Paths) -> dict[tuple[str, str], list[Case]]:
             ("micro run", "vision_steps"): [(["--vision-steps", "-1"], "--vision-steps")],
             ("micro run", "threads"): [(["--threads", "0"], "--threads")],
             ("micro run", "jobs"): [(["--jobs", "0"], "--jobs")],
+            ("micro run", "family"): [
+                (["--family", "internvl"], "internvl"),
+                (["--family", "bogus"], "bogus"),
+            ],
             ("demo", "out"): [(["--out", str(p.a_file)], "--out")],
             ("demo", "x"): [(["--x", v], "--x") for v in ("120", "-1")],
             ("demo", "backend"): [(["--backend", "bogus"], "--backend")],

@@ -10,7 +10,7 @@ import typer
 from sefe.asd_gen.needs import BackendName, DistractorMode, GenerationOptions
 from sefe.asd_gen.options import BuildOptions
 from sefe.commands.common import default, model_option, names_option, parse_floats, split_list
-from sefe.errors import InputError
+from sefe.vllm_args import parse_key_values
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -20,19 +20,6 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Answer Style Diversification: build train_x{X}.json files.", no_args_is_help=True)
 _GEN = GenerationOptions
 _DEFAULT_XS = ",".join(f"{x:g}" for x in default(BuildOptions, "xs"))
-
-
-def _key_values(items: list[str] | None) -> dict[str, object]:
-    """`--vllm-arg tensor_parallel_size=2` -> {"tensor_parallel_size": 2} (values parsed as YAML scalars)."""
-    import yaml
-
-    out: dict[str, object] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--vllm-arg: expected KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def asd_build_cmd(
@@ -132,7 +119,7 @@ def asd_build_cmd(
         temperature=temperature,
         request_timeout_s=request_timeout,
         chunk_size=chunk_size,
-        vllm_args=_key_values(vllm_arg),
+        vllm_args=parse_key_values(vllm_arg),
     )
     opts = BuildOptions(
         data_root=data_root or coin_mini_root(),

@@ -87,11 +87,19 @@ def eval_run_cmd(
         "--scienceqa-instruction",
         help="ScienceQA letter line: always (appended, as the release) | once (not repeated).",
     ),
+    vllm_arg: list[str] | None = typer.Option(
+        None,
+        "--vllm-arg",
+        help="vLLM engine argument KEY=VALUE, repeatable (tensor_parallel_size=2); over $SEFE_VLLM_ARGS.",
+    ),
 ) -> None:
     """CoIN predictions, greedy, one JSONL per task. Rerun the same command to resume."""
     from sefe.errors import InputError, MissingFile
     from sefe.evaluation.inference import default_tasks, run_inference
     from sefe.sefe_train.stage_folder import is_stage_folder, load_stage
+    from sefe.vllm_args import parse_key_values
+
+    vllm_args = parse_key_values(vllm_arg)
 
     names = names_option(tasks, "--tasks") or default_tasks(data_root)
     if not names:
@@ -118,6 +126,7 @@ def eval_run_cmd(
         device=device,
         engine=engine,
         scienceqa_instruction=scienceqa_instruction,
+        vllm_args=vllm_args,
     )
     for task, path in paths.items():
         typer.echo(f"{task}: {path}")

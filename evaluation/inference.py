@@ -205,11 +205,13 @@ def run_inference(
     show_progress: bool = True,
     scienceqa_instruction: ScienceQAInstruction = "always",
     family: ModelFamily | None = None,
+    vllm_args: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write `<out_dir>/<Task>.jsonl` for each task from `<data_root>/annotations/<Task>/test.json`.
 
     `model` is a merged HF folder or an in-memory (model, processor) pair (the runner passes its own).
     `family`: the model's family; None: the folder's or the in-memory model's `model_type`.
+    `vllm_args`: `vllm.LLM` keyword arguments for `engine="vllm"` (over `$SEFE_VLLM_ARGS`; `sefe.vllm_args`).
     Returns the prediction file of each task. Rerunning resumes: answered question ids are skipped.
     `out_dir` is locked (`sefe.lock`) while predictions are planned and written: a second process writing
     the same prediction files refuses.
@@ -220,6 +222,10 @@ def run_inference(
     )
     if isinstance(model, tuple) and engine != "hf":
         raise InputError("an in-memory model runs on the hf engine; give a folder for --engine vllm")
+    if vllm_args and engine != "vllm":
+        raise InputError(
+            f"--vllm-arg {', '.join(sorted(vllm_args))}: engine arguments apply to --engine vllm"
+        )
     with folder_lock(out_dir, "sefe eval run"):
         jobs = _plan(data_root, tasks, out_dir, limit)
         paths = {task: predictions_path(out_dir, task) for task in tasks}
@@ -227,7 +233,9 @@ def run_inference(
             return paths
         mid = model_id or ("model" if isinstance(model, tuple) else Path(model).resolve().name)
         fam = _family_of(model, family)
-        generate, processor, restore = _generator(model, engine, max_new_tokens, dtype, device, fam)
+        generate, processor, restore = _generator(
+            model, engine, max_new_tokens, dtype, device, fam, vllm_args
+        )
         if fam is None:
             writer = _Writer(data_root, mid, scienceqa_instruction, _padding_fill(processor))
         else:
@@ -290,6 +298,7 @@ def _generator(
     dtype: str,
     device: str | None,
     family: ModelFamily | None = None,
+    vllm_args: dict[str, Any] | None = None,
 ) -> tuple[GenerateFn, Any, Callable[[], None]]:
     """(generate function, processor or None, restore): loads a folder, or borrows the runner's model.
 
@@ -299,10 +308,12 @@ def _generator(
         _refuse_incomplete(Path(model))
     if engine == "vllm" and not isinstance(model, tuple):
         from sefe.evaluation.vllm_engine import family_generate_fn, vllm_generate_fn
+        from sefe.vllm_args import engine_args
 
+        args = engine_args({}, vllm_args)
         if family is None:
-            return vllm_generate_fn(str(model), max_new_tokens), None, lambda: None
-        generate_fn, processor = family_generate_fn(str(model), max_new_tokens, family)
+            return vllm_generate_fn(str(model), max_new_tokens, **args), None, lambda: None
+        generate_fn, processor = family_generate_fn(str(model), max_new_tokens, family, **args)
         return generate_fn, processor, lambda: None
     if isinstance(model, tuple):
         llava, processor = model

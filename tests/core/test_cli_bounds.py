@@ -197,6 +197,7 @@ def table(p: Paths) -> dict[tuple[str, str], list[Case]]:
             ("eval run", "device"): [(["--device", "bogus"], "--device")],
             ("eval run", "engine"): [(["--engine", "bogus"], "--engine")],
             ("eval run", "scienceqa_instruction"): [(["--scienceqa-instruction", "bogus"], "--scienceqa")],
+            ("eval run", "vllm_arg"): [(["--engine", "vllm", "--vllm-arg", "no-equals-sign"], "--vllm-arg")],
             ("eval score", "task"): [(["--task", "NoSuchTask"], "NoSuchTask")],
             ("eval score", "predictions"): [
                 (["--predictions", str(p.missing)], str(p.missing)),

@@ -122,3 +122,38 @@ def test_without_vllm_a_family_folder_gets_the_install_hint(
     assert result.exit_code == 2, result.output
     assert "pip install 'sefe[vllm]'" in result.output and "--engine hf" not in result.output
     assert "Traceback" not in result.output
+
+
+def test_engine_arguments_reach_vllm_from_the_command_line_over_the_environment(
+    family_folder: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sefe eval run --engine vllm --vllm-arg KEY=VALUE` (a 7B needs `tensor_parallel_size`,
+    `max_model_len`): typed values, over `$SEFE_VLLM_ARGS`, beside the engine's own image limit; refused
+    for the hf engine and when malformed (exit 2, one line)."""
+    from sefe.cli import app
+
+    fake = SimpleNamespace(LLM=_StandInLLM, SamplingParams=lambda **kw: SimpleNamespace(**kw))
+    monkeypatch.setattr(vllm_engine, "_vllm", lambda: fake)
+    monkeypatch.setenv("SEFE_VLLM_ARGS", '{"max_model_len": 4096, "gpu_memory_utilization": 0.8}')
+    _StandInLLM.made.clear()
+    base = ["eval", "run", "--model", str(family_folder("qwen2_5_vl")), "--data-root", str(COIN_MINI)]
+    base += ["--tasks", "GQA", "--limit", "1"]
+    extra = ["--vllm-arg", "tensor_parallel_size=2", "--vllm-arg", "max_model_len=8192"]
+    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "a"), "--engine", "vllm", *extra])
+    assert result.exit_code == 0, result.output
+    (llm,) = _StandInLLM.made
+    assert llm.engine_args == {
+        "limit_mm_per_prompt": {"image": 1},
+        "max_model_len": 8192,  # the command line over the environment
+        "gpu_memory_utilization": 0.8,
+        "tensor_parallel_size": 2,
+    }
+    hf = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "b"), *extra])
+    assert hf.exit_code == 2 and "apply to --engine vllm" in hf.output and "Traceback" not in hf.output
+    bad = CliRunner().invoke(
+        app, [*base, "--out", str(tmp_path / "c"), "--engine", "vllm", "--vllm-arg", "x"]
+    )
+    assert bad.exit_code == 2 and "--vllm-arg: expected KEY=VALUE, got 'x'" in bad.output
+    monkeypatch.setenv("SEFE_VLLM_ARGS", "[1]")
+    env = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "d"), "--engine", "vllm"])
+    assert env.exit_code == 2 and "SEFE_VLLM_ARGS must be a JSON object" in env.output

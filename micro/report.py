@@ -32,6 +32,7 @@ from sefe.micro.baselines import baselines
 from sefe.micro.cells import cell_stats, line_accuracy
 from sefe.micro.endpoints import PRIMARY, SECONDARY, compare, item_outcomes, value
 from sefe.micro.latent import LATENT_FILE
+from sefe.models.family import FAMILY
 
 METRICS = (
     "MFT", "MFN", "MAA", "BWT", "FE_own", "FE_later", "FE_later_held", "OOP_later",
@@ -440,7 +441,8 @@ def render(report: dict[str, Any], tasks: list[str]) -> str:
         f"lr {o['lr']:g}, projector lr {proj_lr:g}, RegLoRA λ {o['lam']:g}, ASD X = {o['x']:g} (scene "
         "backend, data distractors; explanations state the asked fact only). Half of every test asks with a "
         "held-out instruction line. "
-        f"Warm start: {ws.get('parameters')} parameters, final loss {_fmt(ws.get('final_loss'), 3)}. "
+        f"Warm start ({o.get('family') or FAMILY.name} family): {ws.get('parameters')} parameters, final "
+        f"loss {_fmt(ws.get('final_loss'), 3)}. "
         "Scoring: CoIN scorers in `fixed` mode.",
         "",
         "## Headline (mean ± std over seeds)",

@@ -83,6 +83,7 @@ def test_micro_run_on_the_qwen_warm_start(tmp_path: Path, monkeypatch: pytest.Mo
     )
     assert config["model_type"] == "qwen2_5_vl"
     assert orjson.loads((out / "micro.json").read_bytes())["family"] == "qwen2_5_vl"
+    assert "Warm start (qwen2_5_vl family)" in (out / "report.md").read_text()
 
 
 def test_a_family_without_a_small_model_is_refused_with_exit_code_2(tmp_path: Path) -> None:

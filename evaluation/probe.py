@@ -13,7 +13,8 @@ closing token: it is the probability of the whole answer, so `red` cannot win me
 `mean` (per-token average) is offered for comparison; it removes the length penalty but is no longer a
 probability of the reply. Tokens and prompt are built exactly as in training: LLaVA through `tokenize_record`
 (the parity path), any other family through its own `encode` (its chat template, its end-of-turn marker and
-its image handling), so the probe asks each family in the form it was trained on.
+its image handling), so the probe asks each family in the form it was trained on; a box task's candidates
+are converted into the family's box convention first (`family_candidates`).
 
 Candidates: a test record's own `candidates` list (Micro-CoIN writes one; ASD distractors can be stored the
 same way) with `answer` (or, for a box task, `answer_bbox`) among them; ScienceQA: the option letters of the
@@ -173,6 +174,30 @@ def family_sequence_scores(
     return _batch_scores(model, family.collate(processor, encoded), reduction)
 
 
+def family_candidates(
+    family: ModelFamily, processor: Any, item: ProbeItem, image: Any, boxes: bool, where: str
+) -> list[str]:
+    """The item's candidates as `family` was trained on them: for a box task (`boxes`) each candidate's box
+    in the family's convention (`target_to_family`, as `FamilyDataset` converts the training answers)."""
+    if not boxes or image is None:
+        return list(item.candidates)
+    return [
+        family.target_to_family(c, image.size, processor, f"{where}, candidate {c!r}")
+        for c in item.candidates
+    ]
+
+
+def _box_task(task: str, data_root: Path) -> bool:
+    """True for a task whose answers are boxes (the data root's `tasks.json` first, then CoIN's tasks)."""
+    from sefe.coin.root_tasks import find_task
+    from sefe.coin.tasks import TaskError
+
+    try:
+        return find_task(task, data_root).answer == "box"
+    except TaskError:
+        return False
+
+
 def _batch_scores(model: Any, batch: dict[str, Any], reduction: Reduction) -> list[float]:
     """Summed (or mean) log-probability of each row's labelled tokens in a right-padded batch."""
     import torch
@@ -238,6 +263,7 @@ def run_probe(
     if not items:
         return None
     own = family if family is not None and family.name != "llava" else None  # None: the parity path
+    boxes = own is not None and _box_task(task, data_root)
     was_training = bool(getattr(model, "training", False))
     model.eval()
     known: list[int] = []
@@ -247,7 +273,10 @@ def run_probe(
             for it in chunk:
                 img = open_image(data_root, it.image, f"probe {task} {it.question_id}") if it.image else None
                 if own is not None:
-                    seqs += [(it.question, c, img) for c in it.candidates]
+                    cands = family_candidates(
+                        own, processor, it, img, boxes, f"probe {task} {it.question_id}"
+                    )
+                    seqs += [(it.question, c, img) for c in cands]
                 else:
                     pixels = _pixels(processor, img) if img is not None else None
                     seqs += [(it.question, c, pixels) for c in it.candidates]

@@ -17,6 +17,7 @@ import torch
 from sefe.evaluation.probe import ProbeItem, family_sequence_scores, run_probe
 from sefe.models import vocab
 from sefe.models.family import ModelFamily, get_family
+from sefe.models.family_types import SmallSizes
 from tests.helpers.qwen import noise_image, require_qwen_vocab
 
 VOCAB_DIR = vocab.vocab_dir()  # resolved at import, as the other Qwen tests do
@@ -83,3 +84,35 @@ def test_the_other_chatml_families_score_as_by_hand(name: str, tmp_path: Path) -
     hand = [_by_hand(model, processor, QUESTION, c, image, family) for c in cands]
     probe = family_sequence_scores(model, family, processor, [(QUESTION, c, image) for c in cands])
     assert probe == pytest.approx(hand, rel=1e-4)
+
+
+def test_a_box_tasks_candidates_are_scored_in_the_familys_boxes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Micro-CoIN's Locate through the small Qwen2.5-VL (trained on pixel boxes): the probe ranks the
+    candidates as the model was trained on them, `[2, 2, 14, 14]`, not CoIN's `[0.04, 0.04, 0.29, 0.29]`;
+    a task without boxes keeps its candidates."""
+    import sefe.evaluation.probe as probe
+    from sefe.micro.generate import build_micro
+    from sefe.models.small import small_builder
+
+    root = build_micro(tmp_path / "data", seed=0, n_train=2, n_test=2, n_warm=4)
+    small = small_builder("qwen2_5_vl")
+    model, processor = small.build(small.config(SmallSizes()))
+    seen: list[str] = []
+
+    def capture(model: Any, family: Any, processor: Any, seqs: Any, reduction: Any = "sum") -> list[float]:
+        seen.extend(c for _, c, _ in seqs)
+        return [0.0] * len(seqs)
+
+    monkeypatch.setattr(probe, "family_sequence_scores", capture)
+    box = ProbeItem(
+        question_id="q", question="<image>\nWhere?", image="images/Locate/test/00000.png", correct=0,
+        candidates=["[0.04, 0.04, 0.29, 0.29]", "[0.71, 0.38, 0.96, 0.62]"],
+    )  # fmt: skip
+    run_probe(model, processor, "Locate", [box], root, family=FAMILY)
+    assert seen == ["[2, 2, 14, 14]", "[34, 18, 46, 30]"]
+    seen.clear()
+    colour = box.model_copy(update={"candidates": ["red", "[0.04, 0.04, 0.29, 0.29]"]})
+    run_probe(model, processor, "Colour", [colour], root, family=FAMILY)
+    assert seen == ["red", "[0.04, 0.04, 0.29, 0.29]"]

@@ -10,13 +10,14 @@ verdict from the interval (`stats.py`). Item-level outcomes come from the run fo
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from sefe.micro.stats import Interval, bootstrap_items, paired_t, retention, verdict
+from sefe.micro.stats import Interval, NoDefinedDraw, bootstrap_items, paired_t, retention, verdict
 
 MARGIN = 30.0  # points above the base a task must reach at its own stage to count for retention
 #: format-error endpoints (points) and the item kind each averages
@@ -131,12 +132,14 @@ def _cell_means(
     import numpy as np
 
     out = {}
-    for (k, i), flags in cells.items():
-        arr = np.asarray(flags, dtype=float)
-        if draws is not None:
-            out[(k, i)] = 100.0 * np.nanmean(arr[draws[i]], axis=1)
-        else:
-            out[(k, i)] = 100.0 * float(np.nanmean(arr))
+    with warnings.catch_warnings():  # a draw without items of a kind gives NaN, dropped by the bootstrap
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for (k, i), flags in cells.items():
+            arr = np.asarray(flags, dtype=float)
+            if draws is not None:
+                out[(k, i)] = 100.0 * np.nanmean(arr[draws[i]], axis=1)
+            else:
+                out[(k, i)] = 100.0 * float(np.nanmean(arr))
     return out
 
 
@@ -226,7 +229,7 @@ def compare(
 
         try:
             boot = bootstrap_items(n_items, diff, reps=reps)
-        except _NoBootstrap:
+        except (_NoBootstrap, NoDefinedDraw):
             boot = None
     v = verdict(t)
     unit = "points" if ep.metric in FE_METRICS else "(ρ, 1 = all kept)"

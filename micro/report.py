@@ -271,10 +271,16 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
     n_items = [base_of[t].items for t in tasks]
     items_of: dict[tuple[str, int], Any] = {}
 
+    unfinished: list[str] = []
+
     def collect(name: str, method: str, data: str, seed: int) -> dict[str, Any] | None:
-        """One run's entry (None when it has no accuracy matrix yet); its item outcomes kept aside."""
+        """One run's entry (None until every stage is evaluated and its latent probe recorded: a run cut
+        short would enter the seed table with fewer stages); its item outcomes kept aside."""
         m = load_run(out / "runs" / name)
-        if m["accuracy"] is None:
+        acc = m["accuracy"]
+        if acc is None or len(acc.rows) < len(tasks) or m["latent"] is None:
+            if acc is not None or (out / "runs" / name).is_dir():
+                unfinished.append(name)
             return None
         root = data_root(opts, seed)
         cells = cell_stats(out / "runs" / name, tasks, root)
@@ -288,7 +294,7 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
             "seed": seed,
             "seconds": timings.get(name),
             "metrics": {
-                **run_metrics(m["accuracy"], m["format_errors"], m["knowledge"]),
+                **run_metrics(acc, m["format_errors"], m["knowledge"]),
                 "OOP_later": _later_mean(cells["out_of_pool"]),
                 "rho_K": value("rho_K", items, len(tasks), base),
                 "rho_L": value("rho_L", items, len(tasks), base),
@@ -355,6 +361,7 @@ def write_report(opts: Any, warm: Path, timings: dict[str, float]) -> Path:
             "alone": alone_ceiling(out, tasks, alone_name, data_root(opts, 0)),
         },
         "lambda_sweep": sweep,
+        "unfinished": unfinished,
         "endpoints": [r.model_dump(mode="json") for r in results],
         "findings": found,
         "runs": runs,
@@ -445,6 +452,15 @@ def render(report: dict[str, Any], tasks: list[str]) -> str:
         f"loss {_fmt(ws.get('final_loss'), 3)}. "
         "Scoring: CoIN scorers in `fixed` mode.",
         "",
+        *(
+            [
+                f"**Not finished (left out of every table):** {', '.join(report['unfinished'])}. Rerun the "
+                "same `sefe micro run` command to finish them; finished runs are kept.",
+                "",
+            ]
+            if report.get("unfinished")
+            else []
+        ),
         "## Headline (mean ± std over seeds)",
         "",
         *headline_table(report),

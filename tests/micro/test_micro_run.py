@@ -84,6 +84,17 @@ def test_micro_run_two_tasks_one_seed_and_resume(tmp_path: Path, monkeypatch: py
     assert "done, skipped" in again.output or "skipped" in again.output
     report2 = orjson.loads((out / "report.json").read_bytes())
     assert [r["accuracy"] for r in report2["runs"]] == [r["accuracy"] for r in report["runs"]]
+    # a run cut short (its last stage not evaluated yet) is named as unfinished and kept out of every table
+    from sefe.micro.options import MicroOptions
+    from sefe.micro.report import write_report
+
+    acc = orjson.loads((run_dir / "accuracy.json").read_bytes())
+    (run_dir / "accuracy.json").write_bytes(orjson.dumps({**acc, "rows": acc["rows"][:1]}))
+    write_report(MicroOptions.model_validate(orjson.loads((out / "micro.json").read_bytes())), tmp_path, {})
+    cut = orjson.loads((out / "report.json").read_bytes())
+    assert cut["unfinished"] == ["lora_original_seed0"] and "lora/original" not in cut["groups"]
+    assert "lora_original_seed0" not in {r["name"] for r in cut["runs"]}
+    assert "Not finished (left out of every table):** lora_original_seed0" in (out / "report.md").read_text()
 
 
 def test_micro_run_rejects_bad_options_with_exit_code_2(tmp_path: Path) -> None:

@@ -130,3 +130,20 @@ def test_fe_later_held_counts_only_items_asked_with_a_held_out_line(tmp_path: An
     assert value("FE_later", items, 2, [0.0, 0.0]) == 50.0  # all of Colour's items after stage 2
     assert value("FE_later_held", items, 2, [0.0, 0.0]) == 100.0  # only its held-out ones
     assert not any(math.isnan(v) for v in items["FE"][(1, 0)])
+
+
+def test_bootstrap_drops_draws_where_the_difference_is_undefined() -> None:
+    """A draw with no item of a kind (a held-out line in a tiny test) gives NaN: it is left out, not sorted
+    into the interval's upper end."""
+    import numpy as np
+
+    from sefe.micro.stats import bootstrap_items
+
+    def diff(draws: list[Any]) -> Any:
+        out = np.ones(draws[0].shape[0])
+        out[::2] = np.nan  # half the draws undefined
+        return out
+
+    assert bootstrap_items([10], diff, reps=100) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="no resampled difference"):
+        bootstrap_items([10], lambda d: np.full(d[0].shape[0], np.nan), reps=10)

@@ -254,6 +254,38 @@ class TinyQwenConfig(BaseModel):
         return recipe_digest(self, BUILD_FORMAT, CHAT_TEMPLATE)
 
 
+def qwen2_5_vl_configs(
+    sizes: Any, vocab_size: int, ids: dict[str, int], mrope_section: list[int], vision_extra: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(text, vision) config dicts of a small Qwen2.5-VL from `sizes` (the tiny model's or Micro-CoIN's: the
+    same field names), tied embeddings, ChatML's end and pad ids; `vision_extra` adds or overrides vision
+    fields (patch size, merge size, window)."""
+    text = {
+        "vocab_size": vocab_size,
+        "hidden_size": sizes.hidden_size,
+        "intermediate_size": sizes.intermediate_size,
+        "num_hidden_layers": sizes.num_layers,
+        "num_attention_heads": sizes.num_heads,
+        "num_key_value_heads": sizes.num_kv_heads,
+        "max_position_embeddings": sizes.max_position_embeddings,
+        "rope_parameters": {"rope_type": "default", "mrope_section": mrope_section, "rope_theta": 1e6},
+        "bos_token_id": None,
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+        "tie_word_embeddings": True,
+    }
+    vision = {
+        "depth": sizes.vision_layers,
+        "hidden_size": sizes.vision_hidden_size,
+        "intermediate_size": sizes.vision_intermediate_size,
+        "num_heads": sizes.vision_heads,
+        "out_hidden_size": sizes.hidden_size,
+        "fullatt_block_indexes": [sizes.vision_layers - 1],
+        **vision_extra,
+    }
+    return text, vision
+
+
 def build_tiny(config: TinyQwenConfig | None = None, vocab_folder: Path | None = None):
     """(model, QwenProcessor) in memory, seeded; the tokenizer is the real one (`sefe.models.vocab`)."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -265,33 +297,9 @@ def build_tiny(config: TinyQwenConfig | None = None, vocab_folder: Path | None =
     tokenizer = qwen2_tokenizer(vocab_folder)
     ids = chatml_ids(tokenizer)
     image_processor = Qwen2VLImageProcessorPil(min_pixels=config.min_pixels, max_pixels=config.max_pixels)
-    text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": config.hidden_size,
-        "intermediate_size": config.intermediate_size,
-        "num_hidden_layers": config.num_layers,
-        "num_attention_heads": config.num_heads,
-        "num_key_value_heads": config.num_kv_heads,
-        "max_position_embeddings": config.max_position_embeddings,
-        "rope_parameters": {
-            "rope_type": "default",
-            "mrope_section": list(config.mrope_section),
-            "rope_theta": 1e6,
-        },
-        "bos_token_id": None,
-        "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"],
-        "tie_word_embeddings": True,
-    }
-    vision = {
-        "depth": config.vision_layers,
-        "hidden_size": config.vision_hidden_size,
-        "intermediate_size": config.vision_intermediate_size,
-        "num_heads": config.vision_heads,
-        "out_hidden_size": config.hidden_size,
-        "fullatt_block_indexes": [config.vision_layers - 1],
-        "window_size": 112,
-    }
+    text, vision = qwen2_5_vl_configs(
+        config, len(tokenizer), ids, list(config.mrope_section), {"window_size": 112}
+    )
     model = seeded_qwen_model(
         Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, text, vision, ids, config.seed
     )

@@ -78,7 +78,7 @@ def build_small_qwen(config: SmallQwenConfig) -> tuple[Any, Any]:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from sefe.models.qwen2_5_vl import QwenProcessor, chatml_ids, seeded_qwen_model
+    from sefe.models.qwen2_5_vl import QwenProcessor, chatml_ids, qwen2_5_vl_configs, seeded_qwen_model
     from sefe.models.tiny import train_bpe
 
     tokenizer = train_bpe(
@@ -96,35 +96,17 @@ def build_small_qwen(config: SmallQwenConfig) -> tuple[Any, Any]:
     image_processor = Qwen2VLImageProcessorPil(
         patch_size=config.patch_size, merge_size=config.merge_size, min_pixels=pixels, max_pixels=pixels
     )
-    text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": config.hidden_size,
-        "intermediate_size": config.intermediate_size,
-        "num_hidden_layers": config.num_layers,
-        "num_attention_heads": config.num_heads,
-        "num_key_value_heads": config.num_kv_heads,
-        "max_position_embeddings": config.max_position_embeddings,
-        "rope_parameters": {
-            "rope_type": "default",
-            "mrope_section": mrope_section(config.hidden_size // config.num_heads),
-            "rope_theta": 1e6,
+    text, vision = qwen2_5_vl_configs(
+        config,
+        len(tokenizer),
+        ids,
+        mrope_section(config.hidden_size // config.num_heads),
+        {
+            "patch_size": config.patch_size,
+            "spatial_merge_size": config.merge_size,
+            "window_size": 4 * config.patch_size * config.merge_size,  # 4x4 merged tokens, as Qwen's 112 px
         },
-        "bos_token_id": None,
-        "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"],
-        "tie_word_embeddings": True,
-    }
-    vision = {
-        "depth": config.vision_layers,
-        "hidden_size": config.vision_hidden_size,
-        "intermediate_size": config.vision_intermediate_size,
-        "num_heads": config.vision_heads,
-        "out_hidden_size": config.hidden_size,
-        "patch_size": config.patch_size,
-        "spatial_merge_size": config.merge_size,
-        "fullatt_block_indexes": [config.vision_layers - 1],
-        "window_size": 4 * config.patch_size * config.merge_size,  # 4x4 merged tokens, as Qwen's 112 px
-    }
+    )
     model = seeded_qwen_model(
         Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, text, vision, ids, config.seed
     )

@@ -72,18 +72,14 @@ class EndpointResult(BaseModel):
 # ---- item-level outcomes of one run ------------------------------------------------------------------------
 
 
-def _test_ids(root: Path, task: str) -> list[str]:
-    from sefe.coin.layout import evaluation_file
-
-    return [str(r["question_id"]) for r in orjson.loads(evaluation_file(root, task).read_bytes())]
-
-
-def _held_out(root: Path, task: str) -> list[bool]:
-    """Per test item of `task`: asked with a held-out paraphrase of its instruction line (`instruction`)."""
+def _test_items(root: Path, task: str) -> tuple[list[str], list[bool]]:
+    """Per test item of `task`, in test.json order: its question id, and whether it is asked with a held-out
+    paraphrase of its instruction line (`instruction`). One read of the file for both."""
     from sefe.coin.layout import evaluation_file
 
     records = orjson.loads(evaluation_file(root, task).read_bytes())
-    return [str(r.get("instruction", "trained")) == "held-out" for r in records]
+    ids = [str(r["question_id"]) for r in records]
+    return ids, [str(r.get("instruction", "trained")) == "held-out" for r in records]
 
 
 def item_outcomes(run: Path, root: Path, tasks: list[str]) -> dict[str, dict[tuple[int, int], list[float]]]:
@@ -95,8 +91,9 @@ def item_outcomes(run: Path, root: Path, tasks: list[str]) -> dict[str, dict[tup
     from sefe.sefe_train.run_layout import stage_dir
 
     out: dict[str, dict[tuple[int, int], list[float]]] = {"FE": {}, "FE_held": {}, "K": {}, "L": {}}
-    ids = {t: _test_ids(root, t) for t in tasks}
-    held = {t: _held_out(root, t) for t in tasks}
+    items = {t: _test_items(root, t) for t in tasks}
+    ids = {t: item_ids for t, (item_ids, _) in items.items()}
+    held = {t: flags for t, (_, flags) in items.items()}
     for k, task_k in enumerate(tasks):
         for i, task_i in enumerate(tasks[: k + 1]):
             path = stage_dir(run, k + 1, task_k) / "eval" / f"{task_i}.jsonl"

@@ -103,7 +103,7 @@ def test_fe_later_held_counts_only_items_asked_with_a_held_out_line(tmp_path: An
 
     import orjson
 
-    from sefe.micro.endpoints import _held_out, value
+    from sefe.micro.endpoints import _test_items, value
 
     for task in ("Colour", "Count"):
         folder = tmp_path / "annotations" / task
@@ -118,12 +118,15 @@ def test_fe_later_held_counts_only_items_asked_with_a_held_out_line(tmp_path: An
             for j in range(4)
         ]
         (folder / "test.json").write_bytes(orjson.dumps(recs))
-    assert _held_out(tmp_path, "Colour") == [False, True, False, True]
+    assert _test_items(tmp_path, "Colour") == (
+        ["Colour0", "Colour1", "Colour2", "Colour3"],
+        [False, True, False, True],
+    )
     # after stage 2, Colour's items: errors on both held-out items, none on the trained ones
     fe = {(0, 0): [0.0, 0.0, 0.0, 0.0], (1, 0): [0.0, 1.0, 0.0, 1.0], (1, 1): [1.0, 1.0, 1.0, 1.0]}
     nan = float("nan")
     held = {
-        cell: [f if h else nan for f, h in zip(flags, _held_out(tmp_path, "Colour"), strict=True)]
+        cell: [f if h else nan for f, h in zip(flags, _test_items(tmp_path, "Colour")[1], strict=True)]
         for cell, flags in fe.items()
     }
     items = {"FE": fe, "FE_held": held, "K": {}, "L": {}}

@@ -40,7 +40,7 @@ def vllm_generate_fn(model_dir: str, max_new_tokens: int, **engine_args: Any) ->
     """A LLaVA `generate(prompts, images)` backed by an offline `vllm.LLM` (greedy, temperature 0);
     `images` are those of the prompts with `<image>`, in order."""
     vllm = _vllm()
-    llm = vllm.LLM(model=model_dir, **{"limit_mm_per_prompt": {"image": 1}, **engine_args})
+    llm = _llm(vllm, model_dir, engine_args)
     params = vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
 
     def generate(prompts: list[str], images: list[Any]) -> list[str]:
@@ -60,7 +60,7 @@ def family_generate_fn(
     vllm = _vllm()
     processor = family.load_processor(model_dir)
     stops = stop_token_ids(Path(model_dir))
-    llm = vllm.LLM(model=model_dir, **{"limit_mm_per_prompt": {"image": 1}, **engine_args})
+    llm = _llm(vllm, model_dir, engine_args)
     params = vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=stops)
 
     def generate(questions: list[str], images: list[Any | None]) -> list[str]:
@@ -68,6 +68,11 @@ def family_generate_fn(
         return _texts(llm.generate(requests, params, use_tqdm=False))
 
     return generate, processor
+
+
+def _llm(vllm: Any, model_dir: str, engine_args: dict[str, Any]) -> Any:
+    """An offline `vllm.LLM` for one image per prompt; the caller's engine arguments may override that."""
+    return vllm.LLM(model=model_dir, **{"limit_mm_per_prompt": {"image": 1}, **engine_args})
 
 
 def request(prompt: str, image: Any | None) -> dict[str, Any]:
